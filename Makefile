@@ -1,0 +1,41 @@
+# driftserve: `make run` sets up and runs server + sidecar on the example repository;
+# `make test` sets up and runs the whole test suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+REPO ?= examples/repository
+EXTRAS := examples,bench,test
+
+.PHONY: setup repository run serve test bench protos clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[$(EXTRAS)]'
+	touch $@
+
+repository: setup $(REPO)/.built
+
+$(REPO)/.built: examples/*.py
+	$(PY) -m examples.build_repository --out $(REPO)
+	touch $@
+
+run: repository
+	$(PY) -m server.cli run --model-repository $(REPO)
+
+serve: repository
+	$(PY) -m server.cli serve --model-repository $(REPO)
+
+test: setup
+	$(PY) -m pytest -p no:cacheprovider
+
+bench: repository
+	$(PY) -m benchmarks.run_all --model-repository $(REPO)
+
+protos: setup
+	$(PY) scripts/gen_protos.py
+
+clean:
+	rm -rf $(VENV) $(REPO) .pytest_cache .benchmarks

@@ -1,0 +1,1 @@
+"""driftserve benchmarks: latency-SLO load generator, naive baseline server, micro-benchmarks."""

@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC code shared by the server and the sidecar."""

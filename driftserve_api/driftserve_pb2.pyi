@@ -1,0 +1,183 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Tensor(_message.Message):
+    __slots__ = ("name", "datatype", "shape", "data")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DATATYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    datatype: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    data: bytes
+    def __init__(self, name: _Optional[str] = ..., datatype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class PredictRequest(_message.Message):
+    __slots__ = ("model", "version", "request_id", "inputs", "outputs", "timeout_us", "priority")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_US_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    request_id: str
+    inputs: _containers.RepeatedCompositeFieldContainer[Tensor]
+    outputs: _containers.RepeatedScalarFieldContainer[str]
+    timeout_us: int
+    priority: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., request_id: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., outputs: _Optional[_Iterable[str]] = ..., timeout_us: _Optional[int] = ..., priority: _Optional[int] = ...) -> None: ...
+
+class PredictResponse(_message.Message):
+    __slots__ = ("model", "version", "request_id", "outputs")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    request_id: str
+    outputs: _containers.RepeatedCompositeFieldContainer[Tensor]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., request_id: _Optional[str] = ..., outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ...) -> None: ...
+
+class PredictStreamResponse(_message.Message):
+    __slots__ = ("response", "error_code", "error_message", "request_id")
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    response: PredictResponse
+    error_code: int
+    error_message: str
+    request_id: str
+    def __init__(self, response: _Optional[_Union[PredictResponse, _Mapping]] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class MirrorBatch(_message.Message):
+    __slots__ = ("model", "version", "rows", "inputs", "outputs", "request_ids", "request_rows", "arrival_unix_s", "latency_s", "sender")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_IDS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ROWS_FIELD_NUMBER: _ClassVar[int]
+    ARRIVAL_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_S_FIELD_NUMBER: _ClassVar[int]
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    rows: int
+    inputs: _containers.RepeatedCompositeFieldContainer[Tensor]
+    outputs: _containers.RepeatedCompositeFieldContainer[Tensor]
+    request_ids: _containers.RepeatedScalarFieldContainer[str]
+    request_rows: _containers.RepeatedScalarFieldContainer[int]
+    arrival_unix_s: _containers.RepeatedScalarFieldContainer[float]
+    latency_s: _containers.RepeatedScalarFieldContainer[float]
+    sender: str
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., rows: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., request_ids: _Optional[_Iterable[str]] = ..., request_rows: _Optional[_Iterable[int]] = ..., arrival_unix_s: _Optional[_Iterable[float]] = ..., latency_s: _Optional[_Iterable[float]] = ..., sender: _Optional[str] = ...) -> None: ...
+
+class PublishSummary(_message.Message):
+    __slots__ = ("batches", "rows")
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    batches: int
+    rows: int
+    def __init__(self, batches: _Optional[int] = ..., rows: _Optional[int] = ...) -> None: ...
+
+class DriftReportRequest(_message.Message):
+    __slots__ = ("model", "window")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    window: str
+    def __init__(self, model: _Optional[str] = ..., window: _Optional[str] = ...) -> None: ...
+
+class FeatureDrift(_message.Message):
+    __slots__ = ("feature", "kind", "window", "window_rows", "psi", "psi_expected", "ks_statistic", "ks_bound", "ks_pvalue", "ks_pvalue_corrected", "missing_share", "reference_missing_share", "unseen_categories", "status", "reasons")
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_ROWS_FIELD_NUMBER: _ClassVar[int]
+    PSI_FIELD_NUMBER: _ClassVar[int]
+    PSI_EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    KS_STATISTIC_FIELD_NUMBER: _ClassVar[int]
+    KS_BOUND_FIELD_NUMBER: _ClassVar[int]
+    KS_PVALUE_FIELD_NUMBER: _ClassVar[int]
+    KS_PVALUE_CORRECTED_FIELD_NUMBER: _ClassVar[int]
+    MISSING_SHARE_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_MISSING_SHARE_FIELD_NUMBER: _ClassVar[int]
+    UNSEEN_CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    feature: str
+    kind: str
+    window: str
+    window_rows: int
+    psi: float
+    psi_expected: float
+    ks_statistic: float
+    ks_bound: float
+    ks_pvalue: float
+    ks_pvalue_corrected: float
+    missing_share: float
+    reference_missing_share: float
+    unseen_categories: int
+    status: str
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, feature: _Optional[str] = ..., kind: _Optional[str] = ..., window: _Optional[str] = ..., window_rows: _Optional[int] = ..., psi: _Optional[float] = ..., psi_expected: _Optional[float] = ..., ks_statistic: _Optional[float] = ..., ks_bound: _Optional[float] = ..., ks_pvalue: _Optional[float] = ..., ks_pvalue_corrected: _Optional[float] = ..., missing_share: _Optional[float] = ..., reference_missing_share: _Optional[float] = ..., unseen_categories: _Optional[int] = ..., status: _Optional[str] = ..., reasons: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ShadowReport(_message.Message):
+    __slots__ = ("primary_version", "shadow_version", "rows", "agreement", "mean_abs_delta", "max_abs_delta", "primary_latency_p50_s", "shadow_latency_p50_s", "errors")
+    PRIMARY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    MEAN_ABS_DELTA_FIELD_NUMBER: _ClassVar[int]
+    MAX_ABS_DELTA_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_LATENCY_P50_S_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_LATENCY_P50_S_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    primary_version: str
+    shadow_version: str
+    rows: int
+    agreement: float
+    mean_abs_delta: float
+    max_abs_delta: float
+    primary_latency_p50_s: float
+    shadow_latency_p50_s: float
+    errors: int
+    def __init__(self, primary_version: _Optional[str] = ..., shadow_version: _Optional[str] = ..., rows: _Optional[int] = ..., agreement: _Optional[float] = ..., mean_abs_delta: _Optional[float] = ..., max_abs_delta: _Optional[float] = ..., primary_latency_p50_s: _Optional[float] = ..., shadow_latency_p50_s: _Optional[float] = ..., errors: _Optional[int] = ...) -> None: ...
+
+class DriftReport(_message.Message):
+    __slots__ = ("model", "generated_unix_s", "rows_seen", "features", "shadow", "batches_seen")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    GENERATED_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    ROWS_SEEN_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_SEEN_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    generated_unix_s: float
+    rows_seen: int
+    features: _containers.RepeatedCompositeFieldContainer[FeatureDrift]
+    shadow: ShadowReport
+    batches_seen: int
+    def __init__(self, model: _Optional[str] = ..., generated_unix_s: _Optional[float] = ..., rows_seen: _Optional[int] = ..., features: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ..., shadow: _Optional[_Union[ShadowReport, _Mapping]] = ..., batches_seen: _Optional[int] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, models: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""Builds the example model repository locally from a dataset scikit-learn ships."""

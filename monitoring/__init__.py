@@ -1,0 +1,1 @@
+"""driftserve drift sidecar: mirrored traffic in, streaming drift and shadow comparison out."""
