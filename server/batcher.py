@@ -1,0 +1,317 @@
+"""Dynamic batching: one batcher per served model version.
+
+A request puts its rows and a future on the queue with its arrival time and deadline. The batcher
+waits for a free model instance, then closes a batch when it holds ``max_batch_size`` rows, when
+the rows waiting form a preferred batch size, or when the oldest request has waited
+``max_queue_delay_us``. While one batch computes on a worker thread, the next one fills. Requests
+are never split; a request whose deadline passes in the queue fails with DEADLINE_EXCEEDED before
+any compute; a cancelled RPC leaves the queue; a full queue refuses at once (load shedding). An
+error fails exactly the requests of its batch, and output rows are counted back per request.
+
+With batching disabled each request is its own batch, and the same queue bound still applies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import numpy as np
+
+from server.config import BatchingConfig
+from server.errors import DeadlineExceeded, DriftserveError, ModelExecutionError, ResourceExhausted, Unavailable
+from server.metrics import ServerMetrics
+from server.model import ModelVersion
+from server.statistics import ModelStatistics
+
+logger = logging.getLogger(__name__)
+
+Outputs = dict[str, np.ndarray]
+
+
+@dataclass(eq=False, slots=True)
+class _Pending:
+    """One queued request."""
+
+    inputs: Mapping[str, np.ndarray]
+    rows: int
+    future: asyncio.Future[Outputs]
+    arrival_ns: int
+    level: int
+    timer: asyncio.TimerHandle | None = None
+    queued: bool = True
+
+
+@dataclass
+class _BatchTimings:
+    input_ns: int = 0
+    infer_ns: int = 0
+    output_ns: int = 0
+    results: list[Outputs] = field(default_factory=list)
+
+
+class Batcher:
+    """Queues requests of one model version and runs them in batches on worker threads."""
+
+    def __init__(
+        self,
+        model: ModelVersion,
+        config: BatchingConfig,
+        statistics: ModelStatistics,
+        metrics: ServerMetrics,
+    ) -> None:
+        self.model = model
+        self.config = config
+        self.statistics = statistics
+        self._enabled = config.enabled and model.batched
+        self._max_rows = model.max_batch_size if model.batched else 1
+        self._delay_ns = config.max_queue_delay_us * 1000
+        self._preferred = frozenset(config.preferred_batch_sizes)
+        self._levels = max(config.priority_levels, 1)
+        self._default_level = (config.default_priority_level or self._levels) - 1
+        self._queues: list[deque[_Pending]] = [deque() for _ in range(self._levels)]
+        self._pending_requests = 0
+        self._pending_rows = 0
+        self._free_instances = list(range(model.instances))
+        self._executor = ThreadPoolExecutor(
+            max_workers=model.instances, thread_name_prefix=f"batch-{model.name}-{model.version}"
+        )
+        self._loop = asyncio.get_running_loop()
+        self._wakeup = asyncio.Event()
+        self._running = 0
+        self._closing = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        version = str(model.version)
+        self._m_batch_rows = metrics.batch_size.labels(model.name, version)
+        self._m_batch_requests = metrics.batch_requests.labels(model.name, version)
+        self._m_queue = metrics.queue_duration.labels(model.name, version)
+        self._m_compute = metrics.compute_duration.labels(model.name, version)
+        self._m_depth = metrics.queue_depth.labels(model.name, version)
+        self._m_rejected: Callable[[str], None] = lambda reason: metrics.rejections.labels(
+            model.name, version, reason
+        ).inc()
+        self._task = self._loop.create_task(self._run(), name=f"batcher-{model.name}-{model.version}")
+
+    # ------------------------------------------------------------------ public API
+    async def submit(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        rows: int,
+        deadline: float | None = None,
+        priority: int = 0,
+    ) -> Outputs:
+        """Queue one validated request; return its outputs (rows of this request only).
+
+        ``deadline`` is an absolute ``loop.time()``; ``priority`` follows Triton (1 is highest,
+        0 is the default level).
+        """
+        if self._closing:
+            self._m_rejected("shutdown")
+            raise Unavailable(f"model '{self.model.name}' version {self.model.version} is unloading")
+        if self._pending_requests >= self.config.max_queue_size:
+            self._m_rejected("queue_full")
+            raise ResourceExhausted(
+                f"queue of model '{self.model.name}' version {self.model.version} is full "
+                f"({self.config.max_queue_size} requests waiting); retry later or add capacity"
+            )
+        level = self._default_level if priority <= 0 else min(priority, self._levels) - 1
+        future: asyncio.Future[Outputs] = self._loop.create_future()
+        item = _Pending(inputs, rows, future, time.perf_counter_ns(), level)
+        if deadline is not None:
+            if deadline <= self._loop.time():
+                self._m_rejected("deadline")
+                raise DeadlineExceeded("deadline expired before the request was queued")
+            item.timer = self._loop.call_at(deadline, self._expire, item)
+        self._queues[level].append(item)
+        self._pending_requests += 1
+        self._pending_rows += rows
+        self._m_depth.set(self._pending_requests)
+        self._wakeup.set()
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if item.queued:
+                self._dequeue(item)
+                self._m_rejected("cancelled")
+            raise
+
+    @property
+    def queue_depth(self) -> int:
+        return self._pending_requests
+
+    async def close(self, drain_timeout_s: float = 10.0) -> None:
+        """Refuse new requests, let queued and running ones finish, then stop the worker threads."""
+        self._closing = True
+        self._wakeup.set()
+        deadline = self._loop.time() + drain_timeout_s
+        while (self._pending_requests or self._running) and self._loop.time() < deadline:
+            self._idle.clear()
+            try:
+                await asyncio.wait_for(self._idle.wait(), max(deadline - self._loop.time(), 0.001))
+            except TimeoutError:
+                break
+        for queue in self._queues:
+            while queue:
+                item = queue.popleft()
+                if item.queued:
+                    self._dequeue(item)
+                    if not item.future.done():
+                        item.future.set_exception(Unavailable("model unloaded before the request ran"))
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------ queue bookkeeping
+    def _dequeue(self, item: _Pending) -> None:
+        item.queued = False
+        self._pending_requests -= 1
+        self._pending_rows -= item.rows
+        if item.timer is not None:
+            item.timer.cancel()
+        self._m_depth.set(self._pending_requests)
+        if not self._pending_requests and not self._running:
+            self._idle.set()
+
+    def _expire(self, item: _Pending) -> None:
+        if not item.queued:
+            return
+        self._dequeue(item)
+        self._m_rejected("deadline")
+        self.statistics.fail.add(time.perf_counter_ns() - item.arrival_ns)
+        if not item.future.done():
+            item.future.set_exception(
+                DeadlineExceeded(
+                    f"deadline expired after {(time.perf_counter_ns() - item.arrival_ns) / 1e6:.2f} ms "
+                    f"in the queue of model '{self.model.name}'; no compute was spent on it"
+                )
+            )
+
+    def _oldest_arrival_ns(self) -> int | None:
+        oldest = None
+        for queue in self._queues:
+            while queue and not queue[0].queued:
+                queue.popleft()
+            if queue and (oldest is None or queue[0].arrival_ns < oldest):
+                oldest = queue[0].arrival_ns
+        return oldest
+
+    def _wait_ns(self) -> int:
+        """How long until a batch should close (0: now)."""
+        if not self._enabled or self._pending_rows >= self._max_rows or self._pending_rows in self._preferred:
+            return 0
+        oldest = self._oldest_arrival_ns()
+        if oldest is None:
+            return 0
+        return max(0, self._delay_ns - (time.perf_counter_ns() - oldest))
+
+    def _take_batch(self) -> list[_Pending]:
+        """Pop requests by priority then arrival, up to the row limit, never splitting one."""
+        batch: list[_Pending] = []
+        rows = 0
+        for queue in self._queues:
+            while queue:
+                item = queue[0]
+                if not item.queued:
+                    queue.popleft()
+                    continue
+                if rows + item.rows > self._max_rows or (batch and not self._enabled):
+                    return batch
+                queue.popleft()
+                self._dequeue(item)
+                batch.append(item)
+                rows += item.rows
+        return batch
+
+    # ------------------------------------------------------------------ the loop
+    async def _run(self) -> None:
+        while True:
+            while not self._pending_requests or not self._free_instances:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            wait_ns = self._wait_ns()
+            while wait_ns > 0 and self._pending_requests:
+                self._wakeup.clear()
+                timer = self._loop.call_later(wait_ns / 1e9, self._wakeup.set)
+                await self._wakeup.wait()
+                timer.cancel()
+                wait_ns = self._wait_ns()
+            batch = self._take_batch()
+            if not batch:
+                continue
+            instance = self._free_instances.pop()
+            self._running += 1
+            dispatched_ns = time.perf_counter_ns()
+            for item in batch:
+                queued_ns = dispatched_ns - item.arrival_ns
+                self.statistics.queue.add(queued_ns)
+                self._m_queue.observe(queued_ns / 1e9)
+            done = self._loop.run_in_executor(self._executor, self._execute, batch, instance)
+            done.add_done_callback(lambda fut, b=batch, i=instance: self._complete(fut, b, i))
+
+    def _execute(self, batch: list[_Pending], instance: int) -> _BatchTimings:
+        """Merge, run and split one batch (worker thread)."""
+        timings = _BatchTimings()
+        t0 = time.perf_counter_ns()
+        if len(batch) == 1:
+            merged = batch[0].inputs
+        else:
+            merged = {
+                name: np.concatenate([item.inputs[name] for item in batch], axis=0)
+                for name in batch[0].inputs
+            }
+        t1 = time.perf_counter_ns()
+        outputs = self.model.run(merged, instance)
+        t2 = time.perf_counter_ns()
+        total_rows = sum(item.rows for item in batch)
+        if self.model.batched:
+            for name, array in outputs.items():
+                if array.ndim == 0 or array.shape[0] != total_rows:
+                    raise ModelExecutionError(
+                        f"model '{self.model.name}' output '{name}' has shape {list(array.shape)} "
+                        f"for a batch of {total_rows} rows; cannot split it back per request"
+                    )
+        if len(batch) == 1:
+            timings.results.append(outputs)
+        else:
+            offset = 0
+            for item in batch:
+                end = offset + item.rows
+                timings.results.append({name: array[offset:end] for name, array in outputs.items()})
+                offset = end
+        t3 = time.perf_counter_ns()
+        timings.input_ns, timings.infer_ns, timings.output_ns = t1 - t0, t2 - t1, t3 - t2
+        return timings
+
+    def _complete(self, done: asyncio.Future[_BatchTimings], batch: list[_Pending], instance: int) -> None:
+        self._free_instances.append(instance)
+        self._running -= 1
+        self._wakeup.set()
+        rows = sum(item.rows for item in batch)
+        error = done.exception() if not done.cancelled() else Unavailable("batch cancelled at shutdown")
+        if error is None:
+            timings = done.result()
+            self.statistics.record_batch(rows, len(batch), timings.input_ns, timings.infer_ns, timings.output_ns)
+            self._m_compute.observe((timings.input_ns + timings.infer_ns + timings.output_ns) / 1e9)
+            self._m_batch_rows.observe(rows)
+            self._m_batch_requests.observe(len(batch))
+            for item, result in zip(batch, timings.results):
+                if not item.future.done():
+                    item.future.set_result(result)
+        else:
+            if not isinstance(error, DriftserveError):
+                logger.exception("batch of %s failed unexpectedly", self.model.name, exc_info=error)
+                error = ModelExecutionError(f"batch failed: {error}")
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(type(error)(error.message))
+        if not self._pending_requests and not self._running:
+            self._idle.set()

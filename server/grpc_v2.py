@@ -1,0 +1,273 @@
+"""Open Inference Protocol (KServe V2 / Triton gRPC) servicer: protobuf in, protobuf out.
+
+Triton's clients send tensors in ``raw_input_contents`` and read only ``raw_output_contents``,
+so inputs are accepted raw or as typed ``contents`` and outputs are always returned raw.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from driftserve_api import grpc_service_pb2 as pb
+from driftserve_api import grpc_service_pb2_grpc as pb_grpc
+from driftserve_api import model_config_pb2 as mc
+from server import __version__
+from server.dataplane import InferenceRequest, InferenceResponse
+from server.errors import DriftserveError, InvalidArgument, NotFound
+from server.grpc_common import InferenceBoundary, abort_on_error, stream_concurrently
+from server.repository import ModelRepository
+from server.tensors import decode_contents, decode_raw, encode_raw, v2_datatype
+
+PROTOCOL = "v2"
+SERVER_NAME = "driftserve"
+EXTENSIONS = ["model_repository", "model_configuration", "statistics", "schedule_policy", "binary_tensor_data"]
+STREAM_MAX_INFLIGHT = 512
+
+
+def decode_request(message: pb.ModelInferRequest) -> InferenceRequest:
+    """ModelInferRequest -> InferenceRequest, zero-copy for raw inputs."""
+    raw = message.raw_input_contents
+    if raw and len(raw) != len(message.inputs):
+        raise InvalidArgument(
+            f"raw_input_contents has {len(raw)} entries but the request declares "
+            f"{len(message.inputs)} inputs; give one raw entry per input, in order"
+        )
+    inputs = {}
+    for index, tensor in enumerate(message.inputs):
+        what = f"input '{tensor.name}'"
+        if tensor.name in inputs:
+            raise InvalidArgument(f"{what} is given twice")
+        if raw:
+            if tensor.HasField("contents"):
+                raise InvalidArgument(f"{what} has both typed contents and raw_input_contents; give one")
+            inputs[tensor.name] = decode_raw(tensor.datatype, tensor.shape, raw[index], what)
+        else:
+            inputs[tensor.name] = decode_contents(tensor.datatype, tensor.shape, tensor.contents, what)
+    request = InferenceRequest(
+        model=message.model_name,
+        version=message.model_version,
+        request_id=message.id,
+        inputs=inputs,
+        outputs=[o.name for o in message.outputs],
+    )
+    if message.parameters:
+        request.timeout_us = _int_parameter(message.parameters, "timeout")
+        request.priority = _int_parameter(message.parameters, "priority")
+    return request
+
+
+def encode_response(response: InferenceResponse) -> pb.ModelInferResponse:
+    """InferenceResponse -> ModelInferResponse with every output in raw_output_contents."""
+    tensors = []
+    raws = []
+    for name, array in response.outputs.items():
+        tensors.append(
+            pb.ModelInferResponse.InferOutputTensor(name=name, datatype=v2_datatype(array), shape=array.shape)
+        )
+        raws.append(encode_raw(array))
+    return pb.ModelInferResponse(
+        model_name=response.model,
+        model_version=response.version,
+        id=response.request_id,
+        outputs=tensors,
+        raw_output_contents=raws,
+    )
+
+
+def _int_parameter(parameters: Any, key: str) -> int:
+    if key not in parameters:
+        return 0
+    param = parameters[key]
+    which = param.WhichOneof("parameter_choice")
+    if which in ("int64_param", "uint64_param"):
+        value = int(getattr(param, which))
+    elif which == "double_param" and float(param.double_param).is_integer():
+        value = int(param.double_param)
+    else:
+        raise InvalidArgument(f"parameter '{key}' must be an integer, got {which or 'nothing'}")
+    if value < 0:
+        raise InvalidArgument(f"parameter '{key}' must be >= 0, got {value}")
+    return value
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """GRPCInferenceService over the shared data plane."""
+
+    def __init__(self, boundary: InferenceBoundary, repository: ModelRepository) -> None:
+        self.boundary = boundary
+        self.repository = repository
+        self.started = False
+
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.started and self.boundary.dataplane.accepting)
+
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext) -> pb.ModelReadyResponse:
+        try:
+            self.repository.route(request.name, request.version)
+        except DriftserveError:
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=self.boundary.dataplane.accepting)
+
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS)
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext) -> pb.ModelMetadataResponse:
+        async def body() -> pb.ModelMetadataResponse:
+            served = self.repository.route(request.name, request.version)
+            model = served.model
+            batch = [-1] if model.batched else []
+            meta = pb.ModelMetadataResponse.TensorMetadata
+            return pb.ModelMetadataResponse(
+                name=model.name,
+                versions=[str(v) for v in sorted(self.repository.entry(model.name).versions)],
+                platform=model.config.platform,
+                inputs=[meta(name=s.name, datatype=s.datatype, shape=batch + list(s.dims)) for s in model.inputs.values()],
+                outputs=[meta(name=s.name, datatype=s.datatype, shape=batch + list(s.dims)) for s in model.outputs.values()],
+            )
+
+        return await abort_on_error(context, body)
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+        return await self.boundary.serve(PROTOCOL, request, context, decode_request, encode_response)
+
+    async def ModelStreamInfer(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def handle(message: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
+            return await self.boundary.serve_for_stream(
+                PROTOCOL, message, decode_request,
+                lambda r: pb.ModelStreamInferResponse(infer_response=encode_response(r)),
+                lambda m, code, text: pb.ModelStreamInferResponse(
+                    error_message=f"{code.name}: {text}",
+                    infer_response=pb.ModelInferResponse(model_name=m.model_name, id=m.id),
+                ),
+            )
+
+        async for reply in stream_concurrently(request_iterator, handle, STREAM_MAX_INFLIGHT):
+            yield reply
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext) -> pb.ModelConfigResponse:
+        async def body() -> pb.ModelConfigResponse:
+            return pb.ModelConfigResponse(config=self._model_config(request.name, request.version))
+
+        return await abort_on_error(context, body)
+
+    def _model_config(self, name: str, version: str) -> mc.ModelConfig:
+        served = self.repository.route(name, version)
+        model, config = served.model, served.model.config
+        policy = config.version_policy
+        if policy.latest is not None:
+            version_policy = mc.ModelVersionPolicy(latest=mc.ModelVersionPolicy.Latest(num_versions=policy.latest.num_versions))
+        elif policy.specific is not None:
+            version_policy = mc.ModelVersionPolicy(specific=mc.ModelVersionPolicy.Specific(versions=policy.specific.versions))
+        else:
+            version_policy = mc.ModelVersionPolicy(all=mc.ModelVersionPolicy.All())
+        result = mc.ModelConfig(
+            name=model.name,
+            platform=config.platform,
+            backend="onnxruntime",
+            version_policy=version_policy,
+            max_batch_size=model.max_batch_size,
+            input=[mc.ModelInput(name=s.name, data_type=_config_type(s.datatype), dims=s.dims) for s in model.inputs.values()],
+            output=[mc.ModelOutput(name=s.name, data_type=_config_type(s.datatype), dims=s.dims) for s in model.outputs.values()],
+            instance_group=[mc.ModelInstanceGroup(name=f"{model.name}_cpu", count=model.instances, kind=mc.ModelInstanceGroup.KIND_CPU)],
+            default_model_filename="model.onnx",
+        )
+        batching = config.batching
+        if batching.enabled and model.batched:
+            result.dynamic_batching.CopyFrom(
+                mc.ModelDynamicBatching(
+                    preferred_batch_size=batching.preferred_batch_sizes,
+                    max_queue_delay_microseconds=batching.max_queue_delay_us,
+                    priority_levels=batching.priority_levels,
+                    default_priority_level=batching.default_priority_level,
+                    default_queue_policy=mc.ModelQueuePolicy(
+                        default_timeout_microseconds=batching.default_timeout_us,
+                        allow_timeout_override=True,
+                        max_queue_size=batching.max_queue_size,
+                    ),
+                )
+            )
+        return result
+
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext) -> pb.ModelStatisticsResponse:
+        async def body() -> pb.ModelStatisticsResponse:
+            if request.name:
+                entry = self.repository.entry(request.name)
+                entries = [entry]
+            else:
+                entries = list(self.repository.models.values())
+            stats = []
+            for entry in entries:
+                for version, served in sorted(entry.versions.items()):
+                    if request.version and request.version != str(version):
+                        continue
+                    stats.append(_statistics_message(entry.name, version, served.statistics))
+            if request.name and request.version and not stats:
+                raise NotFound(f"model '{request.name}' has no served version {request.version}")
+            return pb.ModelStatisticsResponse(model_stats=stats)
+
+        return await abort_on_error(context, body)
+
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext) -> pb.RepositoryIndexResponse:
+        async def body() -> pb.RepositoryIndexResponse:
+            index = pb.RepositoryIndexResponse.ModelIndex
+            rows = [
+                index(name=n, version=v, state=s, reason=r)
+                for n, v, s, r in self.repository.index()
+                if not request.ready or s == "READY"
+            ]
+            return pb.RepositoryIndexResponse(models=rows)
+
+        return await abort_on_error(context, body)
+
+    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext) -> pb.RepositoryModelLoadResponse:
+        async def body() -> pb.RepositoryModelLoadResponse:
+            await self.repository.load(request.model_name)
+            return pb.RepositoryModelLoadResponse()
+
+        return await abort_on_error(context, body)
+
+    async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest, context: grpc.aio.ServicerContext) -> pb.RepositoryModelUnloadResponse:
+        async def body() -> pb.RepositoryModelUnloadResponse:
+            await self.repository.unload(request.model_name)
+            return pb.RepositoryModelUnloadResponse()
+
+        return await abort_on_error(context, body)
+
+
+def _config_type(datatype: str) -> int:
+    return mc.DataType.Value("TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}")
+
+
+def _statistics_message(name: str, version: int, stats: Any) -> pb.ModelStatistics:
+    def duration(d: Any) -> pb.StatisticDuration:
+        return pb.StatisticDuration(count=d.count, ns=d.ns)
+
+    return pb.ModelStatistics(
+        name=name,
+        version=str(version),
+        last_inference=stats.last_inference_ms,
+        inference_count=stats.inference_count,
+        execution_count=stats.execution_count,
+        inference_stats=pb.InferStatistics(
+            success=duration(stats.success),
+            fail=duration(stats.fail),
+            queue=duration(stats.queue),
+            compute_input=duration(stats.compute_input),
+            compute_infer=duration(stats.compute_infer),
+            compute_output=duration(stats.compute_output),
+        ),
+        batch_stats=[
+            pb.InferBatchStatistics(
+                batch_size=size,
+                compute_input=duration(b.compute_input),
+                compute_infer=duration(b.compute_infer),
+                compute_output=duration(b.compute_output),
+            )
+            for size, b in sorted(stats.batches.items())
+        ],
+    )
