@@ -1,0 +1,102 @@
+"""Sweeps over load levels and the search for the highest rate that still meets an SLO.
+
+Several targets (e.g. driftserve and the naive baseline) are measured interleaved at each level,
+so slow drift of the machine affects both alike and their ratio stays honest.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from benchmarks.loadgen.runner import LoadSpec, RunResult, run_load
+from benchmarks.loadgen.slo import SLO, Verdict, evaluate
+
+logger = logging.getLogger(__name__)
+
+Runner = Callable[[LoadSpec], RunResult]
+DEFAULT_MAX_STEPS = 8
+
+
+class SweepError(ValueError):
+    """A sweep description that does not parse."""
+
+
+def parse_sweep(text: str) -> tuple[str, list[float]]:
+    """`closed:1,2,4` or `open:100,200` → (mode, levels)."""
+    mode, sep, levels = text.partition(":")
+    if not sep or mode not in ("closed", "open"):
+        raise SweepError(f"bad sweep {text!r}: expected 'closed:1,2,4,...' or 'open:100,200,...'")
+    try:
+        values = [float(v) for v in levels.split(",") if v.strip()]
+    except ValueError:
+        raise SweepError(f"bad sweep {text!r}: levels must be numbers") from None
+    if not values or any(v <= 0 for v in values):
+        raise SweepError(f"bad sweep {text!r}: give one or more positive levels")
+    if mode == "closed" and any(v != int(v) for v in values):
+        raise SweepError(f"bad sweep {text!r}: concurrency levels must be integers")
+    if len(values) > 64:
+        raise SweepError(f"bad sweep {text!r}: at most 64 levels")
+    return mode, values
+
+
+def sweep(specs: Sequence[LoadSpec], mode: str, levels: Sequence[float],
+          runner: Runner = run_load) -> list[RunResult]:
+    """Run every level against every spec, interleaved (level by level, target by target)."""
+    results = []
+    for level in levels:
+        for spec in specs:
+            result = runner(spec.with_load(mode, level))
+            logger.info("%s %s %g: %.0f rps p99 %.3f ms", result.label, mode, level,
+                        result.throughput_rps, result.latency_ms["p99"])
+            results.append(result)
+    return results
+
+
+@dataclass
+class MaxRateSearch:
+    """Outcome of `find_max_rate`: the best passing rate and every step taken."""
+
+    label: str
+    slo: str
+    max_rate_rps: float | None
+    steps: list[tuple[RunResult, Verdict]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label, "slo": self.slo, "max_rate_rps": self.max_rate_rps,
+            "steps": [{"rate_rps": r.level, "throughput_rps": r.throughput_rps,
+                       "p99_ms": r.latency_ms["p99"], "passed": v.passed} for r, v in self.steps],
+        }
+
+
+def find_max_rate(spec: LoadSpec, slo: SLO, start_rps: float = 100.0,
+                  max_steps: int = DEFAULT_MAX_STEPS, runner: Runner = run_load) -> MaxRateSearch:
+    """Highest open-loop rate meeting `slo`: double from `start_rps` until a failure, then
+    bisect between the last pass and the first failure; at most `max_steps` runs in all."""
+    if start_rps <= 0 or max_steps < 1:
+        raise SweepError("start rate must be positive and max steps at least 1")
+    search = MaxRateSearch(spec.label or spec.target, slo.label, None)
+    passed: float | None = None
+    failed: float | None = None
+    rate = start_rps
+    for _ in range(max_steps):
+        result = runner(spec.with_load("open", rate))
+        verdict = evaluate(slo, result.percentiles_us(), result.error_rate)
+        search.steps.append((result, verdict))
+        logger.info("%s at %.0f rps: %s", search.label, rate, "pass" if verdict.passed else "fail")
+        if verdict.passed:
+            passed = rate
+        else:
+            failed = rate
+        if failed is None:
+            rate *= 2
+        elif passed is None:
+            rate /= 2
+        else:
+            if failed - passed <= max(1.0, 0.05 * passed):
+                break
+            rate = (passed + failed) / 2
+    search.max_rate_rps = passed
+    return search
