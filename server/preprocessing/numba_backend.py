@@ -1,0 +1,101 @@
+"""The Numba backend: typed wrapper that holds a plan and calls the generic kernels."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from server.preprocessing import kernels
+from server.preprocessing.base import RAW_DTYPES, Preprocessor, Violation, check_array, violation_error
+from server.preprocessing.plan import build_plan
+from server.preprocessing.spec import PreprocessingSpec
+
+logger = logging.getLogger(__name__)
+
+
+class NumbaPreprocessor:
+    """A spec compiled to flat arrays and run by the shared ``@njit(nogil=True)`` kernels.
+
+    ``validate`` runs on the request path before queueing; ``transform`` runs on a whole batch
+    in the batch's worker thread and releases the GIL while the kernel runs.
+    """
+
+    def __init__(self, spec: PreprocessingSpec) -> None:
+        self.spec = spec
+        self._plan = build_plan(spec)
+        p = self._plan
+        self._validate_args = (p.feature, p.impute, p.fill, p.n_ops, p.op_code, p.op_a, p.op_b, p.term)
+        self._transform_args = (
+            p.feature, p.impute, p.fill, p.n_ops, p.op_code, p.op_a, p.op_b, p.term, p.out_start,
+            p.term_off, p.term_len, p.term_values, p.term_slots, p.hash_buckets, p.hash_seed,
+        )
+        self._dtype = np.dtype(RAW_DTYPES[spec.input.datatype])
+
+    @property
+    def raw_input_name(self) -> str:
+        return self.spec.input.name
+
+    @property
+    def raw_datatype(self) -> str:
+        return self.spec.input.datatype
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.spec.input.features)
+
+    @property
+    def output_width(self) -> int:
+        return self._plan.width
+
+    def validate(self, x: np.ndarray) -> None:
+        """Check shape and dtype, then scan for NaN/inf and out-of-domain values in one kernel."""
+        x = check_array(self.spec, x)
+        result = np.zeros(4, np.int64)
+        kernels.validate_kernel(x, *self._validate_args, result)
+        if result[3] != Violation.NONE:
+            step, row, k, kind = (int(v) for v in result)
+            op = int(self._plan.op_pos[step, k])
+            raw = x[row, self._plan.feature[step]]
+            raise violation_error(self.spec, step, row, op, Violation(kind), raw)
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """Raw rows (validated) -> float32 ``[rows, output_width]``, C-contiguous."""
+        x = check_array(self.spec, x)
+        out = np.empty((x.shape[0], self._plan.width), np.float32)
+        kernels.transform_kernel(x, *self._transform_args, out)
+        return out
+
+    def warmup(self) -> None:
+        """Compile (or load from Numba's disk cache) both kernels for this dtype and run them."""
+        start = time.perf_counter()
+        x = np.zeros((2, self._plan.n_raw), self._dtype)
+        result = np.zeros(4, np.int64)
+        kernels.validate_kernel(x, *self._validate_args, result)
+        kernels.transform_kernel(x, *self._transform_args, np.empty((2, self._plan.width), np.float32))
+        logger.info(
+            "preprocessing kernels ready for input '%s' (%s, %d -> %d columns) in %.1f ms",
+            self.spec.input.name, self.spec.input.datatype, self._plan.n_raw, self._plan.width,
+            (time.perf_counter() - start) * 1e3,
+        )
+
+
+def compile_preprocessor(spec: PreprocessingSpec, *, warmup: bool = True) -> Preprocessor:
+    """The Numba preprocessor for ``spec``, compiled and warmed unless ``warmup`` is False."""
+    pre = NumbaPreprocessor(spec)
+    if warmup:
+        pre.warmup()
+    return pre
+
+
+def compile_validator(spec: PreprocessingSpec, *, warmup: bool = True) -> Preprocessor:
+    """The request-path validator for either backend (the ONNX backend transforms inside ORT).
+
+    It is the Numba preprocessor itself: its ``validate`` is what the ONNX path needs, and its
+    ``transform`` stays available for debugging a fused model against the kernel.
+    """
+    return compile_preprocessor(spec, warmup=warmup)
+
+
+__all__ = ["NumbaPreprocessor", "compile_preprocessor", "compile_validator"]
