@@ -89,6 +89,8 @@ class RunResult:
     loadgen_cpu_cores: float
     workers: int
     server: ServerBreakdown | None
+    # The merged latency histogram (µs), HDR-encoded, so runs can be re-merged or re-queried.
+    latency_hdr: str = ""
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -213,6 +215,7 @@ def run_load(spec: LoadSpec, progress: bool = False, server_stats: bool = True) 
         late_sends=merged.late_sends,
         loadgen_cpu_cores=round((merged.cpu_s + parent_cpu) / elapsed, 3),
         workers=len(configs), server=breakdown(before, after),
+        latency_hdr=merged.latency.encode().decode("ascii"),
     )
     _add_warnings(result, spec, merged.max_lag_s)
     for warning in result.warnings:

@@ -4,7 +4,7 @@ Grammar (objectives joined by `,`)::
 
     objective := "p" PERCENTILE ("<" | "<=") NUMBER UNIT ["@" NUMBER "rps"]
                | "max" ("<" | "<=") NUMBER UNIT ["@" NUMBER "rps"]
-               | "errors" ("<" | "<=") NUMBER "%"
+               | "errors" ("<" | "<=") NUMBER "%" ["@" NUMBER "rps"]
     UNIT      := "us" | "ms" | "s"
 
 All objectives in one SLO must name the same rate (or none). An SLO file is YAML::
@@ -34,7 +34,10 @@ _OBJECTIVE_RE = re.compile(
     r"^\s*(?:p(?P<pct>\d+(?:\.\d+)?)|(?P<max>max))\s*(?P<op><=|<)\s*"
     r"(?P<value>\d+(?:\.\d+)?)\s*(?P<unit>us|ms|s)\s*(?:@\s*(?P<rate>\d+(?:\.\d+)?)\s*rps)?\s*$"
 )
-_ERROR_RE = re.compile(r"^\s*errors\s*(?P<op><=|<)\s*(?P<value>\d+(?:\.\d+)?)\s*%\s*$")
+_ERROR_RE = re.compile(
+    r"^\s*errors\s*(?P<op><=|<)\s*(?P<value>\d+(?:\.\d+)?)\s*%\s*"
+    r"(?:@\s*(?P<rate>\d+(?:\.\d+)?)\s*rps)?\s*$"
+)
 # Share of failed requests an SLO without `errors<...` tolerates.
 DEFAULT_MAX_ERROR_RATE = 0.0
 _EXAMPLES = "expected e.g. 'p99<100ms@2000rps', 'p50<=1ms', 'p99.9<250us', 'max<1s' or 'errors<0.1%'"
@@ -78,8 +81,9 @@ class SLO:
         parts = [o.label for o in self.objectives]
         if self.max_error_rate is not None:
             parts.append(f"errors<={self.max_error_rate * 100:g}%")
-        text = ",".join(parts)
-        return f"{text}@{self.rate_rps:g}rps" if self.rate_rps is not None else text
+        if self.rate_rps is not None:
+            parts[0] += f"@{self.rate_rps:g}rps"
+        return ",".join(parts)
 
 
 @dataclass(frozen=True)
