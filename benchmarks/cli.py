@@ -170,8 +170,10 @@ def _execute(args: argparse.Namespace, specs: list[LoadSpec], slo: SLO | None) -
         results = [r for search in searches for r, _ in search.steps]
         output["max_rate"] = [s.to_dict() for s in searches]
         for s in searches:
-            print(f"{s.label}: highest rate meeting {s.slo}: "
-                  f"{'none' if s.max_rate_rps is None else f'{s.max_rate_rps:g} rps'}")
+            found = "none" if s.max_rate_rps is None else f"{s.max_rate_rps:g} rps"
+            if s.max_rate_rps is not None and not s.bounded:
+                found = f"at least {found} (no rate tried failed; raise --max-steps)"
+            print(f"{s.label}: highest rate meeting {s.slo}: {found}")
         exit_code = EXIT_OK if searches[0].max_rate_rps is not None else EXIT_SLO_VIOLATED
     else:
         if args.sweep:

@@ -97,7 +97,7 @@ def fetch_statistics(
                 timeout=timeout_s,
             )
         except grpc.RpcError as exc:
-            logger.info("no ModelStatistics from %s: %s", target, exc.code().name)
+            logger.debug("no ModelStatistics from %s: %s", target, exc.code().name)
             return None
     total = grpc_service_pb2.ModelStatistics(name=model)
     for stats in reply.model_stats:

@@ -63,9 +63,15 @@ class MaxRateSearch:
     max_rate_rps: float | None
     steps: list[tuple[RunResult, Verdict]] = field(default_factory=list)
 
+    @property
+    def bounded(self) -> bool:
+        """Whether some rate failed, so `max_rate_rps` is a bracketed answer, not a floor."""
+        return any(not verdict.passed for _, verdict in self.steps)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "label": self.label, "slo": self.slo, "max_rate_rps": self.max_rate_rps,
+            "bounded": self.bounded,
             "steps": [{"rate_rps": r.level, "throughput_rps": r.throughput_rps,
                        "p99_ms": r.latency_ms["p99"], "passed": v.passed} for r, v in self.steps],
         }
