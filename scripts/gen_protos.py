@@ -30,7 +30,21 @@ def generate(out_dir: Path) -> list[Path]:
     ]
     if protoc.main(args) != 0:
         raise RuntimeError(f"protoc failed: {' '.join(args)}")
+    for module in (out_dir / PACKAGE).glob("*_pb2.py"):
+        _use_private_pool(module)
     return sorted((out_dir / PACKAGE).glob("*_pb2*.py*"))
+
+
+def _use_private_pool(module: Path) -> None:
+    """Register descriptors in driftserve_api._pool.POOL instead of protobuf's default pool."""
+    text = module.read_text()
+    default = "_descriptor_pool.Default().AddSerializedFile("
+    if default not in text:
+        raise RuntimeError(f"{module}: unexpected generated code; cannot find {default!r}")
+    text = text.replace(default, "_POOL.AddSerializedFile(")
+    anchor = "from google.protobuf.internal import builder as _builder\n"
+    text = text.replace(anchor, anchor + f"from {PACKAGE}._pool import POOL as _POOL\n", 1)
+    module.write_text(text)
 
 
 def main() -> int:

@@ -68,6 +68,22 @@ class RunningServer:
             await self.health.set(name, status)
 
 
+def _reflection_pool() -> Any:
+    """Our descriptors live in a private pool (see driftserve_api._pool); add health's too."""
+    from google.protobuf import descriptor_pb2
+
+    from driftserve_api._pool import POOL
+
+    for descriptor in (health_pb2.DESCRIPTOR,):
+        try:
+            POOL.FindFileByName(descriptor.name)
+        except KeyError:
+            proto = descriptor_pb2.FileDescriptorProto()
+            descriptor.CopyToProto(proto)
+            POOL.Add(proto)
+    return POOL
+
+
 async def create_server(settings: ServerSettings, registry: CollectorRegistry | None = None) -> RunningServer:
     """Start the gRPC server, load the repository, and mark the process SERVING."""
     registry = registry if registry is not None else CollectorRegistry()
@@ -84,7 +100,7 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
     options = [
         ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
         ("grpc.max_send_message_length", settings.max_send_message_bytes),
-        ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
+        ("grpc.so_reuseport", 1 if settings.workers > 1 or settings.reuse_port else 0),
     ]
     server = grpc.aio.server(options=options)
     v2 = InferenceServicer(boundary, repository)
@@ -95,6 +111,7 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
+        pool=_reflection_pool(),
     )
     port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
     if port == 0:

@@ -62,11 +62,7 @@ class InferenceBoundary:
             logger.exception("unexpected error serving %s request for model %s", protocol, model)
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
         finally:
-            self.metrics.inflight.dec()
-            self.metrics.requests.labels(model, version, protocol, code).inc()
-            self.metrics.request_duration.labels(model, protocol).observe(
-                (time.perf_counter_ns() - started) / 1e9
-            )
+            self._record(model, version, protocol, code, started)
         raise AssertionError("unreachable: context.abort raises")
 
     async def serve_for_stream(
@@ -97,11 +93,15 @@ class InferenceBoundary:
             logger.exception("unexpected error serving %s stream request for model %s", protocol, model)
             return on_error(message, grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
         finally:
-            self.metrics.inflight.dec()
-            self.metrics.requests.labels(model, version, protocol, code).inc()
-            self.metrics.request_duration.labels(model, protocol).observe(
-                (time.perf_counter_ns() - started) / 1e9
-            )
+            self._record(model, version, protocol, code, started)
+
+    def _record(self, model: str, version: str, protocol: str, code: str, started_ns: int) -> None:
+        metrics = self.metrics
+        metrics.inflight.dec()
+        metrics.requests.labels(model, version, protocol, code).inc()
+        metrics.request_duration.labels(model, protocol).observe((time.perf_counter_ns() - started_ns) / 1e9)
+        if metrics.worker_requests is not None:
+            metrics.worker_requests.inc()
 
 
 async def abort_on_error(context: grpc.aio.ServicerContext, call: Callable[[], Any]) -> Any:

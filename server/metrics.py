@@ -6,6 +6,8 @@ whose buckets resolve tens of microseconds, so p99 of a sub-millisecond service 
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # 25 µs .. 1 s, roughly x2 per step with the sub-millisecond range finer.
@@ -39,12 +41,14 @@ class ServerMetrics:
             "driftserve_server_inflight_requests",
             "Inference requests being served right now.",
             registry=registry,
+            multiprocess_mode="livesum",
         )
         self.model_state = Gauge(
             "driftserve_server_model_state",
             "1 for the state each model version is in, 0 for the others.",
             ["model", "version", "state"],
             registry=registry,
+            multiprocess_mode="livemax",
         )
         self.batch_size = Histogram(
             "driftserve_batcher_batch_size_rows",
@@ -79,12 +83,26 @@ class ServerMetrics:
             "Requests waiting in a batcher's queue.",
             ["model", "version"],
             registry=registry,
+            multiprocess_mode="livesum",
         )
         self.rejections = Counter(
             "driftserve_batcher_rejections_total",
             "Requests refused or dropped by a batcher, by reason (queue_full, deadline, cancelled, shutdown).",
             ["model", "version", "reason"],
             registry=registry,
+        )
+
+        # Only with --workers: requests served per worker process (a `pid` label is added by
+        # prometheus_client's multiprocess mode), so the spread across workers is visible.
+        self.worker_requests = (
+            Gauge(
+                "driftserve_server_worker_requests",
+                "Inference requests served by each worker process.",
+                registry=registry,
+                multiprocess_mode="liveall",
+            )
+            if os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+            else None
         )
 
     def set_model_state(self, model: str, version: str, state: str) -> None:

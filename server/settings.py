@@ -28,3 +28,4 @@ class ServerSettings(BaseSettings):
     grace_period_s: float = Field(DEFAULT_GRACE_PERIOD_S, ge=0, description="How long in-flight requests may finish at shutdown.")
     mirror_address: str | None = Field(None, description="Drift sidecar address (host:port or unix:path); unset = no mirroring.")
     workers: int = Field(1, ge=1, le=64, description="Server processes sharing the gRPC port (SO_REUSEPORT).")
+    reuse_port: bool = Field(False, description="Bind with SO_REUSEPORT; set for the processes that --workers starts.")

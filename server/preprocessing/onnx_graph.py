@@ -3,7 +3,8 @@
 The graph is vectorized across steps rather than built per feature, so its node count depends
 on the chain depth and on which kinds of terminal op occur, not on the number of features:
 
-* raw ``[N, F]`` -> float64, gather the column each step reads -> ``V [N, S]``;
+* raw ``[N, F]`` -> float64, gather the column each step reads -> ``V [N, S + 1]`` (the last
+  column is a guard, see :func:`_chain`);
 * impute: ``Where(IsNaN | IsInf) & mask, fill, V)``;
 * chain position k: ``Min(Max(V, lo_k), hi_k)``, ``Where(log_k, Log(V + 1), V)``,
   ``(V - a_k) / b_k``, with identity parameters (±inf, False, 0, 1) for steps doing something
@@ -70,24 +71,34 @@ class _GraphBuilder:
         return out
 
 
+def _guarded(values: np.ndarray, guard: object) -> np.ndarray:
+    """Per-step parameters plus the guard column's (see :func:`_chain`)."""
+    return np.append(values, np.asarray(guard, dtype=values.dtype))
+
+
 def _chain(g: _GraphBuilder, plan: Plan, v: str) -> str:
-    """Impute, then each chain position with identity parameters where a step does not act."""
+    """Impute, then each chain position with identity parameters where a step does not act.
+
+    ``v`` carries one extra guard column whose parameters are never 0 or 1: ONNX Runtime's
+    no-op elimination drops a ``Sub``/``Div`` whose one-element constant reads as 0 or 1 in
+    float32 (a mean of 1e-58, say), which would break bit-exact agreement with the kernel.
+    """
     if plan.impute.any():
         nonfinite = g.op("Or", [g.op("IsNaN", [v]), g.op("IsInf", [v])])
-        mask = g.op("And", [nonfinite, g.const(plan.impute.astype(bool), "impute_mask")])
-        v = g.op("Where", [mask, g.const(plan.fill, "impute_fill"), v], "imputed")
+        mask = g.op("And", [nonfinite, g.const(_guarded(plan.impute.astype(bool), False), "impute_mask")])
+        v = g.op("Where", [mask, g.const(_guarded(plan.fill, 0.0), "impute_fill"), v], "imputed")
     for k in range(plan.op_code.shape[1]):
         codes = plan.op_code[:, k]
         if (codes == OP_CLIP).any():
-            lo = np.where(codes == OP_CLIP, plan.op_a[:, k], -np.inf)
-            hi = np.where(codes == OP_CLIP, plan.op_b[:, k], np.inf)
+            lo = _guarded(np.where(codes == OP_CLIP, plan.op_a[:, k], -np.inf), -np.inf)
+            hi = _guarded(np.where(codes == OP_CLIP, plan.op_b[:, k], np.inf), np.inf)
             v = g.op("Min", [g.op("Max", [v, g.const(lo, "clip_lo")]), g.const(hi, "clip_hi")], "clipped")
         if (codes == OP_LOG1P).any():
             log = g.op("Log", [g.op("Add", [v, g.const(np.float64(1.0), "one")])])
-            v = g.op("Where", [g.const(codes == OP_LOG1P, "log_mask"), log, v], "logged")
+            v = g.op("Where", [g.const(_guarded(codes == OP_LOG1P, False), "log_mask"), log, v], "logged")
         if (codes == OP_AFFINE).any():
-            a = np.where(codes == OP_AFFINE, plan.op_a[:, k], 0.0)
-            b = np.where(codes == OP_AFFINE, plan.op_b[:, k], 1.0)
+            a = _guarded(np.where(codes == OP_AFFINE, plan.op_a[:, k], 0.0), 2.0)
+            b = _guarded(np.where(codes == OP_AFFINE, plan.op_b[:, k], 1.0), 2.0)
             v = g.op("Div", [g.op("Sub", [v, g.const(a, "affine_a")]), g.const(b, "affine_b")], "scaled")
     return v
 
@@ -103,8 +114,7 @@ def _pieces(g: _GraphBuilder, plan: Plan, v: str) -> tuple[list[str], np.ndarray
     """Terminal ops by kind; returns the pieces and, per output column, its concat column."""
     pieces: list[str] = [v]
     perm = np.full(plan.width, -1, np.int64)
-    offset = plan.term.shape[0]
-    axes2 = g.const(np.array([2], np.int64), "axes")
+    offset = plan.term.shape[0] + 1  # the steps and the guard column
 
     def add(piece: str, width: int) -> int:
         nonlocal offset
@@ -121,11 +131,14 @@ def _pieces(g: _GraphBuilder, plan: Plan, v: str) -> tuple[list[str], np.ndarray
         for j, s in enumerate(buckets):
             o, n = plan.term_off[s], plan.term_len[s]
             bounds[j, :n] = plan.term_values[o : o + n]
+        axes2 = g.const(np.array([2], np.int64), "axes")
         vb = g.op("Gather", [v, g.const(buckets, "bucket_steps")], axis=1)
         ge = g.op("GreaterOrEqual", [g.op("Unsqueeze", [vb, axes2]), g.const(bounds, "boundaries")])
         count = g.op("ReduceSum", [g.op("Cast", [ge], to=TensorProto.DOUBLE), axes2], keepdims=0)
         at = add(count, buckets.size)
-        onehot_at = add(_onehot(g, count, width + 1, np.float64), buckets.size * (width + 1))
+        onehot_at = -1
+        if (plan.term[buckets] == TERM_BUCKET_ONEHOT).any():
+            onehot_at = add(_onehot(g, count, width + 1, np.float64), buckets.size * (width + 1))
         for j, s in enumerate(buckets):
             if plan.term[s] == TERM_BUCKET_INDEX:
                 perm[plan.out_start[s]] = at + j
@@ -139,6 +152,7 @@ def _pieces(g: _GraphBuilder, plan: Plan, v: str) -> tuple[list[str], np.ndarray
         for j, s in enumerate(cats):
             o, n = plan.term_off[s], plan.term_len[s]
             codes[j, plan.term_slots[o : o + n]] = plan.term_values[o : o + n]
+        axes2 = g.const(np.array([2], np.int64), "axes")
         vc = g.op("Gather", [v, g.const(cats, "category_steps")], axis=1)
         eq = g.op("Cast", [g.op("Equal", [g.op("Unsqueeze", [vc, axes2]), g.const(codes, "codes")])], to=TensorProto.DOUBLE)
         unknown = g.op("Sub", [g.const(np.float64(1.0), "one"), g.op("ReduceSum", [eq, axes2], keepdims=0)])
@@ -180,12 +194,11 @@ def build_graph_nodes(
     x = spec.input.name
     if spec.input.datatype == "FP32":
         x = g.op("Cast", [x], "raw64", to=TensorProto.DOUBLE)
-    v = g.op("Gather", [x, g.const(plan.feature, "step_features")], "steps", axis=1)
+    v = g.op("Gather", [x, g.const(_guarded(plan.feature, 0), "step_features")], "steps", axis=1)
     v = _chain(g, plan, v)
     pieces, perm = _pieces(g, plan, v)
     both = g.op("Concat", pieces, "pieces", axis=1) if len(pieces) > 1 else pieces[0]
-    if len(pieces) > 1 or not np.array_equal(perm, np.arange(perm.size)):
-        both = g.op("Gather", [both, g.const(perm, "columns")], "ordered", axis=1)
+    both = g.op("Gather", [both, g.const(perm, "columns")], "ordered", axis=1)
     g.nodes.append(helper.make_node("Cast", [both], [output_name], name=f"{prefix}out", to=TensorProto.FLOAT))
     return g.nodes, g.initializers
 

@@ -1,0 +1,180 @@
+"""Test support: start the real server as a subprocess, build small ONNX models, read metrics."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+from prometheus_client.parser import text_string_to_metric_families
+
+from driftserve_api import driftserve_pb2_grpc, grpc_service_pb2 as pb, grpc_service_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 120.0
+
+
+class ServerProcess:
+    """``python -m server.cli serve`` on free ports; stdout is parsed for the ready line."""
+
+    def __init__(self, repository: Path, *extra: str, env: dict[str, str] | None = None,
+                 command: str = "serve") -> None:
+        argv = [sys.executable, "-m", "server.cli", command, "--model-repository", str(repository),
+                "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0", *extra]
+        self.process = subprocess.Popen(
+            argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self.lines: list[str] = []
+        self.announced: dict[str, str] = {}
+        self._ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self._ready.wait(0.1):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.process.kill()
+                self.process.wait()
+                self._close_pipe()
+                raise RuntimeError("server did not start:\n" + "".join(self.lines[-50:]))
+        self.port = int(self.announced["grpc_port"])
+        self.metrics_port = int(self.announced["metrics_port"])
+        self.address = f"127.0.0.1:{self.port}"
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        try:
+            for line in self.process.stdout:
+                self.lines.append(line)
+                if line.startswith("DRIFTSERVE_READY"):
+                    self.announced = dict(kv.split("=", 1) for kv in line.split()[1:])
+                    self._ready.set()
+        except (ValueError, OSError):
+            return  # the pipe was closed at teardown
+
+    def channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(self.address)
+
+    def v2(self, channel: grpc.Channel | None = None) -> grpc_service_pb2_grpc.GRPCInferenceServiceStub:
+        return grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel or self.channel())
+
+    def native(self, channel: grpc.Channel | None = None) -> driftserve_pb2_grpc.PredictorStub:
+        return driftserve_pb2_grpc.PredictorStub(channel or self.channel())
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Every sample of the metrics endpoint keyed by (name, sorted labels)."""
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).read().decode()
+        samples = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return samples
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of ``name`` whose labels include ``labels``."""
+        return sum(
+            value for (n, lbls), value in self.metrics().items()
+            if n == name and all(dict(lbls).get(k) == v for k, v in labels.items())
+        )
+
+    def terminate(self, timeout_s: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+
+    def __enter__(self) -> "ServerProcess":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        time.sleep(0.05)  # let the reader thread drain the last lines
+        if self.process.stdout is not None:
+            try:
+                self.process.stdout.close()
+            except ValueError:
+                pass
+
+
+def wait_until(predicate: Any, timeout_s: float = 30.0, interval_s: float = 0.05) -> None:
+    """Poll ``predicate`` until true; fail the test with a clear message on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval_s)
+    raise AssertionError(f"condition not met within {timeout_s} s")
+
+
+def v2_request(model: str, x: np.ndarray, name: str = "input", datatype: str = "FP32", **kw: Any) -> pb.ModelInferRequest:
+    """A raw-input ModelInferRequest with one input tensor."""
+    return pb.ModelInferRequest(
+        model_name=model,
+        inputs=[pb.ModelInferRequest.InferInputTensor(name=name, datatype=datatype, shape=x.shape)],
+        raw_input_contents=[x.tobytes()],
+        **kw,
+    )
+
+
+def copy_model(src_repo: Path, dst_repo: Path, name: str, config: str | None = None, new_name: str | None = None) -> Path:
+    """Copy one model of a repository, optionally replacing its config.yaml."""
+    dst = dst_repo / (new_name or name)
+    shutil.copytree(src_repo / name, dst)
+    if config is not None:
+        (dst / "config.yaml").write_text(config)
+    return dst
+
+
+def write_gather_model(model_dir: Path, config: str) -> None:
+    """A model that fails at run time for out-of-range indices: Gather(table, idx).
+
+    ``idx`` is INT64 [N, 1]; the output is ``table[idx]`` (FP32 [N, 1, 1]). Index 100 makes ONNX
+    Runtime raise, which is how tests provoke an execution error inside one batch.
+    """
+    table = helper.make_tensor("table", TensorProto.FLOAT, [10, 1], [float(i) for i in range(10)])
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "idx"], ["value"], axis=0)],
+        "gather",
+        [helper.make_tensor_value_info("idx", TensorProto.INT64, ["N", 1])],
+        [helper.make_tensor_value_info("value", TensorProto.FLOAT, ["N", 1, 1])],
+        initializer=[table],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    (model_dir / "1").mkdir(parents=True)
+    onnx.save(model, str(model_dir / "1" / "model.onnx"))
+    (model_dir / "config.yaml").write_text(config)
+
+
+def write_identity_model(model_dir: Path, datatype: int, config: str, dims: list[Any] | None = None) -> None:
+    """Identity over one tensor of the given ONNX element type (for datatype round trips)."""
+    shape = dims or ["N", 3]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "identity",
+        [helper.make_tensor_value_info("x", datatype, shape)],
+        [helper.make_tensor_value_info("y", datatype, shape)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    (model_dir / "1").mkdir(parents=True)
+    onnx.save(model, str(model_dir / "1" / "model.onnx"))
+    (model_dir / "config.yaml").write_text(config)
