@@ -196,3 +196,19 @@ def test_numba_backend_reports_its_interface() -> None:
     pre = compile_preprocessor(_spec(_GUARDED, _FEATURES))
     assert isinstance(pre, Preprocessor)
     assert (pre.raw_input_name, pre.raw_datatype, pre.feature_names, pre.output_width) == ("raw", "FP32", _FEATURES, 4)
+
+
+@pytest.mark.parametrize(
+    ("standardize", "terminal", "expected"),
+    [
+        # -1e-58 is not category 0: the value must not be rounded through float32 on the way.
+        ({"mean": 1e-58, "std": 1.0}, {"onehot": {"categories": 1}}, [0.0, 1.0]),
+        # 1 / (1 + 2**-40) is just below the boundary 1.0.
+        ({"mean": 0.0, "std": 1.0 + 2.0**-40}, {"bucketize": {"boundaries": [1.0], "output": "index"}}, [0.0]),
+    ],
+)
+def test_parameters_near_zero_or_one_are_applied_exactly(
+    make: Callable[[PreprocessingSpec], Any], standardize: dict[str, float], terminal: dict[str, Any], expected: list[float]
+) -> None:
+    spec = _spec([{"feature": "a", "ops": [{"standardize": standardize}, terminal]}], ["a"])
+    np.testing.assert_array_equal(make(spec).transform(np.array([[1.0 if "bucketize" in terminal else 0.0]], np.float32)), [expected])
