@@ -60,7 +60,8 @@ def apply_scalar_op(op: _Op, v: np.ndarray) -> np.ndarray:
 
 def hash_ids(v: np.ndarray, buckets: int, seed: int) -> np.ndarray:
     """The documented id hash (see ``spec.HASH_PRIME``) as int64 bucket numbers."""
-    ids = np.trunc(np.clip(v, -HASH_ID_LIMIT, HASH_ID_LIMIT)).astype(np.int64)
+    with np.errstate(invalid="ignore"):  # NaN only reaches here from unvalidated input
+        ids = np.trunc(np.clip(v, -HASH_ID_LIMIT, HASH_ID_LIMIT)).astype(np.int64)
     return ((ids % HASH_PRIME) * HASH_MULTIPLIER + seed) % HASH_PRIME % buckets
 
 
