@@ -101,7 +101,8 @@ async def create_sidecar(settings: SidecarSettings, registry: CollectorRegistry 
 async def serve(settings: SidecarSettings) -> int:
     """Run until SIGTERM or SIGINT, then shut down cleanly; returns the exit code."""
     running = await create_sidecar(settings)
-    print(f"DRIFTSERVE_SIDECAR_READY address={running.address} grpc_port={running.port} "
+    # Same ready-line prefix as the server, so one supervisor (server.processes) reads both.
+    print(f"DRIFTSERVE_READY role=sidecar address={running.address} grpc_port={running.port} "
           f"http_port={running.http_port}", flush=True)  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
