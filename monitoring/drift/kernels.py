@@ -71,26 +71,33 @@ def _accumulate(
     total_counts: NDArray[np.int64],
     total_extra: NDArray[np.int64],
 ) -> None:
-    """Add every value of the batch to the pane, the sliding-window sum and the cumulative sum."""
+    """Add every value of the batch to the pane, the sliding-window sum and the cumulative sum.
+
+    Feature-major order keeps one feature's edges hot in L1 while its column is binned.
+    """
     n_rows = x.shape[0]
     n_features = columns.shape[0]
-    for r in range(n_rows):
-        for f in range(n_features):
-            v = x[r, columns[f]]
+    for f in range(n_features):
+        col = columns[f]
+        row_edges = edges[f]
+        n = n_edges[f]
+        categorical = is_categorical[f]
+        for r in range(n_rows):
+            v = x[r, col]
             if np.isnan(v):
                 pane_extra[f, MISSING] += 1
                 window_extra[f, MISSING] += 1
                 total_extra[f, MISSING] += 1
                 continue
-            if is_categorical[f]:
-                b = _level_index(edges[f], n_edges[f], v)
+            if categorical:
+                b = _level_index(row_edges, n, v)
                 if b < 0:
                     pane_extra[f, UNSEEN] += 1
                     window_extra[f, UNSEEN] += 1
                     total_extra[f, UNSEEN] += 1
                     continue
             else:
-                b = _bin_right(edges[f], n_edges[f], v)
+                b = _bin_right(row_edges, n, v)
             pane_counts[f, b] += 1
             window_counts[f, b] += 1
             total_counts[f, b] += 1
