@@ -268,7 +268,10 @@ def profile_outputs(model: Path, X: NDArray[np.floating], bins: int = DEFAULT_FI
     """
     import onnxruntime as ort  # heavy; only the profile command needs it
 
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own exception types; callers expect ValueError
+        raise ValueError(f"{model}: cannot load the model with ONNX Runtime: {exc}") from exc
     inputs = session.get_inputs()
     if len(inputs) != 1:
         raise ValueError(f"{model}: expected a model with one input tensor, it has {[i.name for i in inputs]}")
@@ -276,7 +279,11 @@ def profile_outputs(model: Path, X: NDArray[np.floating], bins: int = DEFAULT_FI
     chunks: dict[str, list[NDArray[Any]]] = {}
     for start in range(0, X.shape[0], _ORT_CHUNK_ROWS):
         batch = np.ascontiguousarray(X[start : start + _ORT_CHUNK_ROWS], dtype=dtype)
-        for meta, value in zip(session.get_outputs(), session.run(None, {inputs[0].name: batch})):
+        try:
+            values = session.run(None, {inputs[0].name: batch})
+        except Exception as exc:  # shape/type mismatches surface as ORT exceptions
+            raise ValueError(f"{model}: running {batch.shape[1]}-column training rows failed: {exc}") from exc
+        for meta, value in zip(session.get_outputs(), values):
             if isinstance(value, np.ndarray) and value.dtype.kind in "fiu":
                 chunks.setdefault(meta.name, []).append(value)
             else:

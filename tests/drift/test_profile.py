@@ -133,3 +133,14 @@ def test_profile_command_adds_output_profiles(tmp_path: Path) -> None:
     label = by_name["label"]
     assert dict(zip(label.edges.tolist(), label.counts.tolist())).get(1.0, 0) == expected_ones
     assert ReferenceProfile.load(tmp_path / "out" / "profile.json").outputs[2].name == "label"
+
+
+def test_profile_command_reports_model_problems_as_value_errors(tmp_path: Path) -> None:
+    np.savez(tmp_path / "train.npz", X=np.zeros((10, 3), np.float32), y=np.zeros(10, np.int64),
+             feature_names=np.array(list("abc")))  # fmt: skip
+    _softmax_model(tmp_path / "model.onnx", 4)
+    with pytest.raises(ValueError, match="running 3-column training rows failed"):
+        profile_command(tmp_path / "train.npz", tmp_path / "p.json", [], 10, tmp_path / "model.onnx")
+    (tmp_path / "broken.onnx").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="cannot load the model with ONNX Runtime"):
+        profile_command(tmp_path / "train.npz", tmp_path / "p.json", [], 10, tmp_path / "broken.onnx")
