@@ -59,7 +59,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                       help="search the highest open-loop rate meeting --slo")
     load.add_argument("--arrival", choices=("constant", "poisson"), default="constant")
     load.add_argument("--start-rate", type=float, default=100.0, help="first rate of the search")
-    load.add_argument("--max-steps", type=int, default=8, help="runs the search may take")
+    load.add_argument("--max-steps", type=int, default=8, help="rates the search may try")
+    load.add_argument("--no-confirm", action="store_true",
+                      help="do not re-measure a failing rate before the search believes it")
     load.add_argument("--warmup-s", type=float, default=1.0)
     load.add_argument("--duration-s", type=float, default=5.0)
     load.add_argument("--timeout-s", type=float, default=10.0, help="per-request deadline")
@@ -166,7 +168,8 @@ def _execute(args: argparse.Namespace, specs: list[LoadSpec], slo: SLO | None) -
     exit_code = EXIT_OK
     if args.find_max_rate:
         assert slo is not None
-        searches = [find_max_rate(s, slo, args.start_rate, args.max_steps, runner) for s in specs]
+        searches = [find_max_rate(s, slo, args.start_rate, args.max_steps, runner,
+                                  not args.no_confirm) for s in specs]
         results = [r for search in searches for r, _ in search.steps]
         output["max_rate"] = [s.to_dict() for s in searches]
         for s in searches:

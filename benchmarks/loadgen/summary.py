@@ -91,8 +91,10 @@ def summary_markdown(measured: Sequence[dict[str, Any]], info: dict[str, Any], c
             found = {s.label: s.max_rate_rps for s in chosen}
             fmt = {s.label: "none" if s.max_rate_rps is None
                    else f"{'≥' if not s.bounded else ''}{s.max_rate_rps:.0f}" for s in chosen}
+            exact = all(s.bounded for s in chosen)
+            ratio = _ratio(found.get(cand), found.get(base)) if exact else "–"
             max_rows.append(f"| {m['model']} | {slo} | {fmt.get(cand, '–')} | "
-                            f"{fmt.get(base, '–')} | {_ratio(found.get(cand), found.get(base))} |")
+                            f"{fmt.get(base, '–')} | {ratio} |")
         ones = {r.label: r for r in m["closed"] if r.level == 1}
         if cand in ones and base in ones:
             c, b = ones[cand].latency_ms["p50"], ones[base].latency_ms["p50"]

@@ -138,6 +138,6 @@ def test_unreachable_and_remote_targets_exit_2(capsys) -> None:
 
 def test_find_max_rate_is_bounded_and_reports_none_when_nothing_passes(naive_server, capsys) -> None:
     code = cli.main(_bench(naive_server.target, "--find-max-rate", "--slo", "p50<1us",
-                           "--start-rate", "20", "--max-steps", "2"))
+                           "--start-rate", "20", "--max-steps", "2", "--no-confirm"))
     assert code == cli.EXIT_SLO_VIOLATED
     assert "highest rate meeting p50<1us: none" in capsys.readouterr().out
