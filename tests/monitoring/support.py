@@ -57,10 +57,11 @@ def _export(pipeline: Pipeline) -> bytes:
     return onx.SerializeToString()
 
 
-def build_repository(root: Path, drift: dict | None = None, shadow: bool = True) -> Path:
-    """``root/cancer`` with v1 (C=1) and v2 (C=0.01) logistic regressions, a profile and a config."""
+def build_repository(root: Path, drift: dict | None = None, shadow: bool = True, model: str = MODEL,
+                     extra_config: dict | None = None) -> Path:  # fmt: skip
+    """``root/<model>`` with v1 (C=1) and v2 (C=0.01) logistic regressions, a profile and a config."""
     x, y, names = training_data()
-    model_dir = root / MODEL
+    model_dir = root / model
     for version, c in ((1, 1.0), (2, 0.01)):
         pipeline = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000)).fit(x, y)
         (model_dir / str(version)).mkdir(parents=True)
@@ -81,9 +82,22 @@ def build_repository(root: Path, drift: dict | None = None, shadow: bool = True)
         "batching": {"enabled": True, "max_queue_delay_us": 100},
         "deployment": {"served_version": 1, **({"shadow_version": 2} if shadow else {})},
         "drift": drift_section,
+        **(extra_config or {}),
     }
     (model_dir / "config.yaml").write_text(yaml.safe_dump(config))
     return root
+
+
+def imputing_preprocessing() -> dict:
+    """A preprocessing section that replaces NaN by the training median, so NaN is legal input."""
+    x, _, names = training_data()
+    medians = np.nanmedian(x.astype(np.float64), axis=0)
+    return {
+        "backend": "numba",
+        "input": {"name": "input", "datatype": "FP32", "features": names},
+        "steps": [{"feature": n, "ops": [{"impute": {"strategy": "constant", "value": float(m)}}]}
+                  for n, m in zip(names, medians)],  # fmt: skip
+    }
 
 
 def tensor(name: str, array: np.ndarray) -> driftserve_pb2.Tensor:
