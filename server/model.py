@@ -119,8 +119,12 @@ class ModelVersion:
         logger.info("warmed up %s v%s at batch sizes %s", self.name, self.version, sizes)
 
     # ------------------------------------------------------------------ request path
-    def validate(self, inputs: Mapping[str, np.ndarray]) -> int:
-        """Check names, datatypes and shapes of one request; return its row count."""
+    def validate(self, inputs: dict[str, np.ndarray]) -> int:
+        """Check names, datatypes and shapes of one request; return its row count.
+
+        BYTES inputs are turned into text in place: ONNX string tensors hold UTF-8 text, so
+        bytes that are not UTF-8 are a client error here rather than a failed batch later.
+        """
         if len(inputs) != len(self.inputs) or any(name not in self.inputs for name in inputs):
             missing = [n for n in self.inputs if n not in inputs]
             extra = [n for n in inputs if n not in self.inputs]
@@ -141,6 +145,8 @@ class ModelVersion:
                     f"input '{name}': datatype {_v2_name(array.dtype)} but model '{self.name}' "
                     f"expects {spec.datatype}"
                 )
+            if spec.datatype == "BYTES":
+                inputs[name] = array = _as_text(array, name)
             shape = array.shape
             expected_ndim = len(spec.dims) + (1 if self.batched else 0)
             body = shape[1:] if self.batched else shape
@@ -302,6 +308,22 @@ def _synthetic(spec: TensorSpec, rows: int, batched: bool) -> np.ndarray:
     if spec.datatype == "BYTES":
         return np.full(shape, b"", dtype=np.object_)
     return np.zeros(shape, dtype=spec.dtype)
+
+
+def _as_text(array: np.ndarray, name: str) -> np.ndarray:
+    flat = array.reshape(-1)
+    text = np.empty(flat.shape, dtype=np.object_)
+    for i, item in enumerate(flat):
+        if isinstance(item, bytes):
+            try:
+                text[i] = item.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidArgument(
+                    f"input '{name}': element {i} is not valid UTF-8; ONNX string tensors hold text"
+                ) from None
+        else:
+            text[i] = str(item)
+    return text.reshape(array.shape)
 
 
 def _v2_name(dtype: np.dtype) -> str:

@@ -1,0 +1,227 @@
+"""The dynamic batcher in-process, over a recording fake model (public API only: submit/close)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any, Awaitable, Callable
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from server.batcher import Batcher
+from server.config import BatchingConfig
+from server.errors import DeadlineExceeded, ModelExecutionError, ResourceExhausted
+from server.metrics import ServerMetrics
+from server.statistics import ModelStatistics
+
+
+class RecordingModel:
+    """Doubles its input; records each batch's first column; can be paused or made to fail."""
+
+    name = "fake"
+    version = 1
+    batched = True
+
+    def __init__(self, max_batch_size: int = 8, instances: int = 1) -> None:
+        self.max_batch_size = max_batch_size
+        self.instances = instances
+        self.batches: list[list[float]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail_when: Callable[[np.ndarray], bool] = lambda x: False
+
+    def run(self, inputs: dict[str, np.ndarray], instance: int = 0) -> dict[str, np.ndarray]:
+        self.gate.wait(10)
+        x = inputs["x"]
+        self.batches.append(x[:, 0].tolist())
+        if self.fail_when(x):
+            raise ModelExecutionError("boom")
+        return {"y": x * 2}
+
+
+def run(coro_factory: Callable[[], Awaitable[Any]]) -> Any:
+    return asyncio.run(asyncio.wait_for(coro_factory(), 20))
+
+
+def make(model: RecordingModel, **config: Any) -> tuple[Batcher, ModelStatistics, CollectorRegistry]:
+    registry = CollectorRegistry()
+    stats = ModelStatistics()
+    return Batcher(model, BatchingConfig(**config), stats, ServerMetrics(registry)), stats, registry  # type: ignore[arg-type]
+
+
+def rows(*values: float) -> np.ndarray:
+    return np.array([[v] for v in values], dtype=np.float32)
+
+
+def test_outputs_split_back_per_request_for_varying_row_counts() -> None:
+    async def body() -> None:
+        model = RecordingModel(max_batch_size=64)
+        batcher, stats, _ = make(model, max_queue_delay_us=5000)
+        rng = np.random.default_rng(1)
+        inputs = [rng.random((int(n), 3)).astype(np.float32) for n in rng.integers(1, 9, size=30)]
+        results = await asyncio.gather(*(batcher.submit({"x": x}, len(x)) for x in inputs))
+        for x, out in zip(inputs, results):
+            np.testing.assert_array_equal(out["y"], x * 2)
+        assert stats.inference_count == sum(len(x) for x in inputs)
+        assert stats.execution_count < len(inputs)
+        assert all(len(b) <= 64 for b in model.batches)
+        await batcher.close()
+
+    run(body)
+
+
+def test_batch_closes_at_max_rows_without_waiting_for_the_delay() -> None:
+    async def body() -> None:
+        model = RecordingModel(max_batch_size=4)
+        batcher, _, _ = make(model, max_queue_delay_us=60_000_000)
+        results = await asyncio.gather(*(batcher.submit({"x": rows(i)}, 1) for i in range(4)))
+        assert [r["y"][0, 0] for r in results] == [0, 2, 4, 6]
+        assert model.batches == [[0, 1, 2, 3]]
+        await batcher.close()
+
+    run(body)
+
+
+def test_preferred_batch_size_closes_early() -> None:
+    async def body() -> None:
+        model = RecordingModel(max_batch_size=16)
+        batcher, _, _ = make(model, max_queue_delay_us=60_000_000, preferred_batch_sizes=[3])
+        await asyncio.gather(*(batcher.submit({"x": rows(i)}, 1) for i in range(3)))
+        assert model.batches == [[0, 1, 2]]
+        await batcher.close()
+
+    run(body)
+
+
+def test_requests_are_never_split() -> None:
+    async def body() -> None:
+        model = RecordingModel(max_batch_size=4)
+        batcher, _, _ = make(model, max_queue_delay_us=1000)
+        model.gate.clear()
+        first = asyncio.ensure_future(batcher.submit({"x": rows(9)}, 1))
+        await asyncio.sleep(0.05)  # the first batch is now executing and holds the instance
+        tasks = [asyncio.ensure_future(batcher.submit({"x": rows(*[float(k)] * 3)}, 3)) for k in range(3)]
+        await asyncio.sleep(0.01)
+        model.gate.set()
+        await asyncio.gather(first, *tasks)
+        assert all(len(b) <= 4 for b in model.batches)
+        assert sorted(b for batch in model.batches[1:] for b in batch) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+        assert [len(b) for b in model.batches[1:]] == [3, 3, 3]
+        await batcher.close()
+
+    run(body)
+
+
+def test_priority_orders_the_queue() -> None:
+    async def body() -> None:
+        model = RecordingModel(max_batch_size=1)
+        batcher, _, _ = make(model, max_queue_delay_us=0, priority_levels=2, default_priority_level=2)
+        model.gate.clear()
+        blocker = asyncio.ensure_future(batcher.submit({"x": rows(-1)}, 1))
+        await asyncio.sleep(0.05)
+        low = [asyncio.ensure_future(batcher.submit({"x": rows(10 + i)}, 1, priority=2)) for i in range(3)]
+        default = asyncio.ensure_future(batcher.submit({"x": rows(20)}, 1))  # 0 -> default level 2
+        high = [asyncio.ensure_future(batcher.submit({"x": rows(1 + i)}, 1, priority=1)) for i in range(2)]
+        await asyncio.sleep(0.01)
+        model.gate.set()
+        await asyncio.gather(blocker, *low, default, *high)
+        assert [b[0] for b in model.batches] == [-1, 1, 2, 10, 11, 12, 20]
+        await batcher.close()
+
+    run(body)
+
+
+def test_deadline_expires_in_queue_without_compute() -> None:
+    async def body() -> None:
+        model = RecordingModel(max_batch_size=8)
+        batcher, stats, registry = make(model, max_queue_delay_us=60_000_000)
+        loop = asyncio.get_running_loop()
+        with pytest.raises(DeadlineExceeded, match="no compute was spent"):
+            await batcher.submit({"x": rows(1)}, 1, deadline=loop.time() + 0.05)
+        assert model.batches == [] and stats.execution_count == 0 and batcher.queue_depth == 0
+        assert registry.get_sample_value(
+            "driftserve_batcher_rejections_total", {"model": "fake", "version": "1", "reason": "deadline"}) == 1
+        await batcher.close()
+
+    run(body)
+
+
+def test_cancelled_request_leaves_the_queue() -> None:
+    async def body() -> None:
+        model = RecordingModel(max_batch_size=8)
+        batcher, stats, registry = make(model, max_queue_delay_us=60_000_000)
+        task = asyncio.ensure_future(batcher.submit({"x": rows(1)}, 1))
+        await asyncio.sleep(0.02)
+        assert batcher.queue_depth == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert batcher.queue_depth == 0 and stats.execution_count == 0
+        assert registry.get_sample_value(
+            "driftserve_batcher_rejections_total", {"model": "fake", "version": "1", "reason": "cancelled"}) == 1
+        await batcher.close()
+
+    run(body)
+
+
+def test_full_queue_refuses_at_once() -> None:
+    async def body() -> None:
+        model = RecordingModel(max_batch_size=8)
+        batcher, _, registry = make(model, max_queue_delay_us=60_000_000, max_queue_size=2)
+        queued = [asyncio.ensure_future(batcher.submit({"x": rows(i)}, 1)) for i in range(2)]
+        await asyncio.sleep(0.01)
+        with pytest.raises(ResourceExhausted, match="queue of model 'fake' version 1 is full"):
+            await batcher.submit({"x": rows(9)}, 1)
+        assert registry.get_sample_value(
+            "driftserve_batcher_rejections_total", {"model": "fake", "version": "1", "reason": "queue_full"}) == 1
+        for task in queued:
+            task.cancel()
+        await asyncio.gather(*queued, return_exceptions=True)
+        await batcher.close()
+
+    run(body)
+
+
+def test_failure_is_confined_to_its_batch() -> None:
+    async def body() -> None:
+        model = RecordingModel(max_batch_size=2)
+        model.fail_when = lambda x: bool((x == 666).any())
+        batcher, stats, _ = make(model, max_queue_delay_us=60_000_000)
+        doomed = await asyncio.gather(
+            batcher.submit({"x": rows(666)}, 1), batcher.submit({"x": rows(1)}, 1), return_exceptions=True)
+        assert all(isinstance(r, ModelExecutionError) for r in doomed)
+        fine = await asyncio.gather(batcher.submit({"x": rows(2)}, 1), batcher.submit({"x": rows(3)}, 1))
+        assert [f["y"][0, 0] for f in fine] == [4, 6]
+        assert stats.execution_count == 1
+        await batcher.close()
+
+    run(body)
+
+
+def test_instances_run_batches_concurrently() -> None:
+    async def body() -> None:
+        model = RecordingModel(max_batch_size=1, instances=2)
+        batcher, _, _ = make(model, max_queue_delay_us=0)
+        model.gate.clear()
+        tasks = [asyncio.ensure_future(batcher.submit({"x": rows(i)}, 1)) for i in range(2)]
+        await asyncio.sleep(0.05)
+        # Both batches were dispatched while the first still blocks: two worker threads.
+        assert batcher.queue_depth == 0
+        model.gate.set()
+        await asyncio.gather(*tasks)
+        await batcher.close()
+
+    run(body)
+
+
+def test_disabled_batching_runs_each_request_alone() -> None:
+    async def body() -> None:
+        model = RecordingModel(max_batch_size=8)
+        batcher, _, _ = make(model, enabled=False, max_queue_delay_us=100_000)
+        await asyncio.gather(*(batcher.submit({"x": rows(i)}, 1) for i in range(5)))
+        assert sorted(len(b) for b in model.batches) == [1, 1, 1, 1, 1]
+        await batcher.close()
+
+    run(body)
