@@ -1,0 +1,24 @@
+"""The committed generated code in driftserve_api/ is what protos/ compiles to today."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("gen_protos", ROOT / "scripts" / "gen_protos.py")
+    assert spec is not None and spec.loader is not None
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    generated = gen.generate(tmp_path)
+    assert generated, "no generated files"
+    stale = [
+        p.name for p in generated
+        if p.read_bytes() != (ROOT / "driftserve_api" / p.name).read_bytes()
+    ]
+    assert not stale, f"driftserve_api/ is stale for {stale}: run `python scripts/gen_protos.py`"
+    committed = {p.name for p in (ROOT / "driftserve_api").glob("*_pb2*.py*")}
+    assert committed == {p.name for p in generated}
