@@ -22,11 +22,13 @@ from benchmarks.loadgen.runner import LoadError, LoadSpec, RunResult, run_load
 from benchmarks.loadgen.server_info import TargetError, check_target, fetch_input_specs, \
     wait_connected
 from benchmarks.loadgen.slo import SLO, SLOError, Verdict, evaluate, load_slo_file, parse_slo
-from benchmarks.loadgen.sweep import SweepError, find_max_rate, parse_sweep, sweep
+from benchmarks.loadgen.sweep import Runner, SweepError, find_max_rate, parse_sweep, sweep
 
 logger = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_SLO_VIOLATED, EXIT_USAGE = 0, 1, 2
+# driftserve's default gRPC port.
+DEFAULT_TARGET = "127.0.0.1:8001"
 
 
 class UsageError(ValueError):
@@ -35,8 +37,9 @@ class UsageError(ValueError):
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     t = p.add_argument_group("target")
-    t.add_argument("--target", action="append", required=True, metavar="[LABEL=]HOST:PORT",
-                   help="server to measure; repeat to add baselines, measured interleaved")
+    t.add_argument("--target", action="append", metavar="[LABEL=]HOST:PORT",
+                   help=f"server to measure (default {DEFAULT_TARGET}); repeat to add "
+                        "baselines, measured interleaved")
     t.add_argument("--allow-remote", action="store_true",
                    help="allow non-loopback targets (off: this tool measures local servers)")
     t.add_argument("--protocol", choices=("native", "v2"), default="v2")
@@ -90,9 +93,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _targets(args: argparse.Namespace) -> list[tuple[str, str]]:
     out = []
-    for item in args.target:
+    for item in args.target or [DEFAULT_TARGET]:
         label, sep, target = item.rpartition("=")
         out.append((label if sep else target, check_target(target, args.allow_remote)))
+    labels = [label for label, _ in out]
+    if len(set(labels)) != len(labels):
+        raise UsageError(f"targets need distinct labels, got {labels}; use LABEL=HOST:PORT")
     return out
 
 
@@ -123,6 +129,11 @@ def _validate(args: argparse.Namespace, slo: SLO | None) -> None:
         raise UsageError("--find-max-rate needs --slo or --slo-file")
     if slo and slo.rate_rps and args.rate and slo.rate_rps != args.rate:
         raise UsageError(f"--rate {args.rate:g} contradicts the SLO's rate {slo.rate_rps:g} rps")
+    if slo and slo.rate_rps and (args.concurrency or args.sweep):
+        raise UsageError(f"the SLO is judged at {slo.rate_rps:g} rps (open loop); drop "
+                         "--concurrency/--sweep or the SLO's @rate")
+    if args.sweep:
+        parse_sweep(args.sweep)
 
 
 def _base_spec(args: argparse.Namespace, label: str, target: str,
@@ -134,10 +145,6 @@ def _base_spec(args: argparse.Namespace, label: str, target: str,
         max_outstanding=args.max_outstanding, lag_threshold_s=args.lag_threshold_ms / 1e3,
         workers=args.workers, seed=args.seed, label=label, rows_per_request=args.rows_per_request,
     )
-
-
-def _judge(slo: SLO | None, result: RunResult) -> Verdict | None:
-    return evaluate(slo, result.percentiles_us(), result.error_rate) if slo else None
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -160,47 +167,70 @@ def run_bench(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
 
+def _run_search(args: argparse.Namespace, specs: list[LoadSpec], slo: SLO, runner: Runner,
+                output: dict[str, Any]) -> tuple[list[RunResult], int]:
+    searches = [find_max_rate(s, slo, args.start_rate, args.max_steps, runner,
+                              not args.no_confirm) for s in specs]
+    output["max_rate"] = [s.to_dict() for s in searches]
+    for s in searches:
+        found = "none" if s.max_rate_rps is None else f"{s.max_rate_rps:g} rps"
+        if s.max_rate_rps is not None and not s.bounded:
+            found = f"at least {found} (no rate tried failed; raise --max-steps)"
+        print(f"{s.label}: highest rate meeting {s.slo}: {found}")
+    code = EXIT_OK if searches[0].max_rate_rps is not None else EXIT_SLO_VIOLATED
+    return [r for search in searches for r, _ in search.steps], code
+
+
+def _load_levels(args: argparse.Namespace, slo: SLO | None) -> tuple[str, list[float]]:
+    if args.sweep:
+        return parse_sweep(args.sweep)
+    if args.rate:
+        return "open", [args.rate]
+    if slo is not None and slo.rate_rps and not args.concurrency:
+        return "open", [slo.rate_rps]
+    return "closed", [args.concurrency or 1]
+
+
+def _run_levels(args: argparse.Namespace, specs: list[LoadSpec], slo: SLO | None,
+                runner: Runner, output: dict[str, Any]) -> tuple[list[RunResult], int]:
+    mode, levels = _load_levels(args, slo)
+    results = sweep(specs, mode, levels, runner)
+    verdicts: list[tuple[RunResult, Verdict]] = []
+    for result in results:
+        if slo is None:
+            continue
+        verdict = evaluate(slo, result.percentiles_us(), result.error_rate)
+        verdicts.append((result, verdict))
+        print(f"{result.label} {result.mode} {result.level:g}: SLO {verdict.slo} "
+              f"{'PASS' if verdict.passed else 'FAIL'} " + "; ".join(
+                  f"{o.objective}: {o.measured:g} {o.unit}" for o in verdict.results))
+    output["verdicts"] = [{"label": r.label, "level": r.level, **v.to_dict()}
+                          for r, v in verdicts]
+    violated = any(not v.passed for r, v in verdicts if r.label == specs[0].label)
+    return results, EXIT_SLO_VIOLATED if violated else EXIT_OK
+
+
 def _execute(args: argparse.Namespace, specs: list[LoadSpec], slo: SLO | None) -> int:
     progress = not args.no_progress
-    runner = lambda spec: run_load(spec, progress=progress)  # noqa: E731
-    output: dict[str, Any] = {"machine": machine(), "command": sys.argv, "slo": slo.label if slo
-                              else None}
-    exit_code = EXIT_OK
+
+    def runner(spec: LoadSpec) -> RunResult:
+        return run_load(spec, progress=progress)
+
+    output: dict[str, Any] = {"machine": machine(), "command": sys.argv,
+                              "slo": slo.label if slo else None}
     if args.find_max_rate:
-        assert slo is not None
-        searches = [find_max_rate(s, slo, args.start_rate, args.max_steps, runner,
-                                  not args.no_confirm) for s in specs]
-        results = [r for search in searches for r, _ in search.steps]
-        output["max_rate"] = [s.to_dict() for s in searches]
-        for s in searches:
-            found = "none" if s.max_rate_rps is None else f"{s.max_rate_rps:g} rps"
-            if s.max_rate_rps is not None and not s.bounded:
-                found = f"at least {found} (no rate tried failed; raise --max-steps)"
-            print(f"{s.label}: highest rate meeting {s.slo}: {found}")
-        exit_code = EXIT_OK if searches[0].max_rate_rps is not None else EXIT_SLO_VIOLATED
+        assert slo is not None  # checked in _validate
+        results, exit_code = _run_search(args, specs, slo, runner, output)
     else:
-        if args.sweep:
-            mode, levels = parse_sweep(args.sweep)
-        elif args.rate or (slo and slo.rate_rps and not args.concurrency):
-            mode, levels = "open", [args.rate or slo.rate_rps]  # type: ignore[union-attr]
-        else:
-            mode, levels = "closed", [args.concurrency or 1]
-        results = sweep(specs, mode, levels, runner)
-        verdicts = []
-        for result in results:
-            verdict = _judge(slo, result)
-            if verdict is not None:
-                verdicts.append((result, verdict))
-                print(f"{result.label} {result.mode} {result.level:g}: SLO {verdict.slo} "
-                      f"{'PASS' if verdict.passed else 'FAIL'} " + "; ".join(
-                          f"{o.objective}: {o.measured:g} {o.unit}" for o in verdict.results))
-        output["verdicts"] = [{"label": r.label, "level": r.level, **v.to_dict()}
-                              for r, v in verdicts]
-        if any(not v.passed for r, v in verdicts if r.label == specs[0].label):
-            exit_code = EXIT_SLO_VIOLATED
+        results, exit_code = _run_levels(args, specs, slo, runner, output)
     for result in results:
         for warning in result.warnings:
             print(f"warning: {result.label}: {warning}", file=sys.stderr)
+    if results and all(r.ok == 0 for r in results):
+        # Nothing succeeded anywhere: a wrong model, payload or protocol, not a latency verdict.
+        print("error: no request succeeded; check --model, --protocol and the payload options",
+              file=sys.stderr)
+        exit_code = EXIT_USAGE
     table = markdown_table(results)
     print(table)
     output["results"] = [r.to_dict() for r in results]

@@ -9,6 +9,7 @@ override an earlier one, so `with_request_id` appends the id to the serialized t
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +54,7 @@ class TensorSpec:
 def parse_shape(text: str) -> tuple[int, ...]:
     """`-1,30` or `1x30` → (-1, 30)."""
     try:
-        dims = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
+        dims = tuple(int(d) for d in re.split(r"[,x]", text.strip()))
     except ValueError:
         raise PayloadError(f"bad shape {text!r}: expected integers like '-1,30'") from None
     if not dims or any(d == 0 or d < -1 for d in dims):

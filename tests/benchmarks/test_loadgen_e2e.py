@@ -122,7 +122,12 @@ def test_slo_met_exits_0_and_writes_outputs(start_naive_server, tmp_path: Path) 
     ("extra", "message"),
     [(("--slo", "p99<<1ms"), "cannot parse SLO objective"),
      (("--find-max-rate",), "--find-max-rate needs --slo"),
-     (("--rate", "10", "--slo", "p99<1s@20rps"), "contradicts the SLO's rate")],
+     (("--rate", "10", "--slo", "p99<1s@20rps"), "contradicts the SLO's rate"),
+     (("--concurrency", "2", "--slo", "p99<1s@20rps"), "judged at 20 rps"),
+     (("--sweep", "closed:1.5",), "integers"),
+     (("--shape=-1,x",), "bad shape"),
+     (("--data", "/nonexistent.npz", "--concurrency", "1"), "cannot read data file"),
+     (("--model", "missing", "--shape=-1,30", "--concurrency", "1"), "no request succeeded")],
 )
 def test_usage_errors_exit_2(naive_server, capsys, extra: tuple[str, ...], message: str) -> None:
     assert cli.main(_bench(naive_server.target, *extra)) == cli.EXIT_USAGE
@@ -141,3 +146,9 @@ def test_find_max_rate_is_bounded_and_reports_none_when_nothing_passes(naive_ser
                            "--start-rate", "20", "--max-steps", "2", "--no-confirm"))
     assert code == cli.EXIT_SLO_VIOLATED
     assert "highest rate meeting p50<1us: none" in capsys.readouterr().out
+
+
+def test_targets_need_distinct_labels(naive_server, capsys) -> None:
+    code = cli.main(_bench(naive_server.target, "--target", naive_server.target))
+    assert code == cli.EXIT_USAGE
+    assert "distinct labels" in capsys.readouterr().err
