@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from prometheus_client import CollectorRegistry
 
 from driftserve_api import driftserve_pb2
@@ -71,6 +72,20 @@ class MonitoredModel:
     outputs_warned: bool = False
 
 
+def _warm_up(monitor: ModelDriftMonitor, n_features: int) -> None:
+    """Compile the binning kernel for every array type ingest passes, then forget the rows.
+
+    Decoded inputs are read-only views (float32, or float64 for FP64 inputs) and concatenated
+    ones are writable float64; Numba compiles one specialisation per type, which costs seconds
+    the first time, so it happens at load instead of stalling the first mirrored batches.
+    """
+    for dtype, writable in ((np.float32, False), (np.float64, False), (np.float64, True)):
+        rows = np.zeros((1, n_features), dtype=dtype)
+        rows.flags.writeable = writable
+        monitor.update(rows, None, 0.0)
+    monitor.reset()
+
+
 class SidecarState:
     """Loads the monitored models of a repository, routes mirrored batches, evaluates reports."""
 
@@ -115,6 +130,7 @@ class SidecarState:
             profile = ReferenceProfile.load(model_dir / config.drift.reference)
             monitor = ModelDriftMonitor(profile, config.drift, name)
             n_features = len(profile.features)
+            _warm_up(monitor, n_features)
             dispatcher = AlertDispatcher(config.drift.actions, name)
         shadow = None
         if shadow_version is not None:
