@@ -70,14 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_extensions(sub: argparse._SubParsersAction) -> None:
     """The sidecar, drift and bench commands live with their packages."""
-    import importlib
+    from benchmarks.cli import register as register_bench
+    from monitoring.cli import register as register_monitoring
 
-    for module in ("monitoring.cli", "benchmarks.cli"):
-        try:
-            importlib.import_module(module).register(sub)
-        except ModuleNotFoundError as exc:  # TEMPORARY until monitoring.cli lands
-            if exc.name != module:
-                raise
+    register_monitoring(sub)
+    register_bench(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
