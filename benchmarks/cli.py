@@ -127,6 +127,8 @@ def _validate(args: argparse.Namespace, slo: SLO | None) -> None:
         raise UsageError("--max-outstanding and --rows-per-request must be >= 1, --workers >= 0")
     if args.find_max_rate and slo is None:
         raise UsageError("--find-max-rate needs --slo or --slo-file")
+    if args.max_steps < 1 or args.start_rate <= 0:
+        raise UsageError("--max-steps must be at least 1 and --start-rate positive")
     if slo and slo.rate_rps and args.rate and slo.rate_rps != args.rate:
         raise UsageError(f"--rate {args.rate:g} contradicts the SLO's rate {slo.rate_rps:g} rps")
     if slo and slo.rate_rps and (args.concurrency or args.sweep):

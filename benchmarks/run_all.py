@@ -47,7 +47,7 @@ class Plan:
     duration_s: float
 
 
-FULL = Plan((1, 2, 4, 8, 16, 32, 64), (100, 250, 500, 1000, 2000, 4000), 5, 250, 0.5, 2.0)
+FULL = Plan((1, 2, 4, 8, 16, 32, 64), (100, 250, 500, 1000, 2000, 4000), 3, 250, 0.5, 2.0)
 QUICK = Plan((1, 8), (200,), 2, 250, 0.3, 1.0)
 
 
@@ -57,7 +57,8 @@ def _plan(args: argparse.Namespace) -> Plan:
         tuple(int(v) for v in args.closed_levels.split(",")) if args.closed_levels
         else base.closed_levels,
         tuple(float(v) for v in args.open_rates.split(",")) if args.open_rates else base.open_rates,
-        args.max_rate_steps or base.max_rate_steps, base.start_rate,
+        base.max_rate_steps if args.max_rate_steps is None else args.max_rate_steps,
+        base.start_rate,
         base.warmup_s if args.warmup_s is None else args.warmup_s,
         base.duration_s if args.duration_s is None else args.duration_s,
     )
@@ -81,7 +82,9 @@ def _measure_model(model: str, specs: list[LoadSpec], plan: Plan, progress: bool
 
     closed = sweep(specs, "closed", plan.closed_levels, runner)
     opened = sweep(specs, "open", plan.open_rates, runner)
-    searches = [find_max_rate(spec, parse_slo(text), plan.start_rate, plan.max_rate_steps, runner)
+    # The open sweep brackets each SLO's answer already; the search only bisects from there.
+    searches = [find_max_rate(spec, parse_slo(text), plan.start_rate, plan.max_rate_steps, runner,
+                              prior=opened)
                 for text in MAX_RATE_SLOS for spec in specs]
     plot_latency(closed + opened, out / f"slo_{model}.png", f"{model}: latency vs throughput")
     return {"model": model, "closed": closed, "open": opened, "max_rate": searches}
@@ -98,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="server under test; auto: driftserve when importable, else naive")
     parser.add_argument("--closed-levels", help="override, e.g. 1,4,16")
     parser.add_argument("--open-rates", help="override, e.g. 100,1000")
-    parser.add_argument("--max-rate-steps", type=int, help="override the search's run count")
+    parser.add_argument("--max-rate-steps", type=int,
+                        help="override the search's rate count (0: judge the open sweep only)")
     parser.add_argument("--warmup-s", type=float)
     parser.add_argument("--duration-s", type=float)
     parser.add_argument("--no-progress", action="store_true")

@@ -62,39 +62,64 @@ class MaxRateSearch:
     slo: str
     max_rate_rps: float | None
     steps: list[tuple[RunResult, Verdict]] = field(default_factory=list)
+    # Earlier open-loop runs (e.g. a sweep) the search started from, without re-measuring them.
+    prior: list[tuple[RunResult, Verdict]] = field(default_factory=list)
 
     @property
     def bounded(self) -> bool:
         """Whether a rate above the answer failed, so `max_rate_rps` is bracketed, not a floor."""
         return any(not v.passed and (self.max_rate_rps is None or r.level > self.max_rate_rps)
-                   for r, v in self.steps)
+                   for r, v in self.prior + self.steps)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "label": self.label, "slo": self.slo, "max_rate_rps": self.max_rate_rps,
-            "bounded": self.bounded,
-            "steps": [{"rate_rps": r.level, "throughput_rps": r.throughput_rps,
-                       "p99_ms": r.latency_ms["p99"], "passed": v.passed} for r, v in self.steps],
-        }
+        def rows(runs: list[tuple[RunResult, Verdict]]) -> list[dict[str, Any]]:
+            return [{"rate_rps": r.level, "throughput_rps": r.throughput_rps,
+                     "p99_ms": r.latency_ms["p99"], "passed": v.passed} for r, v in runs]
+
+        return {"label": self.label, "slo": self.slo, "max_rate_rps": self.max_rate_rps,
+                "bounded": self.bounded, "prior": rows(self.prior), "steps": rows(self.steps)}
+
+
+def _next_rate(passed: float | None, failed: float | None, start_rps: float) -> float:
+    if passed is None and failed is None:
+        return start_rps
+    if failed is None:
+        return 2 * passed  # type: ignore[operator]
+    if passed is None:
+        return failed / 2
+    return (passed + failed) / 2
+
+
+def _close_enough(passed: float | None, failed: float | None) -> bool:
+    return passed is not None and failed is not None and failed - passed <= max(1.0, 0.05 * passed)
 
 
 def find_max_rate(spec: LoadSpec, slo: SLO, start_rps: float = 100.0,
                   max_steps: int = DEFAULT_MAX_STEPS, runner: Runner = run_load,
-                  confirm_failures: bool = True) -> MaxRateSearch:
+                  confirm_failures: bool = True,
+                  prior: Sequence[RunResult] = ()) -> MaxRateSearch:
     """Highest open-loop rate meeting `slo`: double from `start_rps` until a failure, then
     bisect between the last pass and the first failure; at most `max_steps` rates.
 
-    On a shared machine one stray stall can sink a p99, so with `confirm_failures` a failing
-    rate is measured once more and only counts as failed if it fails again (at most
-    2 × `max_steps` runs in all). Every run is kept in `steps`.
+    `prior` open-loop results of the same target (a sweep just run) seed the bracket, so the
+    search starts bisecting at once. On a shared machine one stray stall can sink a p99, so
+    with `confirm_failures` a failing rate is measured once more and only counts as failed if
+    it fails again (at most 2 × `max_steps` runs in all). Every run is kept in `steps`;
+    `max_steps=0` only judges `prior`.
     """
-    if start_rps <= 0 or max_steps < 1:
-        raise SweepError("start rate must be positive and max steps at least 1")
+    if start_rps <= 0 or max_steps < 0:
+        raise SweepError("start rate must be positive and max steps non-negative")
     search = MaxRateSearch(spec.label or spec.target, slo.label, None)
-    passed: float | None = None
-    failed: float | None = None
-    rate = start_rps
+    search.prior = [(r, evaluate(slo, r.percentiles_us(), r.error_rate)) for r in prior
+                    if r.mode == "open" and r.label == search.label]
+    failures = [r.level for r, v in search.prior if not v.passed]
+    failed: float | None = min(failures) if failures else None
+    passes = [r.level for r, v in search.prior if v.passed and (failed is None or r.level < failed)]
+    passed: float | None = max(passes) if passes else None
     for _ in range(max_steps):
+        if _close_enough(passed, failed):
+            break
+        rate = _next_rate(passed, failed, start_rps)
         ok = _measure(search, spec, slo, rate, runner)
         if not ok and confirm_failures:
             logger.info("%s at %.0f rps failed; measuring once more to confirm", search.label, rate)
@@ -103,14 +128,6 @@ def find_max_rate(spec: LoadSpec, slo: SLO, start_rps: float = 100.0,
             passed = rate
         else:
             failed = rate
-        if failed is None:
-            rate *= 2
-        elif passed is None:
-            rate /= 2
-        else:
-            if failed - passed <= max(1.0, 0.05 * passed):
-                break
-            rate = (passed + failed) / 2
     search.max_rate_rps = passed
     return search
 

@@ -81,3 +81,22 @@ def test_max_rate_search_without_failure_is_a_floor() -> None:
     search = find_max_rate(SPEC, parse_slo("p99<10ms"), 100, 2, lambda s: _result(s, 1.0))
     assert search.max_rate_rps == 200 and not search.bounded
     assert search.to_dict()["bounded"] is False
+
+
+def test_max_rate_search_starts_from_a_prior_sweep() -> None:
+    """A sweep that passed at 500 and failed at 1000 leaves only bisection to do."""
+    measured: list[float] = []
+
+    def runner(spec: LoadSpec) -> RunResult:
+        measured.append(spec.rate_rps)
+        return _result(spec, 5.0 if spec.rate_rps <= 800 else 50.0)
+
+    prior = [_result(SPEC.with_load("open", rate), p99) for rate, p99 in
+             [(250, 2.0), (500, 4.0), (1000, 40.0), (2000, 90.0)]]
+    other_target = _result(LoadSpec(target="x:1", model="m", requests=(b"",), label="b",
+                                    mode="open", rate_rps=100), 90.0)
+    search = find_max_rate(SPEC, parse_slo("p99<10ms"), 100, 3, runner,
+                           confirm_failures=False, prior=[*prior, other_target])
+    assert measured == [750, 875, 812.5]
+    assert search.max_rate_rps == 750 and search.bounded
+    assert [row["rate_rps"] for row in search.to_dict()["prior"]] == [250, 500, 1000, 2000]
