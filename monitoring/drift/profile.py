@@ -93,7 +93,7 @@ class FeatureProfile:
         expected = self.edges.size + (1 if self.kind == "numeric" else 0)
         if self.counts.shape != (expected,):
             raise ValueError(f"feature {self.name!r}: {self.counts.size} counts for {self.edges.size} edges of a {self.kind} feature, expected {expected}")
-        if self.edges.size and (not np.all(np.isfinite(self.edges)) or np.any(np.diff(self.edges) <= 0)):
+        if self.edges.size and (not np.all(np.isfinite(self.edges)) or np.any(self.edges[1:] <= self.edges[:-1])):
             raise ValueError(f"feature {self.name!r}: edges must be finite and strictly increasing")
         if np.any(self.counts < 0) or int(self.counts.sum()) + self.missing_count != self.n_rows:
             raise ValueError(f"feature {self.name!r}: counts + missing_count must equal n_rows={self.n_rows}")
