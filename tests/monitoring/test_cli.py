@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -12,10 +14,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from driftserve_api import driftserve_pb2_grpc
+from driftserve_api import driftserve_pb2, driftserve_pb2_grpc
 from monitoring.cli import main
 from monitoring.drift.profile import ReferenceProfile
-from tests.monitoring.support import ROOT, SidecarProcess, batches_from, reference_rows, training_data
+from tests.monitoring.support import ROOT, SidecarProcess, batches_from, reference_rows, training_data, wait_for
 
 SHIFTED = "mean_smoothness"
 
@@ -88,3 +90,35 @@ def test_profile_of_a_bad_file_fails_with_a_message(tmp_path: Path, capsys: pyte
     (tmp_path / "rows.txt").write_text("1,2\n")
     assert main(["drift", "profile", "--data", str(tmp_path / "rows.txt"), "--out", str(tmp_path / "p.json")]) == 2
     assert "unsupported data file '.txt'" in capsys.readouterr().err
+
+
+def test_sigterm_with_an_open_mirror_stream_exits_cleanly(repository: Path, primary: ort.InferenceSession) -> None:
+    sidecar = SidecarProcess(repository)
+    release = threading.Event()
+    first = batches_from(reference_rows(np.random.default_rng(12), 256), primary)
+
+    def stream() -> Iterator[driftserve_pb2.MirrorBatch]:
+        yield from first
+        release.wait(30)  # keep the stream open, as a server's mirror does
+
+    outcome: dict[str, object] = {}
+
+    def publish() -> None:
+        with grpc.insecure_channel(sidecar.address) as channel:
+            try:
+                outcome["summary"] = driftserve_pb2_grpc.MirrorStub(channel).Publish(stream(), timeout=60)
+            except grpc.RpcError as exc:
+                outcome["code"] = exc.code()
+
+    thread = threading.Thread(target=publish, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: "mirror stream opened" in "".join(sidecar.lines), 20.0, "the stream to open")
+        started = time.monotonic()
+        assert sidecar.terminate() == 0
+        assert time.monotonic() - started < 5
+    finally:
+        release.set()
+        thread.join(30)
+        sidecar.kill()
+    assert outcome, "the publisher got neither a summary nor an error"
