@@ -38,7 +38,7 @@ def write_json(path: str | Path, payload: dict[str, Any]) -> None:
 def markdown_table(results: Sequence[RunResult]) -> str:
     """One row per run: load, throughput, percentiles, errors, server breakdown, generator CPU."""
     head = ("| target | mode | load | rps | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors "
-            "| srv queue µs | srv infer µs | batch | gen CPU |")
+            "| srv queue µs | srv infer µs | rows/exec | gen CPU |")
     rows = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
         load = f"c={r.level:g}" if r.mode == "closed" else f"{r.level:g} rps"
@@ -46,10 +46,10 @@ def markdown_table(results: Sequence[RunResult]) -> str:
             load += " stream"
         errors = ", ".join(f"{k}={v}" for k, v in r.errors.items()) or "0"
         s = r.server
-        lat = r.latency_ms
+        lat = {k: "–" if v != v else f"{v:.3f}" for k, v in r.latency_ms.items()}  # NaN: none ok
         rows.append(
-            f"| {r.label} | {r.mode} | {load} | {r.throughput_rps:.0f} | {lat['p50']:.3f} | "
-            f"{lat['p90']:.3f} | {lat['p99']:.3f} | {lat['p99.9']:.3f} | {lat['max']:.3f} | "
+            f"| {r.label} | {r.mode} | {load} | {r.throughput_rps:.0f} | {lat['p50']} | "
+            f"{lat['p90']} | {lat['p99']} | {lat['p99.9']} | {lat['max']} | "
             f"{errors} | {f'{s.queue_us:.0f}' if s else '–'} | "
             f"{f'{s.compute_infer_us:.0f}' if s else '–'} | "
             f"{f'{s.avg_batch_size:.1f}' if s else '–'} | {r.loadgen_cpu_cores:.2f} |"

@@ -168,8 +168,7 @@ def _run_workers(spec: LoadSpec, configs: list[WorkerConfig], progress: bool) ->
                 except queue.Empty:
                     if time.monotonic() > deadline:
                         raise LoadError("workers did not finish in time") from None
-                    if not any(p.is_alive() for p in procs) and results.empty():
-                        raise LoadError("all workers exited without a report") from None
+                    _check_alive(procs, configs, {index for index, _, _ in reports})
                 bar.n = round(min(total_s, max(0.0, time.monotonic() - start_at.value)), 1)
                 bar.set_postfix(done=sum(c.value for c in counters), refresh=True)
         failed = [msg for _, rep, msg in reports if rep is None]
@@ -182,6 +181,15 @@ def _run_workers(spec: LoadSpec, configs: list[WorkerConfig], progress: bool) ->
             if p.is_alive():
                 p.terminate()
                 p.join(timeout=5)
+
+
+def _check_alive(procs: list[Any], configs: list[WorkerConfig], reported: set[int]) -> None:
+    """A worker that died without reporting (killed, crashed in C) fails the run at once."""
+    for proc, cfg in zip(procs, configs):
+        if cfg.index not in reported and not proc.is_alive():
+            proc.join(timeout=1.0)  # its report may still be in flight in the queue
+            raise LoadError(f"load generator worker {cfg.index} exited with code "
+                            f"{proc.exitcode} without a report")
 
 
 def run_load(spec: LoadSpec, progress: bool = False, server_stats: bool = True) -> RunResult:

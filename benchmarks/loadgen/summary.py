@@ -51,7 +51,7 @@ def _breakdown(results: Sequence[RunResult], label: str) -> list[str]:
     if not rows:
         return [f"({label} reported no ModelStatistics.)"]
     lines = ["| load | queue µs | compute_input µs | compute_infer µs | compute_output µs | "
-             "avg batch |", "|---|---|---|---|---|---|"]
+             "rows / execution |", "|---|---|---|---|---|---|"]
     for r in rows:
         s = r.server
         assert s is not None

@@ -11,7 +11,7 @@ from hdrh.histogram import HdrHistogram
 
 from benchmarks import cli
 from benchmarks.loadgen.payload import TensorSpec, build_arrays, serialize_requests
-from benchmarks.loadgen.runner import LoadSpec, run_load
+from benchmarks.loadgen.runner import LoadError, LoadSpec, run_load
 from benchmarks.loadgen.server_info import TargetError, check_target, fetch_input_specs
 
 SPEC = [TensorSpec("input", "FP32", (-1, 30))]
@@ -152,3 +152,10 @@ def test_targets_need_distinct_labels(naive_server, capsys) -> None:
     code = cli.main(_bench(naive_server.target, "--target", naive_server.target))
     assert code == cli.EXIT_USAGE
     assert "distinct labels" in capsys.readouterr().err
+
+
+def test_a_worker_that_cannot_connect_fails_the_run() -> None:
+    spec = LoadSpec(target="127.0.0.1:1", model="linear", requests=_requests("v2"),
+                    concurrency=1, warmup_s=0.0, duration_s=0.5, timeout_s=0.5)
+    with pytest.raises(LoadError, match="worker failed: TimeoutError"):
+        run_load(spec, server_stats=False)
