@@ -21,7 +21,7 @@ from monitoring.drift.alerts import LEVEL_NAMES, AlertTransition, HysteresisTrac
 from monitoring.drift.config import DriftConfig
 from monitoring.drift.kernels import MISSING, UNSEEN, BinLayout
 from monitoring.drift.profile import FeatureProfile, ReferenceProfile
-from monitoring.drift.scoring import FeatureReference, levels, score
+from monitoring.drift.scoring import FeatureReference, FeatureScore, levels, score
 from monitoring.drift.stats import benjamini_hochberg, bonferroni
 from monitoring.drift.windows import PaneRing, WindowSnapshot
 
@@ -201,7 +201,7 @@ class ModelDriftMonitor:
     def _correct(self, pvalues: NDArray[np.float64]) -> NDArray[np.float64]:
         return benjamini_hochberg(pvalues) if self._config.ks.correction == "bh" else bonferroni(pvalues)
 
-    def _judge(self, ref: FeatureReference, s, p_corr: float, window: str, now: float,
+    def _judge(self, ref: FeatureReference, s: FeatureScore, p_corr: float, window: str, now: float,
                transitions: list[AlertTransition]) -> FeatureWindowReport:  # fmt: skip
         key = (ref.name, window)
         if s.rows < self._config.min_window_rows:
