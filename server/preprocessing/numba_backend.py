@@ -25,12 +25,8 @@ class NumbaPreprocessor:
     def __init__(self, spec: PreprocessingSpec) -> None:
         self.spec = spec
         self._plan = build_plan(spec)
-        p = self._plan
-        self._validate_args = (p.feature, p.impute, p.fill, p.n_ops, p.op_code, p.op_a, p.op_b, p.term)
-        self._transform_args = (
-            p.feature, p.impute, p.fill, p.n_ops, p.op_code, p.op_a, p.op_b, p.term, p.out_start,
-            p.term_off, p.term_len, p.term_values, p.term_slots, p.hash_buckets, p.hash_seed,
-        )
+        ints, floats = kernels.pack(self._plan)
+        self._transform_args = (ints, floats, self._plan.term_values, self._plan.term_slots)
         self._dtype = np.dtype(RAW_DTYPES[spec.input.datatype])
 
     @property
@@ -53,17 +49,28 @@ class NumbaPreprocessor:
         """Check shape and dtype, then scan for NaN/inf and out-of-domain values in one kernel."""
         x = check_array(self.spec, x)
         result = np.zeros(4, np.int64)
-        kernels.validate_kernel(x, *self._validate_args, result)
-        if result[3] != Violation.NONE:
+        kernels.validate_kernel(x, *self._transform_args, result)
+        if result[3]:  # a Violation other than NONE
             step, row, k, kind = (int(v) for v in result)
             op = int(self._plan.op_pos[step, k])
             raw = x[row, self._plan.feature[step]]
             raise violation_error(self.spec, step, row, op, Violation(kind), raw)
 
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        """Raw rows (validated) -> float32 ``[rows, output_width]``, C-contiguous."""
+    def transform(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Raw rows (validated) -> float32 ``[rows, output_width]``, C-contiguous.
+
+        ``out`` lets a caller reuse one buffer across batches (large fresh arrays cost page
+        faults); it must be float32, C-contiguous and exactly ``[rows, output_width]``.
+        """
         x = check_array(self.spec, x)
-        out = np.empty((x.shape[0], self._plan.width), np.float32)
+        shape = (x.shape[0], self._plan.width)
+        if out is None:
+            out = np.empty(shape, np.float32)
+        elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise ValueError(
+                f"out must be a C-contiguous float32 array of shape {list(shape)}, "
+                f"got {out.dtype} {list(out.shape)}"
+            )
         kernels.transform_kernel(x, *self._transform_args, out)
         return out
 
@@ -72,7 +79,7 @@ class NumbaPreprocessor:
         start = time.perf_counter()
         x = np.zeros((2, self._plan.n_raw), self._dtype)
         result = np.zeros(4, np.int64)
-        kernels.validate_kernel(x, *self._validate_args, result)
+        kernels.validate_kernel(x, *self._transform_args, result)
         kernels.transform_kernel(x, *self._transform_args, np.empty((2, self._plan.width), np.float32))
         logger.info(
             "preprocessing kernels ready for input '%s' (%s, %d -> %d columns) in %.1f ms",

@@ -42,7 +42,9 @@ Ops and rules:
   :data:`HASH_PRIME`): at most one of these, and only as the last op. ``output`` picks
   ``index`` (one column) or ``onehot`` (default) for bucketize and hash.
 
-Arithmetic is float64 in every backend; the result is rounded to float32 once. Statistics left
+Arithmetic is float64 in every backend and the result is rounded to float32 once; ``log1p`` is
+computed as ``log(1 + x)``, which ONNX can express, with each backend's float64 log (all within
+1 ulp), so backends agree to float32 precision. Statistics left
 out (``value`` of a mean impute, ``mean``/``std``, ``min``/``max`` of minmax, ``boundaries`` with
 ``n_buckets``, ``categories``) make a *template* that :func:`server.preprocessing.fit_spec` fills
 from training rows; a spec served by the model must be complete.

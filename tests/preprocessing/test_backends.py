@@ -212,3 +212,14 @@ def test_parameters_near_zero_or_one_are_applied_exactly(
 ) -> None:
     spec = _spec([{"feature": "a", "ops": [{"standardize": standardize}, terminal]}], ["a"])
     np.testing.assert_array_equal(make(spec).transform(np.array([[1.0 if "bucketize" in terminal else 0.0]], np.float32)), [expected])
+
+
+def test_numba_transform_fills_a_given_buffer() -> None:
+    spec = _spec([{"feature": "a", "ops": [{"onehot": {"categories": 2}}]}], ["a"])
+    pre = compile_preprocessor(spec)
+    x = np.array([[1.0], [5.0]], np.float32)
+    out = np.full((2, 3), 7.0, np.float32)
+    assert pre.transform(x, out=out) is out
+    np.testing.assert_array_equal(out, [[0, 1, 0], [0, 0, 1]])
+    with pytest.raises(ValueError, match=r"out must be a C-contiguous float32 array of shape \[2, 3\], got float32 \[3, 3\]"):
+        pre.transform(x, out=np.empty((3, 3), np.float32))
