@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import grpc
 import numpy as np
@@ -12,7 +13,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from driftserve_api import driftserve_pb2, driftserve_pb2_grpc
 from tests.monitoring.support import (
-    MODEL, InProcessSidecar, batches_from, mirror_batch, reference_rows, tensor, training_data,
+    MODEL, InProcessSidecar, batches_from, build_repository, mirror_batch, reference_rows, tensor, training_data,
+    wait_for,
 )  # fmt: skip
 
 SHIFTED = "mean_texture"
@@ -176,3 +178,31 @@ def test_unix_socket_listen(repository, primary: ort.InferenceSession, tmp_path)
         assert sidecar.running.address.startswith("unix:") and sidecar.running.http_port == -1
         summary = sidecar.publish(batches_from(reference_rows(np.random.default_rng(9), 256), primary))
         assert summary.rows == 256
+
+
+def test_alert_runs_the_configured_command_with_the_payload(tmp_path, primary: ort.InferenceSession) -> None:
+    out = tmp_path / "payload.json"
+    hook = [sys.executable, "-c", f"import sys; open({str(out)!r}, 'wb').write(sys.stdin.buffer.read())"]
+    repository = build_repository(tmp_path / "models", drift={"actions": {"command": hook, "cooldown_s": 0}}, shadow=False)
+    x, _, names = training_data()
+    rows = reference_rows(np.random.default_rng(10), 2048)
+    rows[:, names.index(SHIFTED)] += x[:, names.index(SHIFTED)].std()
+    with InProcessSidecar(repository) as sidecar:
+        sidecar.publish(batches_from(rows, primary))
+        sidecar.report()
+        wait_for(lambda: out.is_file() and out.stat().st_size > 0, 20.0, "the alert command's payload")
+        assert sidecar.report().HasField("shadow") is False
+    payload = json.loads(out.read_text())
+    assert payload["model"] == MODEL
+    assert SHIFTED in {a["feature"] for a in payload["alerting"]}
+    assert any(t["feature"] == SHIFTED and t["current"] == "alert" for t in payload["transitions"])
+
+
+def test_every_offered_row_is_ingested_or_counted_as_dropped(repository, primary: ort.InferenceSession) -> None:
+    batch = batches_from(reference_rows(np.random.default_rng(13), 2048), primary, per_batch=2048)[0]
+    with InProcessSidecar(repository, queue_batches=1, shadow=False) as sidecar:
+        summary = sidecar.publish([batch] * 60)
+        dropped = sidecar.sample("driftserve_sidecar_rejected_rows_total", reason="queue_full")
+        assert summary.rows + dropped == 60 * 2048
+        assert sidecar.report().rows_seen == summary.rows == sidecar.sample("driftserve_sidecar_rows_total")
+        assert sidecar.sample("driftserve_sidecar_ingest_duration_seconds_count", stage="update") == summary.batches
