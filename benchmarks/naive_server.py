@@ -172,13 +172,16 @@ class Servicer(driftserve_pb2_grpc.PredictorServicer,
             reply.raw_output_contents.append(arr.tobytes())
         return reply
 
-    def Predict(self, request, context):  # noqa: N802 (gRPC method name)
+    def Predict(self, request: driftserve_pb2.PredictRequest,  # noqa: N802 (gRPC name)
+                context: grpc.ServicerContext) -> driftserve_pb2.PredictResponse:
         try:
             return self._predict(request)
         except RequestError as exc:
             context.abort(exc.code, str(exc))
 
-    def PredictStream(self, request_iterator, context) -> Iterator[driftserve_pb2.PredictStreamResponse]:  # noqa: N802
+    def PredictStream(self, request_iterator: Iterator[driftserve_pb2.PredictRequest],  # noqa: N802
+                      context: grpc.ServicerContext
+                      ) -> Iterator[driftserve_pb2.PredictStreamResponse]:
         for request in request_iterator:
             try:
                 yield driftserve_pb2.PredictStreamResponse(
@@ -188,13 +191,16 @@ class Servicer(driftserve_pb2_grpc.PredictorServicer,
                     error_code=exc.code.value[0], error_message=str(exc),
                     request_id=request.request_id)
 
-    def ModelInfer(self, request, context):  # noqa: N802
+    def ModelInfer(self, request: grpc_service_pb2.ModelInferRequest,  # noqa: N802
+                   context: grpc.ServicerContext) -> grpc_service_pb2.ModelInferResponse:
         try:
             return self._infer(request)
         except RequestError as exc:
             context.abort(exc.code, str(exc))
 
-    def ModelStreamInfer(self, request_iterator, context):  # noqa: N802
+    def ModelStreamInfer(self, request_iterator: Iterator[grpc_service_pb2.ModelInferRequest],  # noqa: N802
+                         context: grpc.ServicerContext
+                         ) -> Iterator[grpc_service_pb2.ModelStreamInferResponse]:
         for request in request_iterator:
             try:
                 yield grpc_service_pb2.ModelStreamInferResponse(infer_response=self._infer(request))
@@ -203,19 +209,26 @@ class Servicer(driftserve_pb2_grpc.PredictorServicer,
                     error_message=str(exc),
                     infer_response=grpc_service_pb2.ModelInferResponse(id=request.id))
 
-    def ServerLive(self, request, context):  # noqa: N802
+    def ServerLive(self, request: grpc_service_pb2.ServerLiveRequest,  # noqa: N802
+                   context: grpc.ServicerContext) -> grpc_service_pb2.ServerLiveResponse:
         return grpc_service_pb2.ServerLiveResponse(live=True)
 
-    def ServerReady(self, request, context):  # noqa: N802
+    def ServerReady(self, request: grpc_service_pb2.ServerReadyRequest,  # noqa: N802
+                    context: grpc.ServicerContext) -> grpc_service_pb2.ServerReadyResponse:
         return grpc_service_pb2.ServerReadyResponse(ready=True)
 
-    def ModelReady(self, request, context):  # noqa: N802
+    def ModelReady(self, request: grpc_service_pb2.ModelReadyRequest,  # noqa: N802
+                   context: grpc.ServicerContext) -> grpc_service_pb2.ModelReadyResponse:
         return grpc_service_pb2.ModelReadyResponse(ready=request.name in self.models)
 
-    def ServerMetadata(self, request, context):  # noqa: N802
+    def ServerMetadata(self, request: grpc_service_pb2.ServerMetadataRequest,  # noqa: N802
+                       context: grpc.ServicerContext
+                       ) -> grpc_service_pb2.ServerMetadataResponse:
         return grpc_service_pb2.ServerMetadataResponse(name="naive-onnx", version="0.1.0")
 
-    def ModelMetadata(self, request, context):  # noqa: N802
+    def ModelMetadata(self, request: grpc_service_pb2.ModelMetadataRequest,  # noqa: N802
+                      context: grpc.ServicerContext
+                      ) -> grpc_service_pb2.ModelMetadataResponse:
         try:
             model = self._model(request.name, request.version)
         except RequestError as exc:
@@ -228,7 +241,8 @@ class Servicer(driftserve_pb2_grpc.PredictorServicer,
             reply.outputs.add(name=name, datatype=datatype, shape=shape)
         return reply
 
-    def ModelConfig(self, request, context):  # noqa: N802
+    def ModelConfig(self, request: grpc_service_pb2.ModelConfigRequest,  # noqa: N802
+                    context: grpc.ServicerContext) -> grpc_service_pb2.ModelConfigResponse:
         try:
             model = self._model(request.name, request.version)
         except RequestError as exc:
