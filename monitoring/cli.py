@@ -40,8 +40,16 @@ def _cmd_sidecar(args: argparse.Namespace) -> int:
     import uvloop
 
     from monitoring.sidecar import serve
+    from server.errors import ConfigError
 
-    return uvloop.run(serve(settings))
+    try:
+        return uvloop.run(serve(settings))
+    except ConfigError as exc:
+        print(f"driftserve sidecar: {exc.message}", file=sys.stderr)
+        return 2
+    except (OSError, RuntimeError) as exc:  # a port in use, an unusable socket path
+        print(f"driftserve sidecar: cannot start: {exc}", file=sys.stderr)
+        return 1
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:

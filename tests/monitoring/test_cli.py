@@ -122,3 +122,11 @@ def test_sigterm_with_an_open_mirror_stream_exits_cleanly(repository: Path, prim
         thread.join(30)
         sidecar.kill()
     assert outcome, "the publisher got neither a summary nor an error"
+
+
+def test_sidecar_on_a_missing_repository_exits_2_with_a_message(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "monitoring.cli", "sidecar", "--model-repository", str(tmp_path / "none"),
+                           "--listen", "127.0.0.1:0", "--http-port", "-1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2
+    assert f"model repository {tmp_path / 'none'} is not a directory" in done.stderr

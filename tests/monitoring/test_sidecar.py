@@ -206,3 +206,16 @@ def test_every_offered_row_is_ingested_or_counted_as_dropped(repository, primary
         assert summary.rows + dropped == 60 * 2048
         assert sidecar.report().rows_seen == summary.rows == sidecar.sample("driftserve_sidecar_rows_total")
         assert sidecar.sample("driftserve_sidecar_ingest_duration_seconds_count", stage="update") == summary.batches
+
+
+def test_a_model_with_a_broken_drift_section_is_skipped_and_the_rest_monitored(tmp_path) -> None:
+    repository = build_repository(tmp_path / "models", shadow=False)
+    broken = repository / "broken"
+    broken.mkdir()
+    (broken / "config.yaml").write_text("drift: {reference: missing.json}\n")
+    (repository / "plain").mkdir()  # no drift section, no shadow: not monitored, not an error
+    with InProcessSidecar(repository) as sidecar:
+        assert sorted(sidecar.running.state.models) == [MODEL]
+        summary = sidecar.publish([mirror_batch(reference_rows(np.random.default_rng(14), 16), model="broken")])
+        assert summary.rows == 0
+        assert sidecar.sample("driftserve_sidecar_rejected_rows_total", reason="unknown_model") == 16
