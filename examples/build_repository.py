@@ -8,6 +8,11 @@ Layout written (Triton-like, what the server's loader reads)::
 
     <out>/breast_cancer_lr/{config.yaml, 1/model.onnx, 2/model.onnx, data/{train,holdout}.npz}
     <out>/breast_cancer_mlp/{config.yaml, 1/model.onnx, data/{train,holdout}.npz}
+    <out>/breast_cancer_prep{,_onnx}/...   (raw features + compiled preprocessing; see
+                                            examples.build_preprocessed)
+
+Each model with a ``drift:`` section also gets ``data/profile.json``, its drift reference profile
+(training rows and the served version's outputs on them).
 
 Every model is trained with fixed seeds, exported with a fixed opset and checked against
 scikit-learn through ONNX Runtime before it is written. Files are written atomically (temporary
@@ -40,6 +45,8 @@ from sklearn.preprocessing import StandardScaler
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType, Int64TensorType
 
+from examples.build_preprocessed import build_preprocessed_models
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_OUT = Path("examples/repository")
@@ -56,9 +63,12 @@ MAX_PROBABILITY_DIFF = 1e-4
 # A fixed zip timestamp keeps the .npz files byte-identical between builds.
 _ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
 _PARTS = ("train", "holdout")
+PROFILE_FILENAME = "profile.json"
+PROFILE_BINS = 1000
 
 _LR_CONFIG = """\
 # breast_cancer_lr: standardized logistic regression; v1 C=1.0, v2 C=0.1 (stronger L2); both served.
+# Requests without a version go to v2; the drift sidecar runs v1 as a shadow on mirrored inputs.
 platform: onnxruntime_onnx
 max_batch_size: 64
 version_policy:
@@ -69,8 +79,14 @@ runtime:
   inter_op_threads: 1
 batching:
   enabled: true
-  max_queue_delay_us: 100
+  max_queue_delay_us: 0      # batches still form while a batch computes; no added latency
   max_queue_size: 1024
+deployment:
+  served_version: 2
+  shadow_version: 1
+drift:
+  reference: data/profile.json
+  mirror: {sample_rate: 1.0}
 """
 
 _MLP_CONFIG = """\
@@ -88,6 +104,9 @@ batching:
   max_queue_delay_us: 500
   preferred_batch_sizes: [32, 64]
   max_queue_size: 1024
+drift:
+  reference: data/profile.json
+  mirror: {sample_rate: 0.5}
 """
 
 
@@ -213,7 +232,8 @@ def _verify(model_bytes: bytes, pipeline: Pipeline, x: np.ndarray, where: str) -
 
 
 def _model_files(model_dir: Path, spec: _ModelSpec) -> list[Path]:
-    files = [model_dir / "config.yaml"] + [model_dir / "data" / f"{p}.npz" for p in _PARTS]
+    files = [model_dir / "config.yaml", model_dir / "data" / PROFILE_FILENAME]
+    files += [model_dir / "data" / f"{p}.npz" for p in _PARTS]
     return files + [model_dir / str(v) / "model.onnx" for v in spec.versions]
 
 
@@ -238,7 +258,23 @@ def _build_model(model_dir: Path, spec: _ModelSpec, split: _Split) -> None:
     for part, (x, y) in parts.items():
         payload = _npz_bytes({"X": x, "y": y, "feature_names": split.feature_names})
         _write_atomic(model_dir / "data" / f"{part}.npz", payload)
+    _write_reference_profile(model_dir, max(spec.versions))
     _write_atomic(model_dir / "config.yaml", spec.config_yaml.encode())
+
+
+def _write_reference_profile(model_dir: Path, version: int) -> None:
+    """The drift reference: the training rows and the served version's outputs on them."""
+    from monitoring.drift.profile import profile_command
+
+    tmp = model_dir / "data" / f".{PROFILE_FILENAME}.tmp-{os.getpid()}"
+    try:
+        profile_command(
+            data=model_dir / "data" / "train.npz", out=tmp, categorical=[], bins=PROFILE_BINS,
+            outputs_from_model=model_dir / str(version) / "model.onnx",
+        )
+        os.replace(tmp, model_dir / "data" / PROFILE_FILENAME)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def build_repository(out: Path, force: bool = False) -> Path:
@@ -252,6 +288,7 @@ def build_repository(out: Path, force: bool = False) -> Path:
             continue
         split = split or _load_split()
         _build_model(model_dir, spec, split)
+    build_preprocessed_models(out, force=force)
     return out
 
 

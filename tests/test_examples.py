@@ -13,12 +13,14 @@ import onnxruntime as ort
 import pytest
 import yaml
 
+from server.config import load_model_config
+
 from examples.build_repository import build_repository, load_split
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXPECTED_VERSIONS = {"breast_cancer_lr": {1, 2}, "breast_cancer_mlp": {1}}
 MODEL_VERSIONS = [(name, v) for name, vs in EXPECTED_VERSIONS.items() for v in sorted(vs)]
-CONFIG_KEYS = {"platform", "max_batch_size", "version_policy", "instances", "runtime", "batching"}
+CONFIG_KEYS = {"platform", "max_batch_size", "version_policy", "instances", "runtime", "batching", "deployment", "drift"}
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +69,10 @@ def _dims(value_info: onnx.ValueInfoProto) -> list[int | None]:
 
 
 def test_layout_has_expected_models_and_versions(repository: Path) -> None:
-    assert {p.name for p in repository.iterdir()} == set(EXPECTED_VERSIONS)
+    preprocessed = {"breast_cancer_prep", "breast_cancer_prep_onnx"}
+    assert {p.name for p in repository.iterdir()} == set(EXPECTED_VERSIONS) | preprocessed
+    for name in EXPECTED_VERSIONS:
+        assert (repository / name / "data" / "profile.json").is_file(), "drift reference profile"
     for name, versions in EXPECTED_VERSIONS.items():
         model_dir = repository / name
         found = {int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()}
@@ -75,7 +80,7 @@ def test_layout_has_expected_models_and_versions(repository: Path) -> None:
         for v in versions:
             assert (model_dir / str(v) / "model.onnx").is_file()
         assert (model_dir / "config.yaml").is_file()
-        assert {p.name for p in (model_dir / "data").iterdir()} == {"train.npz", "holdout.npz"}
+        assert {p.name for p in (model_dir / "data").iterdir()} == {"train.npz", "holdout.npz", "profile.json"}
     assert not [p for p in repository.rglob("*tmp*")], "temporary files left behind"
 
 
@@ -83,8 +88,9 @@ def test_layout_has_expected_models_and_versions(repository: Path) -> None:
 def test_config_has_only_the_schema_keys(repository: Path, name: str) -> None:
     text = (repository / name / "config.yaml").read_text()
     assert text.startswith(f"# {name}: ")
+    load_model_config(repository / name)  # the server's strict loader accepts it
     config = yaml.safe_load(text)
-    assert set(config) == CONFIG_KEYS
+    assert set(config) <= CONFIG_KEYS
     assert config["platform"] == "onnxruntime_onnx"
     assert config["max_batch_size"] == 64
     assert config["version_policy"] == {"latest": {"num_versions": len(EXPECTED_VERSIONS[name])}}
