@@ -48,7 +48,7 @@ class Plan:
 
 
 FULL = Plan((1, 2, 4, 8, 16, 32, 64), (100, 250, 500, 1000, 2000, 4000), 3, 250, 0.5, 2.0)
-QUICK = Plan((1, 8), (200,), 2, 250, 0.3, 1.0)
+QUICK = Plan((1, 8), (200,), 1, 250, 0.3, 1.0)
 
 
 def _plan(args: argparse.Namespace) -> Plan:
