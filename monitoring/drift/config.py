@@ -59,7 +59,8 @@ class WindowConfig(_Strict):
 
 
 class PsiThresholds(_WarnAlert):
-    """PSI levels over the coarse bins."""
+    """PSI levels over the coarse bins, applied to the PSI in excess of its no-drift expectation
+    ``(B - 1)(1/n + 1/m)``, so that small windows do not alert on sampling noise alone."""
 
     warn: float = Field(DEFAULT_PSI_WARN, gt=0, description="PSI at or above this is a warning.")
     alert: float = Field(DEFAULT_PSI_ALERT, gt=0, description="PSI at or above this is an alert.")

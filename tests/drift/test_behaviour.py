@@ -57,7 +57,8 @@ def test_stream_from_the_reference_raises_nothing_over_100k_rows(seed: int, base
     assert all(not r.transitions for _, r in reports)
 
 
-@pytest.mark.parametrize("feature, scale", [("f0", 1.0), ("f3", 7.0 / np.sqrt(12.0))])
+# Standard deviations: 1 for the normal f0, 7 / sqrt(12) for f3, uniform on [-2, 5].
+@pytest.mark.parametrize("feature, scale", [("f0", 1.0), ("f3", 7.0 / np.sqrt(12.0))], ids=["normal", "uniform"])
 @pytest.mark.parametrize("seed", [21, 22])
 def test_half_sd_shift_alerts_on_that_feature_only_within_5000_rows(
     feature: str, scale: float, seed: int, base_config: DriftConfig
