@@ -1,19 +1,23 @@
 """The ONNX compiler: a spec as a graph of standard ops (ai.onnx, opset >= 13).
 
 The graph is vectorized across steps rather than built per feature, so its node count depends
-on the chain depth and on which kinds of terminal op occur, not on the number of features:
+on the chain depth and on which kinds of terminal op occur, not on the number of features. It
+works on the transposed batch, one row per step (``V [S + 1, N]``): ONNX Runtime's ``Gather``
+along axis 1 copies element by element and cost more than everything else together, while
+gathering whole rows is a memcpy per row.
 
-* raw ``[N, F]`` -> float64, gather the column each step reads -> ``V [N, S + 1]`` (the last
-  column is a guard, see :func:`_chain`);
-* impute: ``Where(IsNaN | IsInf) & mask, fill, V)``;
-* chain position k: ``Min(Max(V, lo_k), hi_k)``, ``Where(log_k, Log(V + 1), V)``,
-  ``(V - a_k) / b_k``, with identity parameters (±inf, False, 0, 1) for steps doing something
-  else at that position, which leave their values bit-for-bit unchanged;
+* raw ``[N, F]`` -> transpose -> float64 -> gather the row each step reads -> ``V``; the last
+  row is a guard (see :func:`_chain`);
+* impute, on the imputing rows only: ``Where(IsNaN | IsInf, fill, V)``, scattered back;
+* chain position k: ``Min(Max(V, lo_k), hi_k)`` and ``(V - a_k) / b_k`` on all rows, with
+  identity parameters (±inf, 0, 1) for steps doing something else there, which leave their
+  values bit-for-bit unchanged; ``Log(V + 1)`` on the log1p rows only, scattered back;
 * bucketize: count of ``V >= boundaries`` (padded with +inf); categories: ``Equal`` against
-  the codes (padded with NaN, which equals nothing) and an unknown column ``1 - sum``; hash: the
+  the codes (padded with NaN, which equals nothing) and an unknown row ``1 - sum``; hash: the
   int64 ``Mul``/``Add``/``Mod`` arithmetic of ``spec.HASH_PRIME``; one-hot via ``Equal`` with a
   range;
-* every piece concatenated, one ``Gather`` puts the columns in step order, cast to float32.
+* every piece concatenated, one row ``Gather`` puts them in step order, cast to float32 and
+  transposed back to ``[N, width]``.
 """
 
 from __future__ import annotations
@@ -72,30 +76,40 @@ class _GraphBuilder:
 
 
 def _guarded(values: np.ndarray, guard: object) -> np.ndarray:
-    """Per-step parameters plus the guard column's (see :func:`_chain`)."""
-    return np.append(values, np.asarray(guard, dtype=values.dtype))
+    """Per-step parameters plus the guard row's, as a column ``[S + 1, 1]``."""
+    return np.append(values, np.asarray(guard, dtype=values.dtype))[:, None]
+
+
+def _on_rows(g: _GraphBuilder, v: str, rows: np.ndarray, hint: str) -> tuple[str, str]:
+    """The ``rows`` of ``v`` and their indices in the shape ``ScatterND`` takes."""
+    index = g.const(rows.astype(np.int64)[:, None], f"{hint}_rows")
+    return g.op("Gather", [v, g.const(rows.astype(np.int64), f"{hint}_gather")], axis=0), index
 
 
 def _chain(g: _GraphBuilder, plan: Plan, v: str) -> str:
     """Impute, then each chain position with identity parameters where a step does not act.
 
-    ``v`` carries one extra guard column whose parameters are never 0 or 1: ONNX Runtime's
-    no-op elimination drops a ``Sub``/``Div`` whose one-element constant reads as 0 or 1 in
-    float32 (a mean of 1e-58, say), which would break bit-exact agreement with the kernel.
+    ``v`` carries one extra guard row whose parameters are never 0 or 1: ONNX Runtime's no-op
+    elimination drops a ``Sub``/``Div`` whose one-element constant reads as 0 or 1 in float32
+    (a mean of 1e-58, say), which would break bit-exact agreement with the kernel.
     """
-    if plan.impute.any():
-        nonfinite = g.op("Or", [g.op("IsNaN", [v]), g.op("IsInf", [v])])
-        mask = g.op("And", [nonfinite, g.const(_guarded(plan.impute.astype(bool), False), "impute_mask")])
-        v = g.op("Where", [mask, g.const(_guarded(plan.fill, 0.0), "impute_fill"), v], "imputed")
+    imputing = np.flatnonzero(plan.impute)
+    if imputing.size:
+        sub, index = _on_rows(g, v, imputing, "impute")
+        nonfinite = g.op("Or", [g.op("IsNaN", [sub]), g.op("IsInf", [sub])])
+        filled = g.op("Where", [nonfinite, g.const(plan.fill[imputing][:, None], "impute_fill"), sub])
+        v = g.op("ScatterND", [v, index, filled], "imputed")
     for k in range(plan.op_code.shape[1]):
         codes = plan.op_code[:, k]
         if (codes == OP_CLIP).any():
             lo = _guarded(np.where(codes == OP_CLIP, plan.op_a[:, k], -np.inf), -np.inf)
             hi = _guarded(np.where(codes == OP_CLIP, plan.op_b[:, k], np.inf), np.inf)
             v = g.op("Min", [g.op("Max", [v, g.const(lo, "clip_lo")]), g.const(hi, "clip_hi")], "clipped")
-        if (codes == OP_LOG1P).any():
-            log = g.op("Log", [g.op("Add", [v, g.const(np.float64(1.0), "one")])])
-            v = g.op("Where", [g.const(_guarded(codes == OP_LOG1P, False), "log_mask"), log, v], "logged")
+        logging_rows = np.flatnonzero(codes == OP_LOG1P)
+        if logging_rows.size:
+            sub, index = _on_rows(g, v, logging_rows, "log1p")
+            logged = g.op("Log", [g.op("Add", [sub, g.const(np.float64(1.0), "one")])])
+            v = g.op("ScatterND", [v, index, logged], "logged")
         if (codes == OP_AFFINE).any():
             a = _guarded(np.where(codes == OP_AFFINE, plan.op_a[:, k], 0.0), 2.0)
             b = _guarded(np.where(codes == OP_AFFINE, plan.op_b[:, k], 1.0), 2.0)
@@ -103,42 +117,50 @@ def _chain(g: _GraphBuilder, plan: Plan, v: str) -> str:
     return v
 
 
-def _onehot(g: _GraphBuilder, index: str, width: int, dtype: type) -> str:
-    """``[N, G]`` indices -> ``[N, G * width]`` float64 (group-major)."""
-    axes = g.const(np.array([2], np.int64), "axes")
-    eq = g.op("Equal", [g.op("Unsqueeze", [index, axes]), g.const(np.arange(width, dtype=dtype), "range")])
-    return g.op("Flatten", [g.op("Cast", [eq], to=TensorProto.DOUBLE)], axis=1)
+def _onehot_rows(g: _GraphBuilder, index: str, width: int, dtype: type) -> str:
+    """``[G, N]`` indices -> ``[G * width, N]`` float64 one-hot rows (group-major)."""
+    return _rows_of(g, g.op("Equal", [_unsqueeze2(g, index), g.const(np.arange(width, dtype=dtype), "range")]))
+
+
+def _unsqueeze2(g: _GraphBuilder, x: str) -> str:
+    return g.op("Unsqueeze", [x, g.const(np.array([2], np.int64), "axes")])
+
+
+def _rows_of(g: _GraphBuilder, cube: str) -> str:
+    """A ``[G, N, K]`` boolean or float cube as ``[G * K, N]`` float64 rows."""
+    as_double = g.op("Cast", [cube], to=TensorProto.DOUBLE)
+    return g.op("Flatten", [g.op("Transpose", [as_double], perm=[0, 2, 1])], axis=2)
 
 
 def _pieces(g: _GraphBuilder, plan: Plan, v: str) -> tuple[list[str], np.ndarray]:
-    """Terminal ops by kind; returns the pieces and, per output column, its concat column."""
+    """Terminal ops by kind; returns the pieces and, per output column, its concat row."""
     pieces: list[str] = [v]
     perm = np.full(plan.width, -1, np.int64)
-    offset = plan.term.shape[0] + 1  # the steps and the guard column
+    offset = plan.term.shape[0] + 1  # the steps and the guard row
 
-    def add(piece: str, width: int) -> int:
+    def add(piece: str, rows: int) -> int:
         nonlocal offset
         pieces.append(piece)
-        offset += width
-        return offset - width
+        offset += rows
+        return offset - rows
 
     for s in np.flatnonzero(plan.term == TERM_VALUE):
         perm[plan.out_start[s]] = s
     buckets = np.flatnonzero((plan.term == TERM_BUCKET_INDEX) | (plan.term == TERM_BUCKET_ONEHOT))
     if buckets.size:
         width = int(plan.term_len[buckets].max())
-        bounds = np.full((buckets.size, width), np.inf)
+        bounds = np.full((buckets.size, 1, width), np.inf)
         for j, s in enumerate(buckets):
             o, n = plan.term_off[s], plan.term_len[s]
-            bounds[j, :n] = plan.term_values[o : o + n]
-        axes2 = g.const(np.array([2], np.int64), "axes")
-        vb = g.op("Gather", [v, g.const(buckets, "bucket_steps")], axis=1)
-        ge = g.op("GreaterOrEqual", [g.op("Unsqueeze", [vb, axes2]), g.const(bounds, "boundaries")])
-        count = g.op("ReduceSum", [g.op("Cast", [ge], to=TensorProto.DOUBLE), axes2], keepdims=0)
+            bounds[j, 0, :n] = plan.term_values[o : o + n]
+        vb = g.op("Gather", [v, g.const(buckets, "bucket_steps")], axis=0)
+        ge = g.op("GreaterOrEqual", [_unsqueeze2(g, vb), g.const(bounds, "boundaries")])
+        axes = g.const(np.array([2], np.int64), "axes")
+        count = g.op("ReduceSum", [g.op("Cast", [ge], to=TensorProto.DOUBLE), axes], keepdims=0)
         at = add(count, buckets.size)
         onehot_at = -1
         if (plan.term[buckets] == TERM_BUCKET_ONEHOT).any():
-            onehot_at = add(_onehot(g, count, width + 1, np.float64), buckets.size * (width + 1))
+            onehot_at = add(_onehot_rows(g, count, width + 1, np.float64), buckets.size * (width + 1))
         for j, s in enumerate(buckets):
             if plan.term[s] == TERM_BUCKET_INDEX:
                 perm[plan.out_start[s]] = at + j
@@ -148,15 +170,16 @@ def _pieces(g: _GraphBuilder, plan: Plan, v: str) -> tuple[list[str], np.ndarray
     cats = np.flatnonzero(plan.term == TERM_CATEGORY_ONEHOT)
     if cats.size:
         width = int(plan.term_len[cats].max())
-        codes = np.full((cats.size, width), np.nan)
+        codes = np.full((cats.size, 1, width), np.nan)
         for j, s in enumerate(cats):
             o, n = plan.term_off[s], plan.term_len[s]
-            codes[j, plan.term_slots[o : o + n]] = plan.term_values[o : o + n]
-        axes2 = g.const(np.array([2], np.int64), "axes")
-        vc = g.op("Gather", [v, g.const(cats, "category_steps")], axis=1)
-        eq = g.op("Cast", [g.op("Equal", [g.op("Unsqueeze", [vc, axes2]), g.const(codes, "codes")])], to=TensorProto.DOUBLE)
-        unknown = g.op("Sub", [g.const(np.float64(1.0), "one"), g.op("ReduceSum", [eq, axes2], keepdims=0)])
-        known_at = add(g.op("Flatten", [eq], axis=1), cats.size * width)
+            codes[j, 0, plan.term_slots[o : o + n]] = plan.term_values[o : o + n]
+        vc = g.op("Gather", [v, g.const(cats, "category_steps")], axis=0)
+        eq = g.op("Equal", [_unsqueeze2(g, vc), g.const(codes, "codes")])
+        axes = g.const(np.array([2], np.int64), "axes")
+        known = g.op("ReduceSum", [g.op("Cast", [eq], to=TensorProto.DOUBLE), axes], keepdims=0)
+        unknown = g.op("Sub", [g.const(np.float64(1.0), "one"), known])
+        known_at = add(_rows_of(g, eq), cats.size * width)
         unknown_at = add(unknown, cats.size)
         for j, s in enumerate(cats):
             n = plan.term_len[s]
@@ -164,16 +187,18 @@ def _pieces(g: _GraphBuilder, plan: Plan, v: str) -> tuple[list[str], np.ndarray
             perm[plan.out_start[s] + n] = unknown_at + j
     hashed = np.flatnonzero((plan.term == TERM_HASH_INDEX) | (plan.term == TERM_HASH_ONEHOT))
     if hashed.size:
-        vh = g.op("Gather", [v, g.const(hashed, "hash_steps")], axis=1)
-        clipped = g.op("Min", [g.op("Max", [vh, g.const(np.float64(-HASH_ID_LIMIT))]), g.const(np.float64(HASH_ID_LIMIT))])
+        vh = g.op("Gather", [v, g.const(hashed, "hash_steps")], axis=0)
+        limit = np.float64(HASH_ID_LIMIT)
+        clipped = g.op("Min", [g.op("Max", [vh, g.const(-limit, "id_min")]), g.const(limit, "id_max")])
         ids = g.op("Cast", [clipped], to=TensorProto.INT64)
         prime = g.const(np.int64(HASH_PRIME), "prime")
-        mixed = g.op("Add", [g.op("Mul", [g.op("Mod", [ids, prime]), g.const(np.int64(HASH_MULTIPLIER))]), g.const(plan.hash_seed[hashed], "seed")])
-        h = g.op("Mod", [g.op("Mod", [mixed, prime]), g.const(plan.hash_buckets[hashed], "buckets")], "hashed")
+        scaled = g.op("Mul", [g.op("Mod", [ids, prime]), g.const(np.int64(HASH_MULTIPLIER), "multiplier")])
+        mixed = g.op("Add", [scaled, g.const(plan.hash_seed[hashed][:, None], "seed")])
+        h = g.op("Mod", [g.op("Mod", [mixed, prime]), g.const(plan.hash_buckets[hashed][:, None], "buckets")], "hashed")
         at = add(g.op("Cast", [h], to=TensorProto.DOUBLE), hashed.size)
         onehot = np.flatnonzero(plan.term[hashed] == TERM_HASH_ONEHOT)
         width = int(plan.hash_buckets[hashed[onehot]].max()) if onehot.size else 0
-        onehot_at = add(_onehot(g, h, width, np.int64), hashed.size * width) if onehot.size else -1
+        onehot_at = add(_onehot_rows(g, h, width, np.int64), hashed.size * width) if onehot.size else -1
         for j, s in enumerate(hashed):
             if plan.term[s] == TERM_HASH_INDEX:
                 perm[plan.out_start[s]] = at + j
@@ -191,15 +216,17 @@ def build_graph_nodes(
     """Nodes and initializers mapping ``spec.input.name`` to ``output_name`` (float32)."""
     plan = build_plan(spec)
     g = _GraphBuilder(prefix)
-    x = spec.input.name
+    # Transpose before widening: ORT transposes float32 much faster than float64.
+    columns = g.op("Transpose", [spec.input.name], "columns", perm=[1, 0])
     if spec.input.datatype == "FP32":
-        x = g.op("Cast", [x], "raw64", to=TensorProto.DOUBLE)
-    v = g.op("Gather", [x, g.const(_guarded(plan.feature, 0), "step_features")], "steps", axis=1)
+        columns = g.op("Cast", [columns], "raw64", to=TensorProto.DOUBLE)
+    v = g.op("Gather", [columns, g.const(np.append(plan.feature, 0), "step_features")], "steps", axis=0)
     v = _chain(g, plan, v)
     pieces, perm = _pieces(g, plan, v)
-    both = g.op("Concat", pieces, "pieces", axis=1) if len(pieces) > 1 else pieces[0]
-    both = g.op("Gather", [both, g.const(perm, "columns")], "ordered", axis=1)
-    g.nodes.append(helper.make_node("Cast", [both], [output_name], name=f"{prefix}out", to=TensorProto.FLOAT))
+    rows = g.op("Concat", pieces, "pieces", axis=0) if len(pieces) > 1 else pieces[0]
+    ordered = g.op("Gather", [rows, g.const(perm, "order")], "ordered", axis=0)
+    narrowed = g.op("Cast", [ordered], "narrowed", to=TensorProto.FLOAT)
+    g.nodes.append(helper.make_node("Transpose", [narrowed], [output_name], name=f"{prefix}out", perm=[1, 0]))
     return g.nodes, g.initializers
 
 
