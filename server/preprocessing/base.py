@@ -104,7 +104,10 @@ def violation_error(
     elif kind == Violation.NON_FINITE_AFTER_OP:
         name = s.ops[op].op
         hint = " (log1p needs inputs > -1)" if name == "log1p" else " (the result overflows)"
-        msg = f"{where} value {raw_value!s} in row {row} gives a non-finite result at steps[{step}] op {op} ({name}){hint}"
+        msg = (
+            f"{where} value {raw_value!s} in row {row} gives a non-finite result at "
+            f"steps[{step}] op {op} ({name}){hint}"
+        )
     else:
         msg = (
             f"{where} value {raw_value!s} in row {row} transforms to a value outside the float32 "

@@ -16,7 +16,7 @@ import onnx
 from onnx import helper, version_converter
 
 from server.preprocessing.errors import PreprocessingConfigError
-from server.preprocessing.onnx_graph import _ELEM_TYPE, MIN_OPSET, build_graph_nodes
+from server.preprocessing.onnx_graph import MIN_OPSET, RAW_ELEM_TYPE, build_graph_nodes
 from server.preprocessing.spec import PreprocessingSpec
 
 logger = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 _PREFIX = "driftserve_preprocessing/"
 
 
-def _graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+def model_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     """Graph inputs that are real inputs (old exporters also list initializers as inputs)."""
     inits = {i.name for i in model.graph.initializer}
     return [i for i in model.graph.input if i.name not in inits]
@@ -68,7 +68,7 @@ def _rename(graph: onnx.GraphProto, old: str, new: str, top: bool = True) -> Non
             vi.name = new
 
 
-def _input_width(value_info: onnx.ValueInfoProto) -> int | None:
+def input_width(value_info: onnx.ValueInfoProto) -> int | None:
     dims = value_info.type.tensor_type.shape.dim
     if len(dims) != 2:
         raise PreprocessingConfigError(
@@ -107,7 +107,7 @@ def fuse_into_model(
     several inputs and none is named, the named input is missing, the widths differ, or the raw
     input's name is already used by another tensor of the model.
     """
-    inputs = _graph_inputs(model)
+    inputs = model_inputs(model)
     if model_input_name is None:
         if len(inputs) != 1:
             raise PreprocessingConfigError(
@@ -121,7 +121,7 @@ def fuse_into_model(
                 f"model has no input '{model_input_name}'; its inputs are {[i.name for i in inputs]}"
             )
         target = matches[0]
-    check_output_width(spec, _input_width(target), f"model input '{target.name}'")
+    check_output_width(spec, input_width(target), f"model input '{target.name}'")
 
     fused = onnx.ModelProto()
     fused.CopyFrom(model)
@@ -149,8 +149,9 @@ def fuse_into_model(
     _rename(graph, target.name, joint)
     nodes, inits = build_graph_nodes(spec, joint, prefix=_PREFIX)
     batch = target.type.tensor_type.shape.dim[0]
+    batch_dim = batch.dim_param or batch.dim_value or "batch"
     raw = helper.make_tensor_value_info(
-        spec.input.name, _ELEM_TYPE[spec.input.datatype], [batch.dim_param or batch.dim_value or "batch", len(spec.input.features)]
+        spec.input.name, RAW_ELEM_TYPE[spec.input.datatype], [batch_dim, len(spec.input.features)]
     )
     kept_inputs = [i for i in graph.input if i.name != target.name]
     del graph.input[:]

@@ -19,7 +19,6 @@ from server.preprocessing.plan import (
     OP_CLIP,
     OP_LOG1P,
     TERM_BUCKET_INDEX,
-    TERM_BUCKET_ONEHOT,
     TERM_CATEGORY_ONEHOT,
     TERM_HASH_INDEX,
     TERM_HASH_ONEHOT,

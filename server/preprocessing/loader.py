@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from server.preprocessing.base import Preprocessor
 from server.preprocessing.errors import PreprocessingConfigError
-from server.preprocessing.fuse import _graph_inputs, _input_width, check_output_width, fuse_into_model
+from server.preprocessing.fuse import check_output_width, fuse_into_model, input_width, model_inputs
 from server.preprocessing.numba_backend import compile_preprocessor, compile_validator
 from server.preprocessing.spec import PreprocessingSpec
 
@@ -57,7 +57,7 @@ def prepare_model(
     spec: PreprocessingSpec, model: onnx.ModelProto, model_input_name: str | None = None
 ) -> PreparedModel:
     """Check, compile and warm ``spec`` for ``model`` (call at model load, never per request)."""
-    inputs = _graph_inputs(model)
+    inputs = model_inputs(model)
     names = [i.name for i in inputs]
     if model_input_name is None and len(inputs) != 1:
         raise PreprocessingConfigError(f"model has inputs {names}; name the one preprocessing feeds")
@@ -67,6 +67,6 @@ def prepare_model(
     if spec.backend == "onnx":
         fused = fuse_into_model(spec, model, target)
         return PreparedModel(fused, compile_validator(spec), None, spec.input.name, target)
-    check_output_width(spec, _input_width(inputs[names.index(target)]), f"model input '{target}'")
+    check_output_width(spec, input_width(inputs[names.index(target)]), f"model input '{target}'")
     pre = compile_preprocessor(spec)
     return PreparedModel(model, pre, pre, spec.input.name, target)

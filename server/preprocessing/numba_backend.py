@@ -19,7 +19,8 @@ class NumbaPreprocessor:
     """A spec compiled to flat arrays and run by the shared ``@njit(nogil=True)`` kernels.
 
     ``validate`` runs on the request path before queueing; ``transform`` runs on a whole batch
-    in the batch's worker thread and releases the GIL while the kernel runs.
+    in the batch's worker thread and releases the GIL while the kernel runs. Safe to share
+    between worker threads: the packed plan is read-only and every call has its own scratch.
     """
 
     def __init__(self, spec: PreprocessingSpec) -> None:

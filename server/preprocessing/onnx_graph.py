@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 MIN_OPSET = 13
 DEFAULT_OPSET = 17
 OUTPUT_NAME = "preprocessed"
-_ELEM_TYPE = {"FP32": TensorProto.FLOAT, "FP64": TensorProto.DOUBLE}
+RAW_ELEM_TYPE = {"FP32": TensorProto.FLOAT, "FP64": TensorProto.DOUBLE}
 
 
 class _GraphBuilder:
@@ -238,7 +238,11 @@ def build_preprocessing_model(spec: PreprocessingSpec, opset: int = DEFAULT_OPSE
     graph = helper.make_graph(
         nodes,
         "preprocessing",
-        [helper.make_tensor_value_info(spec.input.name, _ELEM_TYPE[spec.input.datatype], ["batch", len(spec.input.features)])],
+        [
+            helper.make_tensor_value_info(
+                spec.input.name, RAW_ELEM_TYPE[spec.input.datatype], ["batch", len(spec.input.features)]
+            )
+        ],
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", spec.output_width])],
         initializer=inits,
     )
