@@ -95,11 +95,16 @@ class MirrorPublisher:
 
     # ------------------------------------------------------------------ request path
     def tap(self, served: ServedVersion, request: InferenceRequest, outputs: dict[str, np.ndarray]) -> None:
-        """Maybe enqueue one served request; O(1), never blocks, never raises."""
-        drift = served.model.config.drift
-        if drift is None:
-            return
-        rate = drift.mirror.sample_rate
+        """Maybe enqueue one served request; O(1), never blocks, never raises.
+
+        Models with a ``drift`` section are sampled at ``drift.mirror.sample_rate``; a model with
+        only a shadow version is mirrored in full so the sidecar can compare every request.
+        """
+        config = served.model.config
+        drift = config.drift
+        if drift is None and config.deployment.shadow_version is None:
+            return  # nothing in the sidecar would use it
+        rate = drift.mirror.sample_rate if drift is not None else 1.0
         name = served.name
         if rate < 1.0 and random.random() >= rate:
             self.records.labels(name, "sampled_out").inc()

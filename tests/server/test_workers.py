@@ -1,0 +1,46 @@
+"""``--workers 2``: two server processes on one port, aggregated metrics, clean shutdown of both."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from tests.server.support import ServerProcess, copy_model, v2_request, wait_until
+from driftserve_api import grpc_service_pb2_grpc
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_two_workers_serve_from_two_pids_and_stop_together(example_repository: Path, tmp_path: Path) -> None:
+    copy_model(example_repository, tmp_path, "breast_cancer_lr")
+    with ServerProcess(tmp_path, "--workers", "2") as server:
+        pids = [int(p) for p in server.announced["pids"].split(",")]
+        assert len(pids) == 2 and all(_alive(p) for p in pids)
+        x = np.zeros((1, 30), np.float32)
+
+        def spread() -> bool:
+            # New channels are new connections; the kernel spreads them across the listeners.
+            for _ in range(8):
+                with grpc.insecure_channel(server.address, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+                    grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(v2_request("breast_cancer_lr", x))
+            per_pid = {
+                dict(labels).get("pid"): value
+                for (name, labels), value in server.metrics().items()
+                if name == "driftserve_server_worker_requests"
+            }
+            return len([v for v in per_pid.values() if v > 0]) == 2 and set(per_pid) == {str(p) for p in pids}
+
+        wait_until(spread, timeout_s=60, interval_s=0)
+        ok = server.metric("driftserve_server_requests_total", model="breast_cancer_lr", code="OK")
+        assert ok >= 8, "the aggregated counter sums both workers"
+        assert server.terminate() == 0
+        wait_until(lambda: not any(_alive(p) for p in pids), timeout_s=30)
