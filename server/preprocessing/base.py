@@ -66,6 +66,8 @@ def check_array(spec: PreprocessingSpec, x: object) -> np.ndarray:
         raise PreprocessingError(f"input '{name}' must be a numpy array, got {type(x).__name__}")
     if x.ndim == 2 and x.shape[1] == n and x.dtype.type is RAW_DTYPES[spec.input.datatype]:
         # The common case, kept cheap: this runs for every request.
+        if not x.dtype.isnative:  # e.g. '>f4' from a big-endian buffer; Numba needs native order
+            return x.astype(x.dtype.newbyteorder("="))
         return x if x.flags.c_contiguous else np.ascontiguousarray(x)
     expected = np.dtype(RAW_DTYPES[spec.input.datatype])
     if x.ndim != 2:

@@ -78,10 +78,13 @@ class NumbaPreprocessor:
     def warmup(self) -> None:
         """Compile (or load from Numba's disk cache) both kernels for this dtype and run them."""
         start = time.perf_counter()
-        x = np.zeros((2, self._plan.n_raw), self._dtype)
-        result = np.zeros(4, np.int64)
-        kernels.validate_kernel(x, *self._transform_args, result)
-        kernels.transform_kernel(x, *self._transform_args, np.empty((2, self._plan.width), np.float32))
+        writable = np.zeros((2, self._plan.n_raw), self._dtype)
+        readonly = writable.copy()
+        # Tensors decoded zero-copy from a request are read-only, a distinct Numba type.
+        readonly.setflags(write=False)
+        for x in (writable, readonly):
+            kernels.validate_kernel(x, *self._transform_args, np.zeros(4, np.int64))
+            kernels.transform_kernel(x, *self._transform_args, np.empty((2, self._plan.width), np.float32))
         logger.info(
             "preprocessing kernels ready for input '%s' (%s, %d -> %d columns) in %.1f ms",
             self.spec.input.name, self.spec.input.datatype, self._plan.n_raw, self._plan.width,

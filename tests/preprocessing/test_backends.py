@@ -19,6 +19,7 @@ from server.preprocessing import (
     load_template,
     parse_spec,
 )
+from server.preprocessing import kernels
 from server.preprocessing.spec import HASH_MULTIPLIER, HASH_PRIME
 from tests.preprocessing.support import fused_transform, run_fused
 
@@ -223,3 +224,18 @@ def test_numba_transform_fills_a_given_buffer() -> None:
     np.testing.assert_array_equal(out, [[0, 1, 0], [0, 0, 1]])
     with pytest.raises(ValueError, match=r"out must be a C-contiguous float32 array of shape \[2, 3\], got float32 \[3, 3\]"):
         pre.transform(x, out=np.empty((3, 3), np.float32))
+
+
+def test_request_buffers_never_compile_after_warmup() -> None:
+    """Read-only (zero-copy decoded) and big-endian inputs run on what warmup compiled."""
+    spec = _spec([{"feature": "a", "ops": ["log1p", {"onehot": {"categories": 3}}]}], ["a"])
+    pre = compile_preprocessor(spec)
+    compiled = (len(kernels.transform_kernel.signatures), len(kernels.validate_kernel.signatures))
+    readonly = np.frombuffer(np.array([0.0, 1.0, 6.0], np.float32).tobytes(), np.float32).reshape(3, 1)
+    assert not readonly.flags.writeable
+    big_endian = np.array([[0.0], [1.0], [6.0]], ">f4")
+    for x in (readonly, big_endian, readonly[::2]):
+        pre.validate(x)
+        expected = NumpyPreprocessor(spec).transform(np.asarray(x, np.float32))
+        np.testing.assert_array_equal(pre.transform(x), expected)
+    assert (len(kernels.transform_kernel.signatures), len(kernels.validate_kernel.signatures)) == compiled
