@@ -24,7 +24,7 @@ from server.preprocessing.spec import (
     OneHotOp,
     PreprocessingSpec,
     StandardizeOp,
-    _Op,
+    BaseOp,
 )
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def load_template(template: PreprocessingSpec | Mapping[str, Any]) -> Preprocess
     return PreprocessingSpec.model_validate(template, context={ALLOW_UNFITTED: True})
 
 
-def _fit_op(op: _Op, v: np.ndarray, where: str) -> dict[str, Any]:
+def _fit_op(op: BaseOp, v: np.ndarray, where: str) -> dict[str, Any]:
     """The op's parameters with its missing statistics fitted on ``v`` (finite float64)."""
     params: dict[str, Any] = op.model_dump()[op.op]
     missing = op.missing_statistics()

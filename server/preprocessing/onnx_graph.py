@@ -14,7 +14,7 @@ gathering whole rows is a memcpy per row.
   values bit-for-bit unchanged; ``Log(V + 1)`` on the log1p rows only, scattered back;
 * bucketize: count of ``V >= boundaries`` (padded with +inf); categories: ``Equal`` against
   the codes (padded with NaN, which equals nothing) and an unknown row ``1 - sum``; hash: the
-  int64 ``Mul``/``Add``/``Mod`` arithmetic of ``spec.HASH_PRIME``; one-hot via ``Equal`` with a
+  int64 ``Mul``/``Add``/``Mod`` arithmetic of ``ops.HASH_PRIME``; one-hot via ``Equal`` with a
   range;
 * every piece concatenated, one row ``Gather`` puts them in step order, cast to float32 and
   transposed back to ``[N, width]``.

@@ -28,13 +28,13 @@ from server.preprocessing.spec import (
     PreprocessingSpec,
     StandardizeOp,
     Step,
-    _Op,
+    BaseOp,
 )
 
 logger = logging.getLogger(__name__)
 
 
-def apply_scalar_op(op: _Op, v: np.ndarray) -> np.ndarray:
+def apply_scalar_op(op: BaseOp, v: np.ndarray) -> np.ndarray:
     """One column-preserving op on float64 values (invalid inputs give NaN/inf, no warning)."""
     with np.errstate(all="ignore"):
         if isinstance(op, ImputeOp):
@@ -59,7 +59,7 @@ def apply_scalar_op(op: _Op, v: np.ndarray) -> np.ndarray:
 
 
 def hash_ids(v: np.ndarray, buckets: int, seed: int) -> np.ndarray:
-    """The documented id hash (see ``spec.HASH_PRIME``) as int64 bucket numbers."""
+    """The documented id hash (see ``ops.HASH_PRIME``) as int64 bucket numbers."""
     with np.errstate(invalid="ignore"):  # NaN only reaches here from unvalidated input
         ids = np.trunc(np.clip(v, -HASH_ID_LIMIT, HASH_ID_LIMIT)).astype(np.int64)
     return ((ids % HASH_PRIME) * HASH_MULTIPLIER + seed) % HASH_PRIME % buckets
@@ -71,7 +71,7 @@ def _onehot(index: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
-def apply_terminal_op(op: _Op, v: np.ndarray) -> np.ndarray:
+def apply_terminal_op(op: BaseOp, v: np.ndarray) -> np.ndarray:
     """The last op of a step: ``[rows]`` float64 -> ``[rows, width]`` float64."""
     if isinstance(op, BucketizeOp):
         assert op.boundaries is not None, "bucketize is not fitted"

@@ -39,8 +39,8 @@ Ops and rules:
 * ``bucketize`` (``boundaries`` strictly increasing; index = number of boundaries <= x),
   ``onehot`` (integer ``categories``: a count k for codes 0..k-1 or an explicit list; anything
   else lands in the trailing unknown slot), ``hash`` (integer ids into ``buckets``, see
-  :data:`HASH_PRIME`): at most one of these, and only as the last op. ``output`` picks
-  ``index`` (one column) or ``onehot`` (default) for bucketize and hash.
+  :data:`server.preprocessing.ops.HASH_PRIME`): at most one of these, and only as the last
+  op. ``output`` picks ``index`` (one column) or ``onehot`` (default) for bucketize and hash.
 
 Arithmetic is float64 in every backend and the result is rounded to float32 once; ``log1p`` is
 computed as ``log(1 + x)``, which ONNX can express, with each backend's float64 log (all within
@@ -53,291 +53,59 @@ from training rows; a spec served by the model must be complete.
 from __future__ import annotations
 
 import logging
-import math
+from collections import Counter
 from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationInfo,
-    field_validator,
-    model_serializer,
-    model_validator,
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from server.preprocessing.ops import (
+    ALLOW_UNFITTED,
+    HASH_ID_LIMIT,
+    HASH_MULTIPLIER,
+    HASH_PRIME,
+    MAX_ONEHOT_WIDTH,
+    OP_NAMES,
+    BaseOp,
+    BucketizeOp,
+    ClipOp,
+    HashOp,
+    ImputeOp,
+    Log1pOp,
+    MinMaxOp,
+    OneHotOp,
+    Op,
+    PassthroughOp,
+    StandardizeOp,
+    normalize_op,
 )
 
 logger = logging.getLogger(__name__)
 
-#: The context key that lets statistics be missing (templates for ``fit_spec``).
-ALLOW_UNFITTED = "allow_unfitted"
-#: Hash of an integer id: ``((id mod P) * HASH_MULTIPLIER + seed) mod P mod buckets``, all in
-#: int64 with non-negative remainders. P = 2**31 - 1, so no product overflows int64 and ONNX
-#: (Mul/Add/Mod on int64) reproduces it exactly. Ids are float values truncated toward zero
-#: after clipping to ±2**53, the range where float64 holds every integer.
-HASH_PRIME = 2_147_483_647
-HASH_MULTIPLIER = 1_540_483_477
-HASH_ID_LIMIT = float(2**53)
-#: Guard against a one-hot that would blow the model input up by accident.
-MAX_ONEHOT_WIDTH = 65_536
+__all__ = [
+    "ALLOW_UNFITTED",
+    "BaseOp",
+    "HASH_ID_LIMIT",
+    "HASH_MULTIPLIER",
+    "HASH_PRIME",
+    "MAX_ONEHOT_WIDTH",
+    "OP_NAMES",
+    "BucketizeOp",
+    "ClipOp",
+    "HashOp",
+    "ImputeOp",
+    "InputSpec",
+    "Log1pOp",
+    "MinMaxOp",
+    "OneHotOp",
+    "Op",
+    "PassthroughOp",
+    "PreprocessingSpec",
+    "StandardizeOp",
+    "Step",
+]
 
 _NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\-]*$"
-
-
-def _unfitted_ok(info: ValidationInfo) -> bool:
-    return bool(info.context and info.context.get(ALLOW_UNFITTED))
-
-
-def _finite(value: float | None, key: str) -> float | None:
-    if value is not None and not math.isfinite(value):
-        raise ValueError(f"'{key}' must be a finite number, got {value!r}")
-    return value
-
-
-class _Op(BaseModel):
-    """Base of all ops: serialized back in the YAML form ``{name: {params}}``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    #: Ops that end a chain and may emit several columns.
-    terminal: ClassVar[bool] = False
-
-    @model_serializer(mode="wrap")
-    def _as_mapping(self, handler: Any) -> dict[str, Any]:
-        data = {k: v for k, v in handler(self).items() if v is not None}
-        name = data.pop("op")
-        return {name: data}
-
-    def width(self) -> int:
-        """Columns this op emits (1 unless terminal)."""
-        return 1
-
-    def missing_statistics(self) -> list[str]:
-        """Parameter names still to be fitted."""
-        return []
-
-
-class ImputeOp(_Op):
-    """Replace NaN and ±inf by a constant or by the training mean."""
-
-    op: Literal["impute"] = "impute"
-    strategy: Literal["constant", "mean"] = "constant"
-    value: float | None = None
-
-    @field_validator("value")
-    @classmethod
-    def _check_value(cls, v: float | None) -> float | None:
-        return _finite(v, "value")
-
-    @model_validator(mode="after")
-    def _check_complete(self, info: ValidationInfo) -> ImputeOp:
-        if self.value is None and (self.strategy == "constant" or not _unfitted_ok(info)):
-            raise ValueError(
-                f"impute with strategy '{self.strategy}' needs 'value'"
-                + (" (fill it with fit_spec)" if self.strategy == "mean" else "")
-            )
-        return self
-
-    def missing_statistics(self) -> list[str]:
-        return ["value"] if self.value is None else []
-
-
-class ClipOp(_Op):
-    """Clamp to ``[min, max]``; either bound may be left out."""
-
-    op: Literal["clip"] = "clip"
-    min: float | None = None
-    max: float | None = None
-
-    @model_validator(mode="after")
-    def _check_bounds(self) -> ClipOp:
-        _finite(self.min, "min")
-        _finite(self.max, "max")
-        if self.min is None and self.max is None:
-            raise ValueError("clip needs 'min', 'max' or both")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"clip 'min' ({self.min}) is greater than 'max' ({self.max})")
-        return self
-
-
-class Log1pOp(_Op):
-    """``log(1 + x)``; inputs must be > -1 (clip first when they may not be)."""
-
-    op: Literal["log1p"] = "log1p"
-
-
-class PassthroughOp(_Op):
-    """The value unchanged (a feature the model takes as it comes)."""
-
-    op: Literal["passthrough"] = "passthrough"
-
-
-class StandardizeOp(_Op):
-    """``(x - mean) / std``."""
-
-    op: Literal["standardize"] = "standardize"
-    mean: float | None = None
-    std: float | None = None
-
-    @model_validator(mode="after")
-    def _check(self, info: ValidationInfo) -> StandardizeOp:
-        _finite(self.mean, "mean")
-        _finite(self.std, "std")
-        if self.std is not None and self.std <= 0:
-            raise ValueError(f"standardize 'std' must be > 0, got {self.std}")
-        if self.missing_statistics() and not _unfitted_ok(info):
-            raise ValueError(f"standardize needs {' and '.join(repr(k) for k in self.missing_statistics())}")
-        return self
-
-    def missing_statistics(self) -> list[str]:
-        return [k for k in ("mean", "std") if getattr(self, k) is None]
-
-
-class MinMaxOp(_Op):
-    """``(x - min) / (max - min)``: maps the training range onto [0, 1]."""
-
-    op: Literal["minmax"] = "minmax"
-    min: float | None = None
-    max: float | None = None
-
-    @model_validator(mode="after")
-    def _check(self, info: ValidationInfo) -> MinMaxOp:
-        _finite(self.min, "min")
-        _finite(self.max, "max")
-        if self.min is not None and self.max is not None and not self.max > self.min:
-            raise ValueError(f"minmax 'max' ({self.max}) must be greater than 'min' ({self.min})")
-        if self.missing_statistics() and not _unfitted_ok(info):
-            raise ValueError(f"minmax needs {' and '.join(repr(k) for k in self.missing_statistics())}")
-        return self
-
-    def missing_statistics(self) -> list[str]:
-        return [k for k in ("min", "max") if getattr(self, k) is None]
-
-
-class BucketizeOp(_Op):
-    """Bucket index = number of boundaries <= x (0..len(boundaries))."""
-
-    op: Literal["bucketize"] = "bucketize"
-    terminal: ClassVar[bool] = True
-    boundaries: list[float] | None = None
-    n_buckets: int | None = Field(default=None, ge=2, le=MAX_ONEHOT_WIDTH)
-    output: Literal["index", "onehot"] = "onehot"
-
-    @model_validator(mode="after")
-    def _check(self, info: ValidationInfo) -> BucketizeOp:
-        b = self.boundaries
-        if b is not None:
-            if not b:
-                raise ValueError("bucketize 'boundaries' must not be empty")
-            if not all(math.isfinite(v) for v in b):
-                raise ValueError(f"bucketize 'boundaries' must be finite, got {b}")
-            if any(b2 <= b1 for b1, b2 in zip(b, b[1:], strict=False)):
-                raise ValueError(f"bucketize 'boundaries' must be strictly increasing, got {b}")
-            if len(b) + 1 > MAX_ONEHOT_WIDTH:
-                raise ValueError(f"bucketize has {len(b)} boundaries; at most {MAX_ONEHOT_WIDTH - 1}")
-        elif self.n_buckets is None:
-            raise ValueError("bucketize needs 'boundaries' (or 'n_buckets' for fit_spec)")
-        elif not _unfitted_ok(info):
-            raise ValueError("bucketize needs 'boundaries' (fill them with fit_spec from 'n_buckets')")
-        return self
-
-    def width(self) -> int:
-        if self.output == "index":
-            return 1
-        if self.boundaries is None:
-            raise ValueError("bucketize width is unknown before its boundaries are fitted")
-        return len(self.boundaries) + 1
-
-    def missing_statistics(self) -> list[str]:
-        return ["boundaries"] if self.boundaries is None else []
-
-
-class OneHotOp(_Op):
-    """One column per integer category plus a trailing unknown slot."""
-
-    op: Literal["onehot"] = "onehot"
-    terminal: ClassVar[bool] = True
-    categories: int | list[int] | None = None
-
-    @field_validator("categories")
-    @classmethod
-    def _check_categories(cls, v: int | list[int] | None) -> int | list[int] | None:
-        if isinstance(v, int):
-            if not 1 <= v < MAX_ONEHOT_WIDTH:
-                raise ValueError(f"onehot 'categories' count must be in [1, {MAX_ONEHOT_WIDTH - 1}], got {v}")
-        elif v is not None:
-            if not v or len(v) >= MAX_ONEHOT_WIDTH:
-                raise ValueError(f"onehot 'categories' list must have 1..{MAX_ONEHOT_WIDTH - 1} codes")
-            if len(set(v)) != len(v):
-                raise ValueError(f"onehot 'categories' has duplicate codes: {v}")
-            if any(abs(c) > HASH_ID_LIMIT for c in v):
-                raise ValueError("onehot 'categories' codes must be within ±2**53")
-        return v
-
-    @model_validator(mode="after")
-    def _check(self, info: ValidationInfo) -> OneHotOp:
-        if self.categories is None and not _unfitted_ok(info):
-            raise ValueError("onehot needs 'categories' (a count k for codes 0..k-1, or a list)")
-        return self
-
-    def codes(self) -> list[int]:
-        """The category codes in slot order."""
-        if self.categories is None:
-            raise ValueError("onehot categories are not fitted yet")
-        if isinstance(self.categories, int):
-            return list(range(self.categories))
-        return list(self.categories)
-
-    def width(self) -> int:
-        return len(self.codes()) + 1
-
-    def missing_statistics(self) -> list[str]:
-        return ["categories"] if self.categories is None else []
-
-
-class HashOp(_Op):
-    """Integer id hashed into ``buckets`` (see :data:`HASH_PRIME` for the exact function)."""
-
-    op: Literal["hash"] = "hash"
-    terminal: ClassVar[bool] = True
-    buckets: int = Field(ge=2, le=MAX_ONEHOT_WIDTH)
-    seed: int = Field(default=0, ge=0, lt=HASH_PRIME)
-    output: Literal["index", "onehot"] = "onehot"
-
-    def width(self) -> int:
-        return 1 if self.output == "index" else self.buckets
-
-
-Op = Annotated[
-    Union[
-        ImputeOp, ClipOp, Log1pOp, PassthroughOp, StandardizeOp, MinMaxOp, BucketizeOp, OneHotOp, HashOp
-    ],
-    Field(discriminator="op"),
-]
-OP_NAMES: tuple[str, ...] = (
-    "impute", "clip", "log1p", "standardize", "minmax", "passthrough", "bucketize", "onehot", "hash"
-)
-
-
-def _normalize_op(raw: Any, where: str) -> Any:
-    """``log1p`` or ``{log1p: {}}`` or ``{standardize: {...}}`` -> ``{"op": name, **params}``."""
-    if isinstance(raw, _Op):
-        return raw
-    if isinstance(raw, str):
-        name, params = raw, {}
-    elif isinstance(raw, Mapping) and "op" in raw:
-        return dict(raw)
-    elif isinstance(raw, Mapping) and len(raw) == 1:
-        name, params = next(iter(raw.items()))
-        params = {} if params is None else params
-        if not isinstance(params, Mapping):
-            raise ValueError(f"{where}: parameters of '{name}' must be a mapping, got {params!r}")
-    else:
-        raise ValueError(
-            f"{where}: an op is a name or a one-key mapping {{name: {{params}}}}, got {raw!r}"
-        )
-    if name not in OP_NAMES:
-        raise ValueError(f"{where}: unknown op {name!r}; allowed: {', '.join(OP_NAMES)}")
-    return {"op": name, **params}
 
 
 class Step(BaseModel):
@@ -352,7 +120,7 @@ class Step(BaseModel):
     def _normalize(cls, data: Any) -> Any:
         if isinstance(data, Mapping) and isinstance(data.get("ops"), list):
             where = f"feature {data.get('feature')!r}"
-            ops = [_normalize_op(op, f"{where} op {i}") for i, op in enumerate(data["ops"])]
+            ops = [normalize_op(op, f"{where} op {i}") for i, op in enumerate(data["ops"])]
             return {**data, "ops": ops}
         return data
 
@@ -390,8 +158,7 @@ class InputSpec(BaseModel):
     @field_validator("features")
     @classmethod
     def _unique(cls, v: list[str]) -> list[str]:
-        seen: set[str] = set()
-        dupes = sorted({f for f in v if f in seen or seen.add(f)})  # type: ignore[func-returns-value]
+        dupes = sorted(name for name, count in Counter(v).items() if count > 1)
         if dupes:
             raise ValueError(f"feature names must be unique; repeated: {dupes}")
         if any(not f for f in v):
