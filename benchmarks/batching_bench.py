@@ -12,32 +12,26 @@ best delay. Writes ``benchmarks/results/batching.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import json
-import os
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import grpc
-
-from driftserve_api import grpc_service_pb2 as pb
-from driftserve_api import grpc_service_pb2_grpc as pb_grpc
+from benchmarks.loadgen.launch import start_driftserve
+from benchmarks.loadgen.report import machine
+from benchmarks.perf_analyzer_runner import batch_counts, run_perf_analyzer
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 DELAYS_US = (0, 250, 1000, 4000)
 
 
-def machine() -> str:
-    model = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                  if l.startswith("model name")), platform.processor())
-    return f"{os.cpu_count()} cores, {model}"
+def machine_text() -> str:
+    info = machine()
+    return f"{info['nproc']} cores, {info['cpu']}"
 
 
 def make_repository(source: Path, dest: Path, max_batch: int) -> list[str]:
@@ -50,72 +44,36 @@ def make_repository(source: Path, dest: Path, max_batch: int) -> list[str]:
     return list(variants)
 
 
-def start_server(repo: Path, port: int) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--model-repository", str(repo), "--host", "127.0.0.1",
-         "--grpc-port", str(port), "--metrics-port", "-1", "--log-level", "WARNING"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("DRIFTSERVE_READY"):
-            return proc
-    raise RuntimeError("server did not start")
-
-
-def batch_counts(stub: pb_grpc.GRPCInferenceServiceStub, model: str) -> tuple[int, int]:
-    s = stub.ModelStatistics(pb.ModelStatisticsRequest(name=model)).model_stats[0]
-    return s.inference_count, s.execution_count
-
-
-def perf_analyzer(model: str, port: int, concurrency: int, window_ms: int) -> dict[str, float]:
-    with tempfile.NamedTemporaryFile(suffix=".csv") as out:
-        cmd = [str(ROOT / "benchmarks" / "perf_analyzer.sh"), "-i", "grpc", "-u", f"127.0.0.1:{port}", "-m", model,
-               "--concurrency-range", str(concurrency), "-p", str(window_ms), "-s", "60", "-f", out.name]
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        if result.returncode != 0:
-            raise RuntimeError(f"perf_analyzer failed for {model}:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
-        row = next(csv.DictReader(open(out.name)))
-    return {
-        "throughput_rps": float(row["Inferences/Second"]),
-        "p50_ms": float(row["p50 latency"]) / 1000,
-        "p99_ms": float(row["p99 latency"]) / 1000,
-        "server_queue_us": float(row["Server Queue"]),
-        "server_compute_infer_us": float(row["Server Compute Infer"]),
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-repository", type=Path, default=ROOT / "examples" / "repository")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--window-ms", type=int, default=4000)
-    parser.add_argument("--port", type=int, default=18101)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         models = make_repository(args.model_repository, Path(tmp), 64)
-        server = start_server(Path(tmp), args.port)
+        server = start_driftserve(Path(tmp), Path(tmp))
+        server.wait_ready()
         try:
-            stub = pb_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(f"127.0.0.1:{args.port}"))
             runs: dict[str, list[dict[str, float]]] = {m: [] for m in models}
             for round_index in range(args.rounds):
                 for model in models:  # interleaved: every variant once per round
-                    before = batch_counts(stub, model)
-                    result = perf_analyzer(model, args.port, args.concurrency, args.window_ms)
-                    after = batch_counts(stub, model)
+                    before = batch_counts(server.target, model)
+                    result = run_perf_analyzer(server.target, model, args.concurrency, args.window_ms)
+                    after = batch_counts(server.target, model)
                     result["avg_batch_rows"] = (after[0] - before[0]) / max(after[1] - before[1], 1)
                     runs[model].append(result)
                     print(f"round {round_index + 1} {model}: {result['throughput_rps']:.0f} rps, "
                           f"p99 {result['p99_ms']:.2f} ms, batch {result['avg_batch_rows']:.1f}", flush=True)
         finally:
-            server.terminate()
-            server.wait(timeout=30)
+            server.stop()
     summary = {m: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for m, rs in runs.items()}
     best = max((m for m in models if m != "mlp_nobatch"), key=lambda m: summary[m]["throughput_rps"])
     report = {
-        "date": dt.date.today().isoformat(), "machine": machine(), "concurrency": args.concurrency,
+        "date": dt.date.today().isoformat(), "machine": machine_text(), "concurrency": args.concurrency,
         "rounds": args.rounds, "window_ms": args.window_ms, "runs": runs, "median": summary, "best": best,
         "speedup_best_vs_off": summary[best]["throughput_rps"] / summary["mlp_nobatch"]["throughput_rps"],
         "command": "python -m benchmarks.batching_bench " + " ".join(argv if argv is not None else sys.argv[1:]),

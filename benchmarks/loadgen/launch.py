@@ -28,24 +28,33 @@ def free_port() -> int:
 class ServerProcess:
     """A server subprocess reachable at `target`; `stop()` sends SIGTERM, then SIGKILL."""
 
-    def __init__(self, label: str, command: list[str], port: int, log_path: Path) -> None:
-        self.label, self.port = label, port
+    def __init__(self, label: str, command: list[str], port: int, log_path: Path,
+                 ready_check: str = "v2") -> None:
+        self.label, self.port, self.ready_check = label, port, ready_check
         self.target = f"127.0.0.1:{port}"
         self._log = log_path.open("w")
         logger.info("starting %s: %s", label, " ".join(command))
         self.proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
-        """Poll V2 ServerReady until true; RuntimeError if the process dies or time runs out."""
+        """Poll V2 ServerReady (or grpc.health for the sidecar) until true; RuntimeError if the
+        process dies or time runs out."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
         deadline = time.monotonic() + timeout_s
         with grpc.insecure_channel(self.target) as channel:
             stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            health = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"{self.label} exited with {self.proc.returncode}; "
                                        f"see {self._log.name}")
                 try:
-                    if stub.ServerReady(grpc_service_pb2.ServerReadyRequest(), timeout=1.0).ready:
+                    if self.ready_check == "health":
+                        status = health.Check(health_pb2.HealthCheckRequest(), timeout=1.0).status
+                        if status == health_pb2.HealthCheckResponse.SERVING:
+                            return
+                    elif stub.ServerReady(grpc_service_pb2.ServerReadyRequest(), timeout=1.0).ready:
                         return
                 except grpc.RpcError:
                     pass
@@ -64,12 +73,22 @@ class ServerProcess:
         self._log.close()
 
 
-def start_driftserve(repository: Path, log_dir: Path) -> ServerProcess:
+def start_driftserve(repository: Path, log_dir: Path, extra_args: list[str] | None = None,
+                     label: str = "driftserve") -> ServerProcess:
     """`python -m server.cli serve` on free loopback gRPC and metrics ports."""
     port, metrics = free_port(), free_port()
     command = [sys.executable, "-m", "server.cli", "serve", "--model-repository", str(repository),
-               "--host", "127.0.0.1", "--grpc-port", str(port), "--metrics-port", str(metrics)]
-    return ServerProcess("driftserve", command, port, log_dir / "driftserve.log")
+               "--host", "127.0.0.1", "--grpc-port", str(port), "--metrics-port", str(metrics),
+               "--log-level", "WARNING", *(extra_args or [])]
+    return ServerProcess(label, command, port, log_dir / f"{label}.log")
+
+
+def start_sidecar(repository: Path, log_dir: Path) -> tuple[ServerProcess, str]:
+    """The drift sidecar on a free loopback port; returns it and its mirror address."""
+    port = free_port()
+    command = [sys.executable, "-m", "server.cli", "sidecar", "--model-repository", str(repository),
+               "--listen", f"127.0.0.1:{port}", "--http-port", "-1", "--log-level", "WARNING"]
+    return ServerProcess("sidecar", command, port, log_dir / "sidecar.log", "health"), f"127.0.0.1:{port}"
 
 
 def start_naive(repository: Path, log_dir: Path, label: str = "naive") -> ServerProcess:

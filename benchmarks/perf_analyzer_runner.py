@@ -1,0 +1,48 @@
+"""Running Triton's perf_analyzer (C++, so the client is not the bottleneck) and reading results.
+
+Used by the side-by-side benchmarks (batching on/off, mirroring on/off); see perf_analyzer.sh for
+how the binary and its libraries are obtained.
+"""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import tempfile
+from pathlib import Path
+
+import grpc
+
+from driftserve_api import grpc_service_pb2 as pb
+from driftserve_api import grpc_service_pb2_grpc as pb_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "perf_analyzer.sh"
+
+
+def run_perf_analyzer(target: str, model: str, concurrency: int, window_ms: int,
+                      stability_percent: int = 60) -> dict[str, float]:
+    """One perf_analyzer measurement at a fixed concurrency; latencies in ms, rates per second."""
+    with tempfile.NamedTemporaryFile(suffix=".csv") as out:
+        cmd = [str(SCRIPT), "-i", "grpc", "-u", target, "-m", model, "--concurrency-range", str(concurrency),
+               "-p", str(window_ms), "-s", str(stability_percent), "-f", out.name]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        if result.returncode != 0:
+            raise RuntimeError(f"perf_analyzer failed for {model}:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+        with open(out.name) as f:
+            row = next(csv.DictReader(f))
+    return {
+        "throughput_rps": float(row["Inferences/Second"]),
+        "p50_ms": float(row["p50 latency"]) / 1000,
+        "p99_ms": float(row["p99 latency"]) / 1000,
+        "server_queue_us": float(row["Server Queue"]),
+        "server_compute_infer_us": float(row["Server Compute Infer"]),
+    }
+
+
+def batch_counts(target: str, model: str) -> tuple[int, int]:
+    """(inference_count, execution_count) of a model's served version, from ModelStatistics."""
+    with grpc.insecure_channel(target) as channel:
+        stats = pb_grpc.GRPCInferenceServiceStub(channel).ModelStatistics(
+            pb.ModelStatisticsRequest(name=model)).model_stats[0]
+    return stats.inference_count, stats.execution_count
