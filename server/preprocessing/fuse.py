@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 
 import onnx
-from onnx import helper, version_converter
+from onnx import TensorProto, helper, version_converter
 
 from server.preprocessing.errors import PreprocessingConfigError
 from server.preprocessing.onnx_graph import MIN_OPSET, RAW_ELEM_TYPE, build_graph_nodes
@@ -122,6 +122,12 @@ def fuse_into_model(
             )
         target = matches[0]
     check_output_width(spec, input_width(target), f"model input '{target.name}'")
+    elem_type = target.type.tensor_type.elem_type
+    if elem_type not in (TensorProto.FLOAT, TensorProto.DOUBLE):
+        raise PreprocessingConfigError(
+            f"model input '{target.name}' has type {TensorProto.DataType.Name(elem_type)}; "
+            "preprocessing feeds FLOAT or DOUBLE inputs"
+        )
 
     fused = onnx.ModelProto()
     fused.CopyFrom(model)
@@ -147,7 +153,7 @@ def fuse_into_model(
 
     joint = f"{_PREFIX}output"
     _rename(graph, target.name, joint)
-    nodes, inits = build_graph_nodes(spec, joint, prefix=_PREFIX)
+    nodes, inits = build_graph_nodes(spec, joint, prefix=_PREFIX, output_type=elem_type)
     batch = target.type.tensor_type.shape.dim[0]
     batch_dim = batch.dim_param or batch.dim_value or "batch"
     raw = helper.make_tensor_value_info(

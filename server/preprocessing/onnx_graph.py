@@ -211,9 +211,16 @@ def _pieces(g: _GraphBuilder, plan: Plan, v: str) -> tuple[list[str], np.ndarray
 
 
 def build_graph_nodes(
-    spec: PreprocessingSpec, output_name: str, prefix: str = "preprocessing/"
+    spec: PreprocessingSpec,
+    output_name: str,
+    prefix: str = "preprocessing/",
+    output_type: int = TensorProto.FLOAT,
 ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    """Nodes and initializers mapping ``spec.input.name`` to ``output_name`` (float32)."""
+    """Nodes and initializers mapping ``spec.input.name`` to ``output_name``.
+
+    Values are rounded to float32 like every backend's; ``output_type`` DOUBLE widens them
+    again for a model whose input is float64.
+    """
     plan = build_plan(spec)
     g = _GraphBuilder(prefix)
     # Transpose before widening: ORT transposes float32 much faster than float64.
@@ -226,6 +233,10 @@ def build_graph_nodes(
     rows = g.op("Concat", pieces, "pieces", axis=0) if len(pieces) > 1 else pieces[0]
     ordered = g.op("Gather", [rows, g.const(perm, "order")], "ordered", axis=0)
     narrowed = g.op("Cast", [ordered], "narrowed", to=TensorProto.FLOAT)
+    if output_type == TensorProto.DOUBLE:
+        narrowed = g.op("Cast", [narrowed], "widened", to=TensorProto.DOUBLE)
+    elif output_type != TensorProto.FLOAT:
+        raise ValueError(f"preprocessing outputs float or double, not ONNX type {output_type}")
     g.nodes.append(helper.make_node("Transpose", [narrowed], [output_name], name=f"{prefix}out", perm=[1, 0]))
     return g.nodes, g.initializers
 

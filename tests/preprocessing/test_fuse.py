@@ -158,3 +158,16 @@ def test_prepare_model_per_backend(classifier: onnx.ModelProto) -> None:
         prepared.validator.validate(np.array([[1.0, 1.0, np.nan]], np.float32))
     with pytest.raises(PreprocessingConfigError, match="produces 6 columns but the model input takes 7"):
         prepare_model(_spec("numba"), identity_model(7))
+
+
+def test_double_and_integer_model_inputs() -> None:
+    double_model = identity_model(6)
+    double_model.graph.input[0].type.tensor_type.elem_type = TensorProto.DOUBLE
+    double_model.graph.output[0].type.tensor_type.elem_type = TensorProto.DOUBLE
+    out = session(fuse_into_model(_spec(), double_model)).run(None, {"input": _raw_batch()})[0]
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out, compile_preprocessor(_spec()).transform(_raw_batch()).astype(np.float64))
+    int_model = identity_model(6)
+    int_model.graph.input[0].type.tensor_type.elem_type = TensorProto.INT64
+    with pytest.raises(PreprocessingConfigError, match="model input 'input' has type INT64; preprocessing feeds FLOAT or DOUBLE"):
+        fuse_into_model(_spec(), int_model)

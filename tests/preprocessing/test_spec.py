@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 import server.preprocessing.spec as spec_module
 from server.preprocessing import PreprocessingConfigError, PreprocessingSpec, load_template, parse_spec
@@ -124,3 +124,23 @@ def test_output_width_counts_every_terminal_form() -> None:
         )
     )
     assert spec.output_width == 1 + 4 + 4 + 3 + 7 + 1
+
+
+def test_spec_embeds_in_a_model_config() -> None:
+    """How the server's config model uses it: an optional key, errors located under it."""
+
+    class ModelConfig(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        max_batch_size: int
+        preprocessing: PreprocessingSpec | None = None
+
+    config = ModelConfig.model_validate({"max_batch_size": 8, "preprocessing": _documented_example()})
+    assert config.preprocessing is not None and config.preprocessing.output_width == 12
+    assert ModelConfig.model_validate({"max_batch_size": 8}).preprocessing is None
+    bad = _documented_example()
+    bad["steps"][0]["ops"][2] = {"standardize": {"mean": 1.0}}
+    with pytest.raises(ValidationError) as info:
+        ModelConfig.model_validate({"max_batch_size": 8, "preprocessing": bad})
+    (error,) = info.value.errors()
+    assert error["loc"][:5] == ("preprocessing", "steps", 0, "ops", 2)
+    assert "standardize needs 'std'" in error["msg"]
