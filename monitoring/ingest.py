@@ -68,7 +68,7 @@ def _decode_tensors(tensors: list[driftserve_pb2.Tensor], rows: int, what: str) 
         if not tensor.name or tensor.name in decoded:
             raise RejectedBatch(MALFORMED, f"{label}: tensor names must be non-empty and unique")
         try:
-            array = decode_raw(tensor.datatype, list(tensor.shape), tensor.data, label)
+            array = decode_raw(tensor.datatype, list(tensor.shape), tensor.data, tensor.name, kind=what)
         except InvalidArgument as exc:
             raise RejectedBatch(MALFORMED, exc.message) from None
         if array.ndim == 0 or array.shape[0] != rows:

@@ -30,6 +30,8 @@ class InferenceBoundary:
     def __init__(self, dataplane: DataPlane, metrics: ServerMetrics) -> None:
         self.dataplane = dataplane
         self.metrics = metrics
+        # Labelled children are looked up once per label set, not once per request.
+        self._children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
 
     async def serve(
         self,
@@ -98,8 +100,15 @@ class InferenceBoundary:
     def _record(self, model: str, version: str, protocol: str, code: str, started_ns: int) -> None:
         metrics = self.metrics
         metrics.inflight.dec()
-        metrics.requests.labels(model, version, protocol, code).inc()
-        metrics.request_duration.labels(model, protocol).observe((time.perf_counter_ns() - started_ns) / 1e9)
+        key = (model, version, protocol, code)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                metrics.requests.labels(model, version, protocol, code),
+                metrics.request_duration.labels(model, protocol),
+            )
+        children[0].inc()
+        children[1].observe((time.perf_counter_ns() - started_ns) / 1e9)
         if metrics.worker_requests is not None:
             metrics.worker_requests.inc()
 

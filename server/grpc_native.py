@@ -21,10 +21,10 @@ def decode_request(message: pb.PredictRequest) -> InferenceRequest:
     """PredictRequest -> InferenceRequest (zero-copy views over the message's bytes)."""
     inputs = {}
     for tensor in message.inputs:
-        what = f"input '{tensor.name}'"
-        if tensor.name in inputs:
-            raise InvalidArgument(f"{what} is given twice")
-        inputs[tensor.name] = decode_raw(tensor.datatype, tensor.shape, tensor.data, what)
+        name = tensor.name
+        if name in inputs:
+            raise InvalidArgument(f"input '{name}' is given twice")
+        inputs[name] = decode_raw(tensor.datatype, tensor.shape, tensor.data, name)
     return InferenceRequest(
         model=message.model,
         version=message.version,

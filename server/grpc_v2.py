@@ -28,33 +28,32 @@ STREAM_MAX_INFLIGHT = 512
 
 def decode_request(message: pb.ModelInferRequest) -> InferenceRequest:
     """ModelInferRequest -> InferenceRequest, zero-copy for raw inputs."""
+    tensors = message.inputs
     raw = message.raw_input_contents
-    if raw and len(raw) != len(message.inputs):
+    if raw and len(raw) != len(tensors):
         raise InvalidArgument(
             f"raw_input_contents has {len(raw)} entries but the request declares "
-            f"{len(message.inputs)} inputs; give one raw entry per input, in order"
+            f"{len(tensors)} inputs; give one raw entry per input, in order"
         )
     inputs = {}
-    for index, tensor in enumerate(message.inputs):
-        what = f"input '{tensor.name}'"
-        if tensor.name in inputs:
-            raise InvalidArgument(f"{what} is given twice")
+    for index, tensor in enumerate(tensors):
+        name = tensor.name
+        if name in inputs:
+            raise InvalidArgument(f"input '{name}' is given twice")
         if raw:
             if tensor.HasField("contents"):
-                raise InvalidArgument(f"{what} has both typed contents and raw_input_contents; give one")
-            inputs[tensor.name] = decode_raw(tensor.datatype, tensor.shape, raw[index], what)
+                raise InvalidArgument(f"input '{name}' has both typed contents and raw_input_contents; give one")
+            inputs[name] = decode_raw(tensor.datatype, tensor.shape, raw[index], name)
         else:
-            inputs[tensor.name] = decode_contents(tensor.datatype, tensor.shape, tensor.contents, what)
+            inputs[name] = decode_contents(tensor.datatype, tensor.shape, tensor.contents, f"input '{name}'")
     request = InferenceRequest(
-        model=message.model_name,
-        version=message.model_version,
-        request_id=message.id,
-        inputs=inputs,
-        outputs=[o.name for o in message.outputs],
+        message.model_name, message.model_version, message.id, inputs,
+        [o.name for o in message.outputs] if message.outputs else [],
     )
-    if message.parameters:
-        request.timeout_us = _int_parameter(message.parameters, "timeout")
-        request.priority = _int_parameter(message.parameters, "priority")
+    parameters = message.parameters
+    if parameters:
+        request.timeout_us = _int_parameter(parameters, "timeout")
+        request.priority = _int_parameter(parameters, "priority")
     return request
 
 

@@ -91,19 +91,28 @@ def element_count(shape: Sequence[int], what: str) -> int:
     return count
 
 
-def decode_raw(datatype: str, shape: Sequence[int], data: bytes, what: str) -> np.ndarray:
-    """Decode raw little-endian bytes into an array of ``shape`` without copying."""
-    dtype = numpy_dtype(datatype, what)
-    count = element_count(shape, what)
-    if datatype == "BYTES":
-        return _decode_bytes_elements(data, count, what).reshape(shape)
-    expected = count * dtype.itemsize
-    if len(data) != expected:
+def decode_raw(datatype: str, shape: Sequence[int], data: bytes, name: str, kind: str = "input") -> np.ndarray:
+    """Decode raw little-endian bytes of tensor ``name`` into an array of ``shape``, without copying.
+
+    ``kind`` only words the error messages ("input 'x': ..."), built only when there is an error.
+    """
+    dtype = V2_TO_NUMPY.get(datatype)
+    if dtype is None or datatype == "BYTES":
+        what = f"{kind} '{name}'"
+        numpy_dtype(datatype, what)
+        return _decode_bytes_elements(data, element_count(shape, what), what).reshape(tuple(shape))
+    dims = tuple(shape)
+    count = 1
+    for dim in dims:
+        count *= dim
+    if len(data) != count * dtype.itemsize or any(dim < 0 for dim in dims):
+        what = f"{kind} '{name}'"
+        count = element_count(dims, what)
         raise InvalidArgument(
-            f"{what}: {len(data)} bytes of raw data but shape {list(shape)} of {datatype} "
-            f"needs {expected} bytes ({count} elements x {dtype.itemsize})"
+            f"{what}: {len(data)} bytes of raw data but shape {list(dims)} of {datatype} "
+            f"needs {count * dtype.itemsize} bytes ({count} elements x {dtype.itemsize})"
         )
-    return np.frombuffer(data, dtype=dtype).reshape(shape)
+    return np.frombuffer(data, dtype=dtype).reshape(dims)
 
 
 def decode_contents(datatype: str, shape: Sequence[int], contents: object, what: str) -> np.ndarray:
