@@ -138,6 +138,7 @@ class Batcher:
         except asyncio.CancelledError:
             if item.queued:
                 self._dequeue(item)
+                self._m_depth.set(self._pending_requests)
                 self._m_rejected("cancelled")
             raise
 
@@ -177,7 +178,6 @@ class Batcher:
         self._pending_rows -= item.rows
         if item.timer is not None:
             item.timer.cancel()
-        self._m_depth.set(self._pending_requests)
         if not self._pending_requests and not self._running:
             self._idle.set()
 
@@ -185,6 +185,7 @@ class Batcher:
         if not item.queued:
             return
         self._dequeue(item)
+        self._m_depth.set(self._pending_requests)
         self._m_rejected("deadline")
         self.statistics.fail.add(time.perf_counter_ns() - item.arrival_ns)
         if not item.future.done():
@@ -245,6 +246,7 @@ class Batcher:
                 timer.cancel()
                 wait_ns = self._wait_ns()
             batch = self._take_batch()
+            self._m_depth.set(self._pending_requests)  # once per batch, not per request
             if not batch:
                 continue
             instance = self._free_instances.pop()
