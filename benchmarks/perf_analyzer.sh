@@ -11,7 +11,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 TOOLS=tools/cuda-runtime
-PA="$VENV/bin/perf_analyzer"
+PA=${PERF_ANALYZER:-$VENV/bin/perf_analyzer}
+
+# A machine without registry access can bring the binary and its two libraries itself:
+# PERF_ANALYZER=/path/to/perf_analyzer PERF_ANALYZER_LIB_DIR=/dir/with/libb64+libcudart.
+if [ -n "${PERF_ANALYZER_LIB_DIR:-}" ]; then
+  export LD_LIBRARY_PATH="$PERF_ANALYZER_LIB_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  exec "$PA" "$@"
+fi
 
 if [ ! -x "$PA" ]; then
   "$VENV/bin/python" -m pip install --quiet "tritonclient[grpc]==2.41.0"
