@@ -6,6 +6,20 @@ pool. Generating into a private pool lets driftserve and ``tritonclient`` live i
 ``scripts/gen_protos.py`` points every generated module here.
 """
 
-from google.protobuf import descriptor_pool
+from google.protobuf import descriptor_pb2, descriptor_pool
 
 POOL = descriptor_pool.DescriptorPool()
+
+
+def reflection_pool() -> descriptor_pool.DescriptorPool:
+    """``POOL`` plus grpc.health.v1, for server reflection over both processes' services."""
+    from grpc_health.v1 import health_pb2
+
+    for descriptor in (health_pb2.DESCRIPTOR,):
+        try:
+            POOL.FindFileByName(descriptor.name)
+        except KeyError:
+            proto = descriptor_pb2.FileDescriptorProto()
+            descriptor.CopyToProto(proto)
+            POOL.Add(proto)
+    return POOL

@@ -17,6 +17,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
+
+from driftserve_api._pool import reflection_pool
 from prometheus_client import CollectorRegistry
 
 from driftserve_api import driftserve_pb2, driftserve_pb2_grpc
@@ -82,7 +84,8 @@ async def create_sidecar(settings: SidecarSettings, registry: CollectorRegistry 
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server,
+        pool=reflection_pool()
     )
     address, port = _bind(server, settings.listen)
     running = RunningSidecar(server, address, port, -1, state, health)

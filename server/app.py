@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
 from driftserve_api import driftserve_pb2, driftserve_pb2_grpc, grpc_service_pb2, grpc_service_pb2_grpc
+from driftserve_api._pool import reflection_pool
 from server.dataplane import DataPlane
 from server.grpc_common import InferenceBoundary
 from server.grpc_native import PredictorServicer
@@ -68,22 +69,6 @@ class RunningServer:
             await self.health.set(name, status)
 
 
-def _reflection_pool() -> Any:
-    """Our descriptors live in a private pool (see driftserve_api._pool); add health's too."""
-    from google.protobuf import descriptor_pb2
-
-    from driftserve_api._pool import POOL
-
-    for descriptor in (health_pb2.DESCRIPTOR,):
-        try:
-            POOL.FindFileByName(descriptor.name)
-        except KeyError:
-            proto = descriptor_pb2.FileDescriptorProto()
-            descriptor.CopyToProto(proto)
-            POOL.Add(proto)
-    return POOL
-
-
 async def create_server(settings: ServerSettings, registry: CollectorRegistry | None = None) -> RunningServer:
     """Start the gRPC server, load the repository, and mark the process SERVING."""
     registry = registry if registry is not None else CollectorRegistry()
@@ -111,7 +96,7 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
-        pool=_reflection_pool(),
+        pool=reflection_pool(),
     )
     port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
     if port == 0:

@@ -92,4 +92,6 @@ class DataPlane:
             budgets.append(timeout_us / 1e6)
         if not budgets:
             return None
-        return asyncio.get_running_loop().time() + min(budgets)
+        # Budgets count from arrival, not from now (routing and validation already took time).
+        elapsed_s = (time.perf_counter_ns() - request.arrival_ns) / 1e9 if request.arrival_ns else 0.0
+        return asyncio.get_running_loop().time() + min(budgets) - elapsed_s

@@ -28,6 +28,7 @@ def run_server_and_sidecar(args: argparse.Namespace) -> int:
         "--grpc-port", str(settings.grpc_port), "--metrics-port", str(settings.metrics_port),
         "--log-level", settings.log_level, "--mirror-address", settings.mirror_address or args.sidecar_listen,
         "--workers", str(settings.workers), "--grace-period-s", str(settings.grace_period_s),
+        "--max-receive-message-bytes", str(settings.max_receive_message_bytes),
     ]
     server = start_child("server", server_argv)
     children = [sidecar, server]

@@ -90,7 +90,7 @@ class MirrorPublisher:
             "driftserve_mirror_connected", "1 while a Publish stream to the sidecar is open.", registry=registry
         )
         self.queue_depth = Gauge(
-            "driftserve_mirror_queue_depth_records", "Records waiting to be shipped.", registry=registry
+            "driftserve_mirror_queue_depth_records", "Records that were waiting at the last flush to the sidecar.", registry=registry
         )
 
     # ------------------------------------------------------------------ request path
@@ -182,6 +182,7 @@ class MirrorPublisher:
                 if call.done():
                     raise asyncio.InvalidStateError("sidecar closed the stream")
                 continue
+            self.queue_depth.set(len(self._queue))  # sampled per flush, not per request
             for batch, counts in self._drain():
                 await call.write(batch)
                 self.batches_sent.inc()
@@ -196,7 +197,6 @@ class MirrorPublisher:
             record = self._queue.popleft()
             groups.setdefault((record.model, record.version), []).append(record)
         self._queued_rows = 0
-        self.queue_depth.set(0)
         return [(_to_batch(model, version, records, self._sender), len(records))
                 for (model, version), records in groups.items()]
 

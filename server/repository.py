@@ -61,10 +61,13 @@ class ModelEntry:
         return bool(self.versions)
 
     def default_version(self) -> ServedVersion:
-        wanted = self.config.deployment.served_version if self.config else None
-        if wanted is not None and wanted in self.versions:
-            return self.versions[wanted]
-        return self.versions[max(self.versions)]
+        """``served_version`` if loaded, else the highest loaded version that is not the shadow."""
+        deployment = self.config.deployment if self.config else None
+        if deployment is not None and deployment.served_version in self.versions:
+            return self.versions[deployment.served_version]
+        shadow = deployment.shadow_version if deployment is not None else None
+        candidates = [v for v in self.versions if v != shadow] or list(self.versions)
+        return self.versions[max(candidates)]
 
 
 class ModelRepository:

@@ -123,6 +123,8 @@ class ReferenceProfile:
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 json.dump(doc, fh, separators=(",", ":"))
+            # mkstemp creates 0600; a profile is data the serving user (often another one) reads.
+            os.chmod(tmp, 0o644)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
