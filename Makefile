@@ -31,8 +31,10 @@ serve: repository
 test: setup
 	$(PY) -m pytest -p no:cacheprovider
 
+# Every benchmark in turn (about 30 minutes), then benchmarks/RESULTS.md.
 bench: repository
-	$(PY) -m benchmarks.run_all --model-repository $(REPO)
+	benchmarks/perf_analyzer.sh --setup-only
+	$(PY) -m benchmarks.make_results --model-repository $(REPO)
 
 protos: setup
 	$(PY) scripts/gen_protos.py

@@ -35,4 +35,7 @@ if [ ! -e "$TOOLS/nvidia/cuda_runtime/lib/libcudart.so.12" ]; then
   "$VENV/bin/python" -m pip install --quiet --target "$TOOLS" nvidia-cuda-runtime-cu12
 fi
 export LD_LIBRARY_PATH="$PWD/$TOOLS/nvidia/cuda_runtime/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+if [ "${1:-}" = "--setup-only" ]; then
+  exit 0
+fi
 exec "$PA" "$@"

@@ -3,7 +3,10 @@
 A request puts its rows and a future on the queue with its arrival time and deadline. The batcher
 waits for a free model instance, then closes a batch when it holds ``max_batch_size`` rows, when
 the rows waiting form a preferred batch size, or when the oldest request has waited
-``max_queue_delay_us``. While one batch computes on a worker thread, the next one fills. Requests
+``max_queue_delay_us`` — or at once when, from the recent arrival rate, no other request is
+expected before that delay runs out (``adaptive_delay``: at low load waiting only adds latency).
+A cheap batch with nothing else queued runs on the event loop itself (``inline_when_idle_us``),
+which saves the two thread hand-offs that dominate latency at low load. While one batch computes on a worker thread, the next one fills. Requests
 are never split; a request whose deadline passes in the queue fails with DEADLINE_EXCEEDED before
 any compute; a cancelled RPC leaves the queue; a full queue refuses at once (load shedding). An
 error fails exactly the requests of its batch, and output rows are counted back per request.
@@ -19,7 +22,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -32,6 +35,16 @@ from server.statistics import ModelStatistics
 logger = logging.getLogger(__name__)
 
 Outputs = dict[str, np.ndarray]
+_EWMA_WEIGHT = 0.2
+# Gaps longer than this count as this long, so one idle minute does not hide a burst for long.
+_MAX_GAP_NS = 1_000_000_000
+
+
+def _outcome(done: asyncio.Future[Any]) -> Any:
+    """A worker thread's result, or the exception it raised (or Unavailable if cancelled)."""
+    if done.cancelled():
+        return Unavailable("batch cancelled at shutdown")
+    return done.exception() or done.result()
 
 
 @dataclass(eq=False, slots=True)
@@ -85,6 +98,12 @@ class Batcher:
         self._wakeup = asyncio.Event()
         self._running = 0
         self._closing = False
+        self._inline_limit_ns = config.inline_when_idle_us * 1000
+        self._adaptive = config.adaptive_delay
+        self._last_arrival_ns = time.perf_counter_ns()
+        self._interarrival_ewma_ns = float(_MAX_GAP_NS)
+        # Starts high so a model proves itself cheap (on worker threads) before running inline.
+        self._compute_ewma_ns = float(self._inline_limit_ns)
         self._idle = asyncio.Event()
         self._idle.set()
         version = str(model.version)
@@ -122,7 +141,11 @@ class Batcher:
             )
         level = self._default_level if priority <= 0 else min(priority, self._levels) - 1
         future: asyncio.Future[Outputs] = self._loop.create_future()
-        item = _Pending(inputs, rows, future, time.perf_counter_ns(), level)
+        now_ns = time.perf_counter_ns()
+        gap_ns = now_ns - self._last_arrival_ns
+        self._last_arrival_ns = now_ns
+        self._interarrival_ewma_ns += (min(gap_ns, _MAX_GAP_NS) - self._interarrival_ewma_ns) * _EWMA_WEIGHT
+        item = _Pending(inputs, rows, future, now_ns, level)
         if deadline is not None:
             if deadline <= self._loop.time():
                 self._m_rejected("deadline")
@@ -212,7 +235,10 @@ class Batcher:
         oldest = self._oldest_arrival_ns()
         if oldest is None:
             return 0
-        return max(0, self._delay_ns - (time.perf_counter_ns() - oldest))
+        remaining = self._delay_ns - (time.perf_counter_ns() - oldest)
+        if self._adaptive and self._interarrival_ewma_ns > remaining:
+            return 0  # no other request is expected before the delay runs out: waiting buys nothing
+        return max(0, remaining)
 
     def _take_batch(self) -> list[_Pending]:
         """Pop requests by priority then arrival, up to the row limit, never splitting one."""
@@ -256,8 +282,25 @@ class Batcher:
                 queued_ns = dispatched_ns - item.arrival_ns
                 self.statistics.queue.add(queued_ns)
                 self._m_queue.observe(queued_ns / 1e9)
+            if self._inline_ok():
+                # Idle and cheap: running here saves two thread hand-offs, the larger cost at low load.
+                try:
+                    outcome: _BatchTimings | BaseException = self._execute(batch, instance)
+                except Exception as exc:  # reported per request by _complete, like a thread's error
+                    outcome = exc
+                self._complete(outcome, batch, instance)
+                continue
             done = self._loop.run_in_executor(self._executor, self._execute, batch, instance)
-            done.add_done_callback(lambda fut, b=batch, i=instance: self._complete(fut, b, i))
+            done.add_done_callback(lambda fut, b=batch, i=instance: self._complete(_outcome(fut), b, i))
+
+    def _inline_ok(self) -> bool:
+        """Run on the event loop only when nothing else waits or runs and batches are cheap."""
+        return (
+            self._inline_limit_ns > 0
+            and self._running == 1
+            and not self._pending_requests
+            and self._compute_ewma_ns < self._inline_limit_ns
+        )
 
     def _execute(self, batch: list[_Pending], instance: int) -> _BatchTimings:
         """Merge, run and split one batch (worker thread)."""
@@ -293,24 +336,27 @@ class Batcher:
         timings.input_ns, timings.infer_ns, timings.output_ns = t1 - t0, t2 - t1, t3 - t2
         return timings
 
-    def _complete(self, done: asyncio.Future[_BatchTimings], batch: list[_Pending], instance: int) -> None:
+    def _complete(self, outcome: _BatchTimings | BaseException, batch: list[_Pending], instance: int) -> None:
         self._free_instances.append(instance)
         self._running -= 1
         self._wakeup.set()
         rows = sum(item.rows for item in batch)
-        error = done.exception() if not done.cancelled() else Unavailable("batch cancelled at shutdown")
-        if error is None:
-            timings = done.result()
+        error = outcome if isinstance(outcome, BaseException) else None
+        if isinstance(outcome, _BatchTimings):
+            timings = outcome
+            compute_ns = timings.input_ns + timings.infer_ns + timings.output_ns
+            self._compute_ewma_ns += (compute_ns - self._compute_ewma_ns) * _EWMA_WEIGHT
             self.statistics.record_batch(rows, len(batch), timings.input_ns, timings.infer_ns, timings.output_ns)
-            self._m_compute.observe((timings.input_ns + timings.infer_ns + timings.output_ns) / 1e9)
+            self._m_compute.observe(compute_ns / 1e9)
             self._m_batch_rows.observe(rows)
             self._m_batch_requests.observe(len(batch))
             for item, result in zip(batch, timings.results):
                 if not item.future.done():
                     item.future.set_result(result)
         else:
+            assert error is not None
             if not isinstance(error, DriftserveError):
-                logger.exception("batch of %s failed unexpectedly", self.model.name, exc_info=error)
+                logger.error("batch of %s failed unexpectedly", self.model.name, exc_info=error)
                 error = ModelExecutionError(f"batch failed: {error}")
             for item in batch:
                 if not item.future.done():

@@ -40,6 +40,7 @@ MODEL_FILENAME = "model.onnx"
 DEFAULT_MAX_BATCH_SIZE = 64
 DEFAULT_MAX_QUEUE_DELAY_US = 500
 DEFAULT_MAX_QUEUE_SIZE = 1024
+DEFAULT_INLINE_WHEN_IDLE_US = 150
 MAX_INSTANCES = 64
 
 V2Datatype = Literal[
@@ -117,6 +118,14 @@ class BatchingConfig(StrictModel):
     default_timeout_us: int = Field(0, ge=0, description="Queueing budget when a request gives none (0 = none).")
     priority_levels: int = Field(0, ge=0, le=16, description="Number of priority levels (0 = one FIFO queue).")
     default_priority_level: int = Field(0, ge=0, description="Level of requests with priority 0 (0 = the lowest level).")
+    adaptive_delay: bool = Field(
+        True, description="Skip the queue delay when the recent arrival rate says no other request will come within it.",
+    )
+    inline_when_idle_us: int = Field(
+        DEFAULT_INLINE_WHEN_IDLE_US, ge=0,
+        description="Run a batch on the event loop, without the worker-thread hop, when nothing else is "
+        "queued or running and recent batches took less than this (0 = always use worker threads).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "BatchingConfig":

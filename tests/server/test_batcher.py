@@ -28,12 +28,14 @@ class RecordingModel:
         self.max_batch_size = max_batch_size
         self.instances = instances
         self.batches: list[list[float]] = []
+        self.threads: list[str] = []
         self.gate = threading.Event()
         self.gate.set()
         self.fail_when: Callable[[np.ndarray], bool] = lambda x: False
 
     def run(self, inputs: dict[str, np.ndarray], instance: int = 0) -> dict[str, np.ndarray]:
         self.gate.wait(10)
+        self.threads.append(threading.current_thread().name)
         x = inputs["x"]
         self.batches.append(x[:, 0].tolist())
         if self.fail_when(x):
@@ -46,6 +48,8 @@ def run(coro_factory: Callable[[], Awaitable[Any]]) -> Any:
 
 
 def make(model: RecordingModel, **config: Any) -> tuple[Batcher, ModelStatistics, CollectorRegistry]:
+    config.setdefault("inline_when_idle_us", 0)  # the gate would block the event loop itself
+    config.setdefault("adaptive_delay", False)  # tests below pin the delay rules themselves
     registry = CollectorRegistry()
     stats = ModelStatistics()
     return Batcher(model, BatchingConfig(**config), stats, ServerMetrics(registry)), stats, registry  # type: ignore[arg-type]
@@ -222,6 +226,40 @@ def test_disabled_batching_runs_each_request_alone() -> None:
         batcher, _, _ = make(model, enabled=False, max_queue_delay_us=100_000)
         await asyncio.gather(*(batcher.submit({"x": rows(i)}, 1) for i in range(5)))
         assert sorted(len(b) for b in model.batches) == [1, 1, 1, 1, 1]
+        await batcher.close()
+
+    run(body)
+
+
+def test_cheap_batches_run_inline_when_idle_and_on_threads_under_load() -> None:
+    async def body() -> None:
+        model = RecordingModel(max_batch_size=8)
+        batcher, _, _ = make(model, max_queue_delay_us=0, inline_when_idle_us=100_000)
+        for i in range(5):
+            await batcher.submit({"x": rows(i)}, 1)
+        main = threading.current_thread().name
+        # The first batch proves the model cheap on a worker thread; then idle batches run inline.
+        assert model.threads[0] != main and model.threads[-1] == main
+        model.threads.clear()
+        results = await asyncio.gather(*(batcher.submit({"x": rows(i)}, 1) for i in range(16)))
+        assert [r["y"][0, 0] for r in results] == [2 * i for i in range(16)]
+        assert any(name != main for name in model.threads), "queued work goes to worker threads"
+        await batcher.close()
+
+    run(body)
+
+
+def test_adaptive_delay_skips_waiting_when_no_other_request_is_coming() -> None:
+    async def body() -> None:
+        model = RecordingModel(max_batch_size=8)
+        batcher, stats, _ = make(model, max_queue_delay_us=500_000, adaptive_delay=True)
+        # Sparse arrivals, further apart than the delay: waiting for company would be pointless.
+        for i in range(3):
+            await asyncio.sleep(0.6)
+            out = await batcher.submit({"x": rows(i)}, 1)
+            assert out["y"][0, 0] == 2 * i
+        assert model.batches == [[0], [1], [2]]
+        assert stats.queue.ns / stats.queue.count < 500_000_000, "a batch of one waited out the delay"
         await batcher.close()
 
     run(body)

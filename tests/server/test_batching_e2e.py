@@ -25,8 +25,8 @@ def server(example_repository: Path, tmp_path_factory: pytest.TempPathFactory) -
     copy_model(example_repository, repo, "breast_cancer_mlp", new_name="mlp_unbatched",
                config="max_batch_size: 64\nbatching: {enabled: false}\n")
     copy_model(example_repository, repo, "breast_cancer_mlp", new_name="mlp_slow_queue",
-               config="max_batch_size: 64\nbatching: {enabled: true, max_queue_delay_us: 3000000, max_queue_size: 3}\n")
-    write_gather_model(repo / "gather", "max_batch_size: 2\nbatching: {enabled: true, max_queue_delay_us: 3000000}\n")
+               config="max_batch_size: 64\nbatching: {enabled: true, max_queue_delay_us: 3000000, max_queue_size: 3, adaptive_delay: false}\n")
+    write_gather_model(repo / "gather", "max_batch_size: 2\nbatching: {enabled: true, max_queue_delay_us: 3000000, adaptive_delay: false}\n")
     with ServerProcess(repo) as proc:
         yield proc
         assert proc.terminate() == 0

@@ -19,7 +19,7 @@ from tests.server.support import ServerProcess, copy_model, v2_request, wait_unt
 
 SLOW_BATCH_CONFIG = """\
 max_batch_size: 64
-batching: {enabled: true, max_queue_delay_us: 1500000, max_queue_size: 64}
+batching: {enabled: true, max_queue_delay_us: 1500000, max_queue_size: 64, adaptive_delay: false}
 """
 
 

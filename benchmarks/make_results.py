@@ -1,0 +1,169 @@
+"""``make bench``: run every benchmark in turn, then write ``benchmarks/RESULTS.md``.
+
+Steps (each writes JSON + a Markdown section under ``benchmarks/results/``):
+
+1. ``run_all`` — driftserve vs the naive baseline: closed- and open-loop sweeps, max rate meeting
+   ``p99<100ms`` / ``p99<10ms``, p50 at concurrency 1 (the project's own load generator);
+2. ``batching_bench`` — the large MLP at 32 clients, batching off vs on at several delays;
+3. ``mirror_bench`` — server throughput with mirroring at sample rate 1.0 vs off;
+4. ``workers_bench`` — ``--workers`` 1 vs 2 on this machine;
+5. micro-benchmarks (pytest-benchmark): codec, batcher, preprocessing kernels, drift update;
+6. ``drift_ingest`` — detector update rows/s and memory over 10 M rows;
+7. ``monitoring.loadtest`` — sidecar ingest through the real Mirror/Publish path, RSS soak.
+
+``--only-assemble`` rebuilds RESULTS.md from what is in ``benchmarks/results/``; sections measured
+elsewhere (``workers_16core.md``, from a 16-core machine) are included when present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.loadgen.report import machine
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+OUTPUT = ROOT / "benchmarks" / "RESULTS.md"
+
+
+def steps(repo: Path) -> list[tuple[str, list[str]]]:
+    r = str(repo)
+    out = str(RESULTS)
+    return [
+        ("slo", ["-m", "benchmarks.run_all", "--model-repository", r, "--out", out, "--no-progress"]),
+        ("batching", ["-m", "benchmarks.batching_bench", "--model-repository", r, "--out", out]),
+        ("mirror", ["-m", "benchmarks.mirror_bench", "--model-repository", r, "--out", out]),
+        ("workers", ["-m", "benchmarks.workers_bench", "--model-repository", r, "--workers", "1,2", "--out", out]),
+        ("micro", ["-m", "pytest", "benchmarks/micro", "--benchmark-only", "-p", "no:cacheprovider", "-q",
+                   "--benchmark-json", str(RESULTS / "micro.json")]),
+        ("drift_ingest", ["-m", "benchmarks.drift_ingest", "--out", str(RESULTS / "drift_ingest.json")]),
+        ("sidecar", ["-m", "monitoring.loadtest", "run", "--batch-sizes", "64", "512", "2048", "--duration-s", "5",
+                     "--rounds", "3", "--soak-s", "60", "--out", str(RESULTS / "sidecar.json")]),
+    ]
+
+
+def micro_markdown(path: Path) -> str:
+    """Median per micro-benchmark; also drops the raw samples from the JSON to keep it small."""
+    doc = json.loads(path.read_text())
+    for bench in doc["benchmarks"]:
+        bench["stats"].pop("data", None)
+    path.write_text(json.dumps(doc, indent=1))
+    lines = ["### Micro-benchmarks (pytest-benchmark)", "",
+             "`python -m pytest benchmarks/micro --benchmark-only` — median per call.", "",
+             "| benchmark | median (µs) |", "|---|---:|"]
+    for bench in sorted(doc["benchmarks"], key=lambda b: b["fullname"]):
+        lines.append(f"| `{bench['fullname'].split('::', 1)[-1]}` ({Path(bench['fullname'].split('::')[0]).stem}) "
+                     f"| {bench['stats']['median'] * 1e6:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def drift_ingest_markdown(path: Path) -> str:
+    d = json.loads(path.read_text())
+    mem = d["memory"]
+    lines = ["### Drift detector update (one core, 30 features, 1000 fine bins, 60 panes)", "",
+             "`python -m benchmarks.drift_ingest` — rows per CPU-second of `ModelDriftMonitor.update`, "
+             f"median of {d['rounds']} interleaved rounds; {d['date']}.", "",
+             "| batch rows | rows/s (CPU) | rows/s (wall) | NumPy baseline rows/s | speedup |", "|---:|---:|---:|---:|---:|"]
+    for batch, value in d["rows_per_s_cpu_median"].items():
+        lines.append(f"| {batch} | {value:,.0f} | {d['rows_per_s_wall_median'][batch]:,.0f} | "
+                     f"{d['numpy_baseline_rows_per_s_cpu_median'][batch]:,.0f} | {d['speedup_vs_numpy_median'][batch]:.1f}× |")
+    lines += ["", f"Memory over {mem['rows']:,} rows: RSS {mem['rss_before_mib']:.1f} → {mem['rss_after_mib']:.1f} MiB; "
+              f"detector state {mem['state_bytes_before']:,} → {mem['state_bytes_after']:,} bytes. "
+              f"One `report()` takes {d['report_ms_median']:.1f} ms."]
+    return "\n".join(lines) + "\n"
+
+
+def sidecar_markdown(path: Path) -> str:
+    d = json.loads(path.read_text())
+    by_size: dict[int, list[dict[str, Any]]] = {}
+    for row in d["throughput"]:
+        by_size.setdefault(row["rows_per_batch"], []).append(row)
+    lines = ["### Sidecar ingest through the real `Mirror/Publish` path (publisher in another process)", "",
+             "`python -m monitoring.loadtest run --batch-sizes 64 512 2048` — 30 features; medians over rounds.", "",
+             "| rows per MirrorBatch | ingested rows/s | rows per sidecar CPU-second |", "|---:|---:|---:|"]
+
+    def median(values: list[float]) -> float:
+        values = sorted(values)
+        return values[len(values) // 2]
+
+    for size, rows in sorted(by_size.items()):
+        lines.append(f"| {size} | {median([r['ingested_rows_per_s'] for r in rows]):,.0f} | "
+                     f"{median([r['rows_per_sidecar_cpu_s'] for r in rows]):,.0f} |")
+    soak = d.get("soak") or {}
+    samples = soak.get("rss_samples") or soak.get("samples") or []
+    if samples:
+        first, last = samples[0], samples[-1]
+        lines += ["", f"RSS soak: {json.dumps(first)} → {json.dumps(last)}"]
+    return "\n".join(lines) + "\n"
+
+
+SECTIONS = (
+    ("slo.md", "Latency SLOs: driftserve vs the naive baseline (issue: serving core, SLO suite)"),
+    ("batching.md", "Micro-batching"),
+    ("mirror.md", "Mirroring overhead"),
+    ("workers.md", "Multi-process serving on this machine"),
+    ("workers_16core.md", "Multi-process scaling on a 16-core machine"),
+    ("preprocessing.md", "Compiled preprocessing"),
+    ("micro.md", "Request-path micro-benchmarks"),
+    ("drift_ingest.md", "Drift detector"),
+    ("sidecar_ingest.md", "Sidecar"),
+)
+
+
+def assemble() -> None:
+    if (RESULTS / "micro.json").exists():
+        (RESULTS / "micro.md").write_text(micro_markdown(RESULTS / "micro.json"))
+    if (RESULTS / "drift_ingest.json").exists():
+        (RESULTS / "drift_ingest.md").write_text(drift_ingest_markdown(RESULTS / "drift_ingest.json"))
+    if (RESULTS / "sidecar.json").exists():
+        (RESULTS / "sidecar_ingest.md").write_text(sidecar_markdown(RESULTS / "sidecar.json"))
+    info = machine()
+    parts = [
+        "# driftserve benchmark results", "",
+        "Produced by `make bench` (`python -m benchmarks.make_results`); raw JSON next to each section in "
+        "`benchmarks/results/`. Unless a section says otherwise: "
+        f"{info['nproc']} cores, {info['cpu']}, Python {info['python']}; assembled {info['date_utc']} UTC. "
+        "This machine is shared and noisy (±35% run to run): compare numbers within one table, where "
+        "configurations ran side by side, interleaved, and read ratios rather than absolutes.", "",
+    ]
+    for name, title in SECTIONS:
+        path = RESULTS / name
+        if not path.exists():
+            continue
+        body = path.read_text().strip()
+        body = "\n".join(("#" + line) if line.startswith("#") else line for line in body.splitlines())
+        parts += [f"## {title}", "", body, ""]
+    OUTPUT.write_text("\n".join(parts))
+    print(f"wrote {OUTPUT}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-repository", type=Path, default=ROOT / "examples" / "repository")
+    parser.add_argument("--only-assemble", action="store_true")
+    parser.add_argument("--skip", default="", help="comma-separated step names to skip")
+    args = parser.parse_args(argv)
+    if not args.only_assemble:
+        skip = set(filter(None, args.skip.split(",")))
+        for name, step in steps(args.model_repository):
+            if name in skip:
+                continue
+            started = time.monotonic()
+            print(f"== {name}: python {' '.join(step)}", flush=True)
+            code = subprocess.call([sys.executable, *step], cwd=ROOT)
+            print(f"== {name}: exit {code} after {time.monotonic() - started:.0f} s", flush=True)
+            if code != 0:
+                print(f"benchmark step {name} failed", file=sys.stderr)
+                return code
+    assemble()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
