@@ -4,7 +4,8 @@ Steps (each writes JSON + a Markdown section under ``benchmarks/results/``):
 
 1. ``run_all`` — driftserve vs the naive baseline: closed- and open-loop sweeps, max rate meeting
    ``p99<100ms`` / ``p99<10ms``, p50 at concurrency 1 (the project's own load generator);
-2. ``batching_bench`` — the large MLP at 32 clients, batching off vs on at several delays;
+2. ``perf_analyzer_sweep`` — Triton's perf_analyzer at concurrency 1..8 and 32, both models;
+   ``batching_bench`` — the large MLP at 32 clients, batching off vs on at several delays;
 3. ``mirror_bench`` — server throughput with mirroring at sample rate 1.0 vs off;
 4. ``workers_bench`` — ``--workers`` 1 vs 2 on this machine;
 5. micro-benchmarks (pytest-benchmark): codec, batcher, preprocessing kernels, drift update;
@@ -37,6 +38,7 @@ def steps(repo: Path) -> list[tuple[str, list[str]]]:
     out = str(RESULTS)
     return [
         ("slo", ["-m", "benchmarks.run_all", "--model-repository", r, "--out", out, "--no-progress"]),
+        ("perf_analyzer", ["-m", "benchmarks.perf_analyzer_sweep", "--model-repository", r, "--out", out]),
         ("batching", ["-m", "benchmarks.batching_bench", "--model-repository", r, "--out", out]),
         ("mirror", ["-m", "benchmarks.mirror_bench", "--model-repository", r, "--out", out]),
         ("workers", ["-m", "benchmarks.workers_bench", "--model-repository", r, "--workers", "1,2", "--out", out]),
@@ -103,8 +105,62 @@ def sidecar_markdown(path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _load(name: str) -> Any:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def headlines() -> list[str]:
+    """The numbers the project's goals name, pulled from this run's JSON (where present)."""
+    rows = ["| what | measured | goal |", "|---|---|---|"]
+    pa = _load("perf_analyzer.json")
+    if pa:
+        lr1 = pa["results"]["breast_cancer_lr"]["1"]
+        mlp32 = pa["results"]["breast_cancer_mlp"]["32"]
+        rows.append(f"| small model, 1 client (perf_analyzer): p50 | {lr1['p50_ms']:.2f} ms | ≤ 1 ms |")
+        rows.append(f"| large MLP, 32 clients (perf_analyzer): throughput, p99 | {mlp32['throughput_rps']:.0f} req/s, "
+                    f"{mlp32['p99_ms']:.1f} ms | ≥ 3,500 req/s, p99 < 15 ms |")
+    batching = _load("batching.json")
+    if batching:
+        med, best = batching["median"], batching["best"]
+        rows.append(f"| batching on (best delay {best.removeprefix('mlp_delay')} µs) vs off, MLP at 32 clients | "
+                    f"{batching['speedup_best_vs_off']:.2f}× throughput; p99 {med[best]['p99_ms']:.1f} vs "
+                    f"{med['mlp_nobatch']['p99_ms']:.1f} ms; {med[best]['avg_batch_rows']:.1f} rows/batch | ≥ 2.5×, lower p99 |")
+    slo = _load("slo.json")
+    if slo:
+        for m in slo["models"]:
+            closed = {(r["label"], r["level"]): r for r in m["closed"]}
+            d1, n1 = closed.get(("driftserve", 1.0)), closed.get(("naive", 1.0))
+            d32, n32 = closed.get(("driftserve", 32.0)), closed.get(("naive", 32.0))
+            if d1 and n1:
+                rows.append(f"| {m['model']}, 1 client (driftserve bench): p50 driftserve vs naive | "
+                            f"{d1['latency_ms']['p50']:.2f} vs {n1['latency_ms']['p50']:.2f} ms | lower |")
+            if d32 and n32:
+                rows.append(f"| {m['model']}, 32 clients (driftserve bench): throughput driftserve / naive | "
+                            f"{d32['throughput_rps'] / n32['throughput_rps']:.2f}× | ≥ 2× (MLP) |")
+    mirror = _load("mirror.json")
+    if mirror:
+        ratios = ", ".join(f"{k} {v:.2f}" for k, v in mirror["throughput_ratio"].items())
+        rows.append(f"| throughput with mirroring at rate 1.0 / without | {ratios} | ≥ 0.90 |")
+    ingest = _load("drift_ingest.json")
+    if ingest:
+        best = max(ingest["rows_per_s_cpu_median"].values())
+        mem = ingest["memory"]
+        rows.append(f"| drift update, one core, 30 features | {best:,.0f} rows/s; RSS {mem['rss_before_mib']:.0f} → "
+                    f"{mem['rss_after_mib']:.0f} MiB over {mem['rows'] / 1e6:.1f} M rows | ≥ 200,000 rows/s, flat memory |")
+    workers = _load("workers.json")
+    if workers:
+        med = workers["median"]
+        for model in ("breast_cancer_lr", "breast_cancer_mlp"):
+            if f"{model}|1" in med and f"{model}|2" in med:
+                rows.append(f"| {model}: --workers 2 / 1 on this machine | "
+                            f"{med[f'{model}|2']['throughput_rps'] / med[f'{model}|1']['throughput_rps']:.2f}× | (2 cores, shared with the client) |")
+    return rows if len(rows) > 2 else []
+
+
 SECTIONS = (
-    ("slo.md", "Latency SLOs: driftserve vs the naive baseline (issue: serving core, SLO suite)"),
+    ("slo.md", "Latency SLOs: driftserve vs the naive baseline"),
+    ("perf_analyzer.md", "Serving core with Triton's perf_analyzer"),
     ("batching.md", "Micro-batching"),
     ("mirror.md", "Mirroring overhead"),
     ("workers.md", "Multi-process serving on this machine"),
@@ -132,12 +188,15 @@ def assemble() -> None:
         "This machine is shared and noisy (±35% run to run): compare numbers within one table, where "
         "configurations ran side by side, interleaved, and read ratios rather than absolutes.", "",
     ]
+    summary = headlines()
+    if summary:
+        parts += ["## Headlines", "", *summary, ""]
     for name, title in SECTIONS:
         path = RESULTS / name
         if not path.exists():
             continue
         body = path.read_text().strip()
-        body = "\n".join(("#" + line) if line.startswith("#") else line for line in body.splitlines())
+        body = "\n".join(("##" + line) if line.startswith("#") else line for line in body.splitlines())
         parts += [f"## {title}", "", body, ""]
     OUTPUT.write_text("\n".join(parts))
     print(f"wrote {OUTPUT}")
