@@ -172,7 +172,19 @@ SECTIONS = (
 )
 
 
+def _strip_samples(path: Path) -> None:
+    """pytest-benchmark JSON keeps every sample; the statistics are what the report needs."""
+    doc = json.loads(path.read_text())
+    if any("data" in b.get("stats", {}) for b in doc.get("benchmarks", [])):
+        for bench in doc["benchmarks"]:
+            bench["stats"].pop("data", None)
+        path.write_text(json.dumps(doc, indent=1))
+
+
 def assemble() -> None:
+    for name in ("preprocessing.json", "drift_micro.json"):
+        if (RESULTS / name).exists():
+            _strip_samples(RESULTS / name)
     if (RESULTS / "micro.json").exists():
         (RESULTS / "micro.md").write_text(micro_markdown(RESULTS / "micro.json"))
     if (RESULTS / "drift_ingest.json").exists():

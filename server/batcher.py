@@ -3,8 +3,9 @@
 A request puts its rows and a future on the queue with its arrival time and deadline. The batcher
 waits for a free model instance, then closes a batch when it holds ``max_batch_size`` rows, when
 the rows waiting form a preferred batch size, or when the oldest request has waited
-``max_queue_delay_us`` — or at once when, from the recent arrival rate, no other request is
-expected before that delay runs out (``adaptive_delay``: at low load waiting only adds latency).
+``max_queue_delay_us`` — or at once when waiting has stopped paying (``adaptive_delay``: after a
+batch waited out the whole delay and still held a single request, batches close at once until a
+request arrives while others are queued or running; at low load waiting only adds latency).
 A cheap batch with nothing else queued runs on the event loop itself (``inline_when_idle_us``),
 which saves the two thread hand-offs that dominate latency at low load. While one batch computes on a worker thread, the next one fills. Requests
 are never split; a request whose deadline passes in the queue fails with DEADLINE_EXCEEDED before
@@ -36,8 +37,6 @@ logger = logging.getLogger(__name__)
 
 Outputs = dict[str, np.ndarray]
 _EWMA_WEIGHT = 0.2
-# Gaps longer than this count as this long, so one idle minute does not hide a burst for long.
-_MAX_GAP_NS = 1_000_000_000
 
 
 def _outcome(done: asyncio.Future[Any]) -> Any:
@@ -100,8 +99,9 @@ class Batcher:
         self._closing = False
         self._inline_limit_ns = config.inline_when_idle_us * 1000
         self._adaptive = config.adaptive_delay
-        self._last_arrival_ns = time.perf_counter_ns()
-        self._interarrival_ewma_ns = float(_MAX_GAP_NS)
+        # Adaptive delay: cleared when a batch waited out the whole delay and still held one
+        # request; set again as soon as a request arrives while others are queued or running.
+        self._company_seen = True
         # Starts high so a model proves itself cheap (on worker threads) before running inline.
         self._compute_ewma_ns = float(self._inline_limit_ns)
         self._idle = asyncio.Event()
@@ -141,11 +141,9 @@ class Batcher:
             )
         level = self._default_level if priority <= 0 else min(priority, self._levels) - 1
         future: asyncio.Future[Outputs] = self._loop.create_future()
-        now_ns = time.perf_counter_ns()
-        gap_ns = now_ns - self._last_arrival_ns
-        self._last_arrival_ns = now_ns
-        self._interarrival_ewma_ns += (min(gap_ns, _MAX_GAP_NS) - self._interarrival_ewma_ns) * _EWMA_WEIGHT
-        item = _Pending(inputs, rows, future, now_ns, level)
+        if self._pending_requests or self._running:
+            self._company_seen = True  # requests overlap: waiting for a fuller batch can pay off
+        item = _Pending(inputs, rows, future, time.perf_counter_ns(), level)
         if deadline is not None:
             if deadline <= self._loop.time():
                 self._m_rejected("deadline")
@@ -235,10 +233,9 @@ class Batcher:
         oldest = self._oldest_arrival_ns()
         if oldest is None:
             return 0
-        remaining = self._delay_ns - (time.perf_counter_ns() - oldest)
-        if self._adaptive and self._interarrival_ewma_ns > remaining:
-            return 0  # no other request is expected before the delay runs out: waiting buys nothing
-        return max(0, remaining)
+        if self._adaptive and not self._company_seen:
+            return 0  # the last full wait gathered nobody and no request has overlapped since
+        return max(0, self._delay_ns - (time.perf_counter_ns() - oldest))
 
     def _take_batch(self) -> list[_Pending]:
         """Pop requests by priority then arrival, up to the row limit, never splitting one."""
@@ -265,13 +262,17 @@ class Batcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             wait_ns = self._wait_ns()
+            waited = False
             while wait_ns > 0 and self._pending_requests:
+                waited = True
                 self._wakeup.clear()
                 timer = self._loop.call_later(wait_ns / 1e9, self._wakeup.set)
                 await self._wakeup.wait()
                 timer.cancel()
                 wait_ns = self._wait_ns()
             batch = self._take_batch()
+            if waited and len(batch) == 1 and not self._pending_requests:
+                self._company_seen = False
             self._m_depth.set(self._pending_requests)  # once per batch, not per request
             if not batch:
                 continue

@@ -252,14 +252,20 @@ def test_cheap_batches_run_inline_when_idle_and_on_threads_under_load() -> None:
 def test_adaptive_delay_skips_waiting_when_no_other_request_is_coming() -> None:
     async def body() -> None:
         model = RecordingModel(max_batch_size=8)
-        batcher, stats, _ = make(model, max_queue_delay_us=500_000, adaptive_delay=True)
-        # Sparse arrivals, further apart than the delay: waiting for company would be pointless.
-        for i in range(3):
-            await asyncio.sleep(0.6)
+        batcher, stats, _ = make(model, max_queue_delay_us=300_000, adaptive_delay=True)
+        # One client, one request at a time: the first wait gathers nobody, so later ones skip it.
+        await batcher.submit({"x": rows(0)}, 1)
+        assert stats.queue.ns >= 300_000_000, "the first request waits out the delay"
+        first_wait = stats.queue.ns
+        for i in range(1, 4):
             out = await batcher.submit({"x": rows(i)}, 1)
             assert out["y"][0, 0] == 2 * i
-        assert model.batches == [[0], [1], [2]]
-        assert stats.queue.ns / stats.queue.count < 500_000_000, "a batch of one waited out the delay"
+        assert model.batches == [[0], [1], [2], [3]]
+        assert (stats.queue.ns - first_wait) / 3 < 300_000_000, "later requests did not wait"
+        # Overlapping requests bring the delay back: these two share one batch.
+        results = await asyncio.gather(batcher.submit({"x": rows(7)}, 1), batcher.submit({"x": rows(8)}, 1))
+        assert [r["y"][0, 0] for r in results] == [14, 16]
+        assert model.batches[-1] == [7, 8]
         await batcher.close()
 
     run(body)
