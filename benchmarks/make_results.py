@@ -120,6 +120,12 @@ def headlines() -> list[str]:
         rows.append(f"| small model, 1 client (perf_analyzer): p50 | {lr1['p50_ms']:.2f} ms | ≤ 1 ms |")
         rows.append(f"| large MLP, 32 clients (perf_analyzer): throughput, p99 | {mlp32['throughput_rps']:.0f} req/s, "
                     f"{mlp32['p99_ms']:.1f} ms | ≥ 3,500 req/s, p99 < 15 ms |")
+    if pa and "versus_naive" in pa:
+        for model, by_label in pa["versus_naive"].items():
+            d, n = by_label["driftserve"], by_label["naive"]
+            rows.append(f"| {model} vs naive (perf_analyzer): throughput at 32 clients; p50 at 1 client | "
+                        f"{d['32']['throughput_rps'] / n['32']['throughput_rps']:.2f}×; "
+                        f"{d['1']['p50_ms']:.2f} vs {n['1']['p50_ms']:.2f} ms | ≥ 2× (MLP); lower p50 |")
     batching = _load("batching.json")
     if batching:
         med, best = batching["median"], batching["best"]

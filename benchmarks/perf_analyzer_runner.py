@@ -21,11 +21,11 @@ SCRIPT = ROOT / "benchmarks" / "perf_analyzer.sh"
 
 
 def run_perf_analyzer(target: str, model: str, concurrency: int, window_ms: int,
-                      stability_percent: int = 60) -> dict[str, float]:
+                      stability_percent: int = 60, extra_args: list[str] | None = None) -> dict[str, float]:
     """One perf_analyzer measurement at a fixed concurrency; latencies in ms, rates per second."""
     with tempfile.NamedTemporaryFile(suffix=".csv") as out:
         cmd = [str(SCRIPT), "-i", "grpc", "-u", target, "-m", model, "--concurrency-range", str(concurrency),
-               "-p", str(window_ms), "-s", str(stability_percent), "-f", out.name]
+               "-p", str(window_ms), "-s", str(stability_percent), "-f", out.name, *(extra_args or [])]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
         if result.returncode != 0:
             raise RuntimeError(f"perf_analyzer failed for {model}:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
@@ -35,8 +35,9 @@ def run_perf_analyzer(target: str, model: str, concurrency: int, window_ms: int,
         "throughput_rps": float(row["Inferences/Second"]),
         "p50_ms": float(row["p50 latency"]) / 1000,
         "p99_ms": float(row["p99 latency"]) / 1000,
-        "server_queue_us": float(row["Server Queue"]),
-        "server_compute_infer_us": float(row["Server Compute Infer"]),
+        # Absent when the server offers no ModelStatistics (the naive baseline).
+        "server_queue_us": float(row.get("Server Queue") or "nan"),
+        "server_compute_infer_us": float(row.get("Server Compute Infer") or "nan"),
     }
 
 
