@@ -20,11 +20,9 @@ an unknown slot and ``mean_concavity`` is also bucketized by quartiles.
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 import os
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +45,9 @@ from server.preprocessing import (
     fuse_into_model,
 )
 
+from examples.files import npz_bytes as _npz_bytes
+from examples.files import write_atomic as _write_atomic
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_OUT = Path("examples/repository")
@@ -63,7 +64,6 @@ SIZE_CLASS_FEATURE = "size_class"
 MIN_LABEL_AGREEMENT = 0.99
 MAX_PROBABILITY_DIFF = 1e-4
 _PARTS = ("train", "holdout")
-_ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
 
 _CONFIG_HEADER = """\
 # {name}: logistic regression on preprocessed breast cancer features (backend {backend}).
@@ -116,30 +116,6 @@ def spec_template(feature_names: list[str], backend: str) -> dict[str, Any]:
         "input": {"name": INPUT_NAME, "datatype": "FP32", "features": feature_names},
         "steps": steps,
     }
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary sibling, then rename: readers see the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    """An .npz with fixed timestamps, so that rebuilds are byte-identical."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        for key, array in arrays.items():
-            with zf.open(zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_DATE_TIME), "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
-    return buf.getvalue()
 
 
 def _train(features: np.ndarray, y: np.ndarray) -> tuple[LogisticRegression, onnx.ModelProto]:

@@ -23,11 +23,9 @@ exist is skipped unless ``force`` is set, so re-running is cheap.
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 import os
 import warnings
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +44,8 @@ from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType, Int64TensorType
 
 from examples.build_preprocessed import build_preprocessed_models
+from examples.files import npz_bytes as _npz_bytes
+from examples.files import write_atomic as _write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +60,6 @@ LABEL_OUTPUT = "label"
 PROBABILITIES_OUTPUT = "probabilities"
 MIN_LABEL_AGREEMENT = 0.99
 MAX_PROBABILITY_DIFF = 1e-4
-# A fixed zip timestamp keeps the .npz files byte-identical between builds.
-_ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
 _PARTS = ("train", "holdout")
 PROFILE_FILENAME = "profile.json"
 PROFILE_BINS = 1000
@@ -159,31 +157,6 @@ def _load_split() -> _Split:
         x, y, test_size=TEST_SIZE, random_state=SPLIT_SEED, stratify=y
     )
     return _Split(x_train, y_train, x_holdout, y_holdout, names)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary sibling, then rename: readers see the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    """An .npz that np.load reads, with fixed timestamps (np.savez stamps the current time)."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        for key, array in arrays.items():
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_DATE_TIME)
-            with zf.open(info, "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
-    return buf.getvalue()
 
 
 def load_split(path: Path | str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

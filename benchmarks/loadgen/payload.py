@@ -16,23 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from driftserve_api import driftserve_pb2, grpc_service_pb2
+from server.tensors import V2_TO_NUMPY
 
 logger = logging.getLogger(__name__)
 
-NUMPY_DTYPES: dict[str, np.dtype] = {
-    "BOOL": np.dtype(np.bool_),
-    "INT8": np.dtype("<i1"),
-    "INT16": np.dtype("<i2"),
-    "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"),
-    "UINT8": np.dtype("<u1"),
-    "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"),
-    "UINT64": np.dtype("<u8"),
-    "FP16": np.dtype("<f2"),
-    "FP32": np.dtype("<f4"),
-    "FP64": np.dtype("<f8"),
-}
+# The server's own table, less BYTES (the load generator sends numeric tensors only).
+NUMPY_DTYPES: dict[str, np.dtype] = {k: v for k, v in V2_TO_NUMPY.items() if k != "BYTES"}
 # Distinct payloads per run: enough to defeat any response cache, few enough to pre-encode.
 DEFAULT_POOL_SIZE = 64
 _REQUEST_ID_TAG = b"\x1a"  # field 3, wire type 2 (length-delimited)
