@@ -60,7 +60,7 @@ class LatestPolicy(StrictModel):
 
 
 class AllPolicy(StrictModel):
-    pass
+    """Serve every version on disk (``all: {}`` takes no keys)."""
 
 
 class SpecificPolicy(StrictModel):
