@@ -28,10 +28,9 @@ DEFAULT_REPORT_TIMEOUT_S = 10.0
 def sidecar_settings(args: argparse.Namespace) -> Any:
     """Flags given on the command line override DRIFTSERVE_SIDECAR_* variables, which override defaults."""
     from monitoring.settings import SidecarSettings
+    from server.cli import settings_from_args
 
-    names = SidecarSettings.model_fields
-    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    return SidecarSettings(**given)
+    return settings_from_args(SidecarSettings, args)
 
 
 def _cmd_sidecar(args: argparse.Namespace) -> int:

@@ -24,13 +24,18 @@ def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, help="server processes sharing the port [DRIFTSERVE_WORKERS, default 1]")
 
 
+def settings_from_args(settings_class: Any, args: argparse.Namespace) -> Any:
+    """Flags given on the command line override the environment, which overrides defaults."""
+    names = settings_class.model_fields
+    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    return settings_class(**given)
+
+
 def server_settings(args: argparse.Namespace) -> Any:
-    """Flags given on the command line override DRIFTSERVE_* variables, which override defaults."""
+    """The server's settings: flags over DRIFTSERVE_* variables over defaults."""
     from server.settings import ServerSettings
 
-    names = ServerSettings.model_fields
-    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    return ServerSettings(**given)
+    return settings_from_args(ServerSettings, args)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

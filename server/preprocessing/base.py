@@ -49,6 +49,24 @@ class Preprocessor(Protocol):
         ...
 
 
+class SpecInput:
+    """The raw-input description every backend reports the same way (from ``self.spec``)."""
+
+    spec: PreprocessingSpec
+
+    @property
+    def raw_input_name(self) -> str:
+        return self.spec.input.name
+
+    @property
+    def raw_datatype(self) -> str:
+        return self.spec.input.datatype
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.spec.input.features)
+
+
 class Violation(IntEnum):
     """Why a value was rejected; shared with the Numba validator's result codes."""
 

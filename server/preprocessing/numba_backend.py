@@ -8,14 +8,14 @@ import time
 import numpy as np
 
 from server.preprocessing import kernels
-from server.preprocessing.base import RAW_DTYPES, Preprocessor, Violation, check_array, violation_error
+from server.preprocessing.base import RAW_DTYPES, SpecInput, Preprocessor, Violation, check_array, violation_error
 from server.preprocessing.plan import build_plan
 from server.preprocessing.spec import PreprocessingSpec
 
 logger = logging.getLogger(__name__)
 
 
-class NumbaPreprocessor:
+class NumbaPreprocessor(SpecInput):
     """A spec compiled to flat arrays and run by the shared ``@njit(nogil=True)`` kernels.
 
     ``validate`` runs on the request path before queueing; ``transform`` runs on a whole batch
@@ -29,18 +29,6 @@ class NumbaPreprocessor:
         ints, floats = kernels.pack(self._plan)
         self._transform_args = (ints, floats, self._plan.term_values, self._plan.term_slots)
         self._dtype = np.dtype(RAW_DTYPES[spec.input.datatype])
-
-    @property
-    def raw_input_name(self) -> str:
-        return self.spec.input.name
-
-    @property
-    def raw_datatype(self) -> str:
-        return self.spec.input.datatype
-
-    @property
-    def feature_names(self) -> list[str]:
-        return list(self.spec.input.features)
 
     @property
     def output_width(self) -> int:

@@ -11,7 +11,7 @@ import logging
 
 import numpy as np
 
-from server.preprocessing.base import RAW_DTYPES, Violation, check_array, violation_error
+from server.preprocessing.base import RAW_DTYPES, SpecInput, Violation, check_array, violation_error
 from server.preprocessing.errors import PreprocessingConfigError
 from server.preprocessing.spec import (
     HASH_ID_LIMIT,
@@ -97,7 +97,7 @@ def step_values(step: Step, column: np.ndarray) -> np.ndarray:
     return v
 
 
-class NumpyPreprocessor:
+class NumpyPreprocessor(SpecInput):
     """The oracle backend; also usable in production, though it holds the GIL throughout."""
 
     def __init__(self, spec: PreprocessingSpec) -> None:
@@ -107,18 +107,6 @@ class NumpyPreprocessor:
             )
         self.spec = spec
         self._columns = [spec.feature_index(s.feature) for s in spec.steps]
-
-    @property
-    def raw_input_name(self) -> str:
-        return self.spec.input.name
-
-    @property
-    def raw_datatype(self) -> str:
-        return self.spec.input.datatype
-
-    @property
-    def feature_names(self) -> list[str]:
-        return list(self.spec.input.features)
 
     @property
     def output_width(self) -> int:
