@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
+import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -29,7 +30,7 @@ import numpy as np
 
 from server.config import BatchingConfig
 from server.errors import DeadlineExceeded, DriftserveError, ModelExecutionError, ResourceExhausted, Unavailable
-from server.metrics import ServerMetrics
+from server.metrics import HistogramRecorder, ServerMetrics
 from server.model import ModelVersion
 from server.statistics import ModelStatistics
 
@@ -37,13 +38,6 @@ logger = logging.getLogger(__name__)
 
 Outputs = dict[str, np.ndarray]
 _EWMA_WEIGHT = 0.2
-
-
-def _outcome(done: asyncio.Future[Any]) -> Any:
-    """A worker thread's result, or the exception it raised (or Unavailable if cancelled)."""
-    if done.cancelled():
-        return Unavailable("batch cancelled at shutdown")
-    return done.exception() or done.result()
 
 
 @dataclass(eq=False, slots=True)
@@ -90,10 +84,19 @@ class Batcher:
         self._pending_requests = 0
         self._pending_rows = 0
         self._free_instances = list(range(model.instances))
-        self._executor = ThreadPoolExecutor(
-            max_workers=model.instances, thread_name_prefix=f"batch-{model.name}-{model.version}"
-        )
         self._loop = asyncio.get_running_loop()
+        # One long-lived thread per instance fed by a SimpleQueue; results come back with one
+        # call_soon_threadsafe. (run_in_executor adds a concurrent Future, a chained asyncio
+        # Future and their callbacks per batch, all on the event loop thread.)
+        self._jobs: queue.SimpleQueue[tuple[list[_Pending], int] | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(
+                target=self._worker, name=f"batch-{model.name}-{model.version}_{i}", daemon=True
+            )
+            for i in range(model.instances)
+        ]
+        for thread in self._threads:
+            thread.start()
         self._wakeup = asyncio.Event()
         self._running = 0
         self._closing = False
@@ -107,10 +110,10 @@ class Batcher:
         self._idle = asyncio.Event()
         self._idle.set()
         version = str(model.version)
-        self._m_batch_rows = metrics.batch_size.labels(model.name, version)
-        self._m_batch_requests = metrics.batch_requests.labels(model.name, version)
-        self._m_queue = metrics.queue_duration.labels(model.name, version)
-        self._m_compute = metrics.compute_duration.labels(model.name, version)
+        self._m_batch_rows = HistogramRecorder(metrics.batch_size.labels(model.name, version))
+        self._m_batch_requests = HistogramRecorder(metrics.batch_requests.labels(model.name, version))
+        self._m_queue = HistogramRecorder(metrics.queue_duration.labels(model.name, version))
+        self._m_compute = HistogramRecorder(metrics.compute_duration.labels(model.name, version))
         self._m_depth = metrics.queue_depth.labels(model.name, version)
         self._m_rejected: Callable[[str], None] = lambda reason: metrics.rejections.labels(
             model.name, version, reason
@@ -190,7 +193,19 @@ class Batcher:
             await self._task
         except asyncio.CancelledError:
             pass
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._stop_workers()
+
+    def _stop_workers(self) -> None:
+        """Fail batches still waiting for a thread, then let each worker thread exit."""
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                self._complete(Unavailable("batch cancelled at shutdown"), *job)
+        for _ in self._threads:
+            self._jobs.put(None)
 
     # ------------------------------------------------------------------ queue bookkeeping
     def _dequeue(self, item: _Pending) -> None:
@@ -291,8 +306,20 @@ class Batcher:
                     outcome = exc
                 self._complete(outcome, batch, instance)
                 continue
-            done = self._loop.run_in_executor(self._executor, self._execute, batch, instance)
-            done.add_done_callback(lambda fut, b=batch, i=instance: self._complete(_outcome(fut), b, i))
+            self._jobs.put((batch, instance))
+
+    def _worker(self) -> None:
+        """Worker thread: run batches and hand each outcome back to the event loop."""
+        while (job := self._jobs.get()) is not None:
+            batch, instance = job
+            try:
+                outcome: _BatchTimings | BaseException = self._execute(batch, instance)
+            except Exception as exc:  # reported per request by _complete
+                outcome = exc
+            try:
+                self._loop.call_soon_threadsafe(self._complete, outcome, batch, instance)
+            except RuntimeError:  # the loop is closed: nobody is waiting for these requests
+                return
 
     def _inline_ok(self) -> bool:
         """Run on the event loop only when nothing else waits or runs and batches are cheap."""

@@ -15,7 +15,7 @@ import grpc
 
 from server.dataplane import DataPlane, InferenceRequest, InferenceResponse
 from server.errors import DriftserveError
-from server.metrics import ServerMetrics
+from server.metrics import HistogramRecorder, ServerMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class InferenceBoundary:
         if children is None:
             children = self._children[key] = (
                 metrics.requests.labels(model, version, protocol, code),
-                metrics.request_duration.labels(model, protocol),
+                HistogramRecorder(metrics.request_duration.labels(model, protocol)),
             )
         children[0].inc()
         children[1].observe((time.perf_counter_ns() - started_ns) / 1e9)

@@ -58,21 +58,21 @@ def decode_request(message: pb.ModelInferRequest) -> InferenceRequest:
 
 
 def encode_response(response: InferenceResponse) -> pb.ModelInferResponse:
-    """InferenceResponse -> ModelInferResponse with every output in raw_output_contents."""
-    tensors = []
-    raws = []
+    """InferenceResponse -> ModelInferResponse with every output in raw_output_contents.
+
+    Filled through ``add()`` and field assignment: about half the cost of building nested
+    messages from keyword arguments, and this runs on the event loop once per request.
+    """
+    message = pb.ModelInferResponse(model_name=response.model, model_version=response.version, id=response.request_id)
+    tensors = message.outputs
+    raws = message.raw_output_contents
     for name, array in response.outputs.items():
-        tensors.append(
-            pb.ModelInferResponse.InferOutputTensor(name=name, datatype=v2_datatype(array), shape=array.shape)
-        )
+        tensor = tensors.add()
+        tensor.name = name
+        tensor.datatype = v2_datatype(array)
+        tensor.shape.extend(array.shape)
         raws.append(encode_raw(array))
-    return pb.ModelInferResponse(
-        model_name=response.model,
-        model_version=response.version,
-        id=response.request_id,
-        outputs=tensors,
-        raw_output_contents=raws,
-    )
+    return message
 
 
 def _int_parameter(parameters: Any, key: str) -> int:
