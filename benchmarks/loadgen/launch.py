@@ -97,3 +97,11 @@ def start_naive(repository: Path, log_dir: Path, label: str = "naive") -> Server
     command = [sys.executable, "-m", "benchmarks.naive_server", "--model-repository",
                str(repository), "--port", str(port)]
     return ServerProcess(label, command, port, log_dir / f"{label}.log")
+
+
+def start_grpc_ceiling(repository: Path, log_dir: Path) -> ServerProcess:
+    """The transport-ceiling server (bare grpc.aio, canned replies) on a free loopback port."""
+    port = free_port()
+    command = [sys.executable, "-m", "benchmarks.grpc_ceiling", "--model-repository",
+               str(repository), "--port", str(port)]
+    return ServerProcess("grpc_ceiling", command, port, log_dir / "grpc_ceiling.log")

@@ -1,0 +1,117 @@
+"""The transport ceiling: a bare grpc.aio server on uvloop that answers ModelInfer without a model.
+
+It speaks just enough of the Open Inference Protocol for perf_analyzer (liveness, readiness,
+metadata and config of the repository's models, from ``naive_server``) and answers every
+ModelInfer with a canned response of the right output shapes: no decode, no validation, no
+batching, no ONNX Runtime, no metrics. Its throughput is what gRPC's Python per-RPC machinery
+alone allows on the machine, the upper bound for any model server built on ``grpc.aio`` there.
+The batching benchmark measures it in the same rounds as driftserve, so reports can say how much
+of the remaining gap is the transport.
+
+    python -m benchmarks.grpc_ceiling --model-repository DIR --port 0   # prints LISTENING <port>
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+import grpc
+import numpy as np
+import uvloop
+
+from benchmarks.loadgen.payload import NUMPY_DTYPES
+from benchmarks.naive_server import Model, Servicer, load_repository
+from driftserve_api import grpc_service_pb2 as pb
+from driftserve_api import grpc_service_pb2_grpc as pb_grpc
+
+
+def _canned(model: Model, rows: int) -> pb.ModelInferResponse:
+    """A response with zero-filled outputs for ``rows`` rows (dynamic dims read as 1)."""
+    reply = pb.ModelInferResponse(model_name=model.name, model_version=model.version)
+    for name, datatype, dims in model.outputs:
+        shape = [rows] + [d if d > 0 else 1 for d in dims[1:]] if dims else []
+        reply.outputs.add(name=name, datatype=datatype, shape=shape)
+        size = int(np.prod(shape)) if shape else 1
+        reply.raw_output_contents.append(bytes(size * NUMPY_DTYPES[datatype].itemsize))
+    return reply
+
+
+class CeilingServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """Metadata from the naive servicer; ModelInfer from a cache of canned replies."""
+
+    def __init__(self, models: dict[str, Model]) -> None:
+        self.models = models
+        self.meta = Servicer(models, 0.0, 0.0, 1)
+        self.replies: dict[tuple[str, int], pb.ModelInferResponse] = {}
+
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext  # noqa: N802
+                         ) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext  # noqa: N802
+                          ) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=True)
+
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext  # noqa: N802
+                         ) -> pb.ModelReadyResponse:
+        return pb.ModelReadyResponse(ready=request.name in self.models)
+
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest,  # noqa: N802
+                             context: grpc.aio.ServicerContext) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(name="grpc-ceiling", version="0.1.0")
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest,  # noqa: N802
+                            context: grpc.aio.ServicerContext) -> pb.ModelMetadataResponse:
+        if request.name not in self.models:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown model {request.name!r}")
+        return self.meta.ModelMetadata(request, context)
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest,  # noqa: N802
+                          context: grpc.aio.ServicerContext) -> pb.ModelConfigResponse:
+        if request.name not in self.models:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown model {request.name!r}")
+        return self.meta.ModelConfig(request, context)
+
+    async def ModelInfer(self, request: pb.ModelInferRequest,  # noqa: N802
+                         context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+        rows = request.inputs[0].shape[0] if request.inputs and request.inputs[0].shape else 1
+        key = (request.model_name, rows)
+        reply = self.replies.get(key)
+        if reply is None:
+            model = self.models.get(request.model_name)
+            if model is None:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown model {request.model_name!r}")
+            reply = self.replies[key] = _canned(model, rows)
+        return reply
+
+
+async def serve(repository: Path, port: int) -> None:
+    server = grpc.aio.server()
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(CeilingServicer(load_repository(repository)), server)
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    if bound == 0:
+        raise SystemExit(f"cannot bind 127.0.0.1:{port}")
+    await server.start()
+    print(f"LISTENING {bound}", flush=True)
+    await server.wait_for_termination()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.grpc_ceiling", description=__doc__.splitlines()[0])
+    parser.add_argument("--model-repository", type=Path, required=True)
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    args = parser.parse_args(argv)
+    if not args.model_repository.is_dir():
+        parser.error(f"--model-repository {args.model_repository} is not a directory")
+    try:
+        uvloop.run(serve(args.model_repository, args.port))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""The transport-ceiling server answers like the model would (shapes, types, errors), without it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from benchmarks.loadgen.launch import start_grpc_ceiling
+from driftserve_api import grpc_service_pb2 as pb
+from driftserve_api import grpc_service_pb2_grpc as pb_grpc
+
+
+@pytest.fixture(scope="module")
+def ceiling(model_repository: Path, tmp_path_factory: pytest.TempPathFactory):
+    server = start_grpc_ceiling(model_repository, tmp_path_factory.mktemp("logs"))
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def _request(model: str, rows: int) -> pb.ModelInferRequest:
+    data = np.zeros((rows, 30), np.float32)
+    return pb.ModelInferRequest(
+        model_name=model,
+        inputs=[pb.ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=[rows, 30])],
+        raw_input_contents=[data.tobytes()],
+    )
+
+
+@pytest.mark.parametrize("rows", [1, 5])
+def test_canned_reply_has_the_model_output_shape(ceiling, rows: int) -> None:
+    with grpc.insecure_channel(ceiling.target) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        reply = stub.ModelInfer(_request("linear", rows), timeout=10)
+        meta = stub.ModelMetadata(pb.ModelMetadataRequest(name="linear"), timeout=10)
+    assert [o.name for o in reply.outputs] == [o.name for o in meta.outputs] == ["probabilities"]
+    assert list(reply.outputs[0].shape) == [rows, 2]
+    assert reply.outputs[0].datatype == "FP32"
+    assert len(reply.raw_output_contents[0]) == rows * 2 * 4
+
+
+def test_unknown_model_is_not_found(ceiling) -> None:
+    with grpc.insecure_channel(ceiling.target) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelInfer(_request("missing", 1), timeout=10)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
