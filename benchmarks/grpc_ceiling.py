@@ -6,9 +6,12 @@ ModelInfer with a canned response of the right output shapes: no decode, no vali
 batching, no ONNX Runtime, no metrics. Its throughput is what gRPC's Python per-RPC machinery
 alone allows on the machine, the upper bound for any model server built on ``grpc.aio`` there.
 The batching benchmark measures it in the same rounds as driftserve, so reports can say how much
-of the remaining gap is the transport.
+of the remaining gap is the transport. With ``--yield-once`` each ModelInfer first awaits
+``asyncio.sleep(0)``: one suspension per request, the least any batching server pays (a request
+has to wait for the others of its batch), so that variant bounds every micro-batching grpc.aio
+server on the machine.
 
-    python -m benchmarks.grpc_ceiling --model-repository DIR --port 0   # prints LISTENING <port>
+    python -m benchmarks.grpc_ceiling --model-repository DIR --port 0 [--yield-once]   # prints LISTENING <port>
 """
 
 from __future__ import annotations
@@ -42,8 +45,9 @@ def _canned(model: Model, rows: int) -> pb.ModelInferResponse:
 class CeilingServicer(pb_grpc.GRPCInferenceServiceServicer):
     """Metadata from the naive servicer; ModelInfer from a cache of canned replies."""
 
-    def __init__(self, models: dict[str, Model]) -> None:
+    def __init__(self, models: dict[str, Model], yield_once: bool = False) -> None:
         self.models = models
+        self.yield_once = yield_once
         self.meta = Servicer(models, 0.0, 0.0, 1)
         self.replies: dict[tuple[str, int], pb.ModelInferResponse] = {}
 
@@ -77,6 +81,8 @@ class CeilingServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: pb.ModelInferRequest,  # noqa: N802
                          context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+        if self.yield_once:
+            await asyncio.sleep(0)
         rows = request.inputs[0].shape[0] if request.inputs and request.inputs[0].shape else 1
         key = (request.model_name, rows)
         reply = self.replies.get(key)
@@ -88,9 +94,10 @@ class CeilingServicer(pb_grpc.GRPCInferenceServiceServicer):
         return reply
 
 
-async def serve(repository: Path, port: int) -> None:
+async def serve(repository: Path, port: int, yield_once: bool = False) -> None:
     server = grpc.aio.server()
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(CeilingServicer(load_repository(repository)), server)
+    servicer = CeilingServicer(load_repository(repository), yield_once)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
     if bound == 0:
         raise SystemExit(f"cannot bind 127.0.0.1:{port}")
@@ -103,11 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.grpc_ceiling", description=__doc__.splitlines()[0])
     parser.add_argument("--model-repository", type=Path, required=True)
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--yield-once", action="store_true", help="await asyncio.sleep(0) in every ModelInfer")
     args = parser.parse_args(argv)
     if not args.model_repository.is_dir():
         parser.error(f"--model-repository {args.model_repository} is not a directory")
     try:
-        uvloop.run(serve(args.model_repository, args.port))
+        uvloop.run(serve(args.model_repository, args.port, args.yield_once))
     except KeyboardInterrupt:
         pass
     return 0

@@ -2,6 +2,9 @@
 
 Shows that an unchanged Triton tool runs against driftserve with zero errors, and gives the
 server's throughput and p50/p99 at concurrency 1 and 32 with a C++ client that costs little CPU.
+Then driftserve, the naive baseline and the transport ceiling (``benchmarks.grpc_ceiling``: bare
+grpc.aio, canned replies, no model) side by side at 1 and 32 clients: several rounds, the order
+reversed every other round, medians and the median of the per-round ratios.
 Writes ``benchmarks/results/perf_analyzer.{json,md}``.
 
     python -m benchmarks.perf_analyzer_sweep --model-repository examples/repository
@@ -11,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.loadgen.launch import start_driftserve, start_naive
+from benchmarks.loadgen.launch import start_driftserve, start_grpc_ceiling, start_naive
 from benchmarks.loadgen.report import machine
 from benchmarks.perf_analyzer_runner import run_perf_analyzer
 
@@ -24,6 +28,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 MODELS = ("breast_cancer_lr", "breast_cancer_mlp")
 LEVELS = (1, 2, 4, 8, 32)
 VERSUS_LEVELS = (1, 32)
+CEILING = "grpc_ceiling"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,29 +36,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-repository", type=Path, default=ROOT / "examples" / "repository")
     parser.add_argument("--window-ms", type=int, default=3000)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--versus-rounds", type=int, default=3, help="rounds of the side-by-side comparison")
     args = parser.parse_args(argv)
     results: dict[str, dict[int, dict[str, float]]] = {}
-    versus: dict[str, dict[str, dict[int, dict[str, float]]]] = {}
+    runs: dict[str, dict[str, dict[int, list[dict[str, float]]]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         server = start_driftserve(args.model_repository, Path(tmp))
         naive = start_naive(args.model_repository, Path(tmp))
+        ceiling = start_grpc_ceiling(args.model_repository, Path(tmp))
         try:
-            server.wait_ready()
-            naive.wait_ready()
+            for process in (server, naive, ceiling):
+                process.wait_ready()
             for model in MODELS:
                 for level in LEVELS:
                     results.setdefault(model, {})[level] = run_perf_analyzer(server.target, model, level, args.window_ms)
-            for model in MODELS:  # driftserve and the naive baseline back to back, same client
-                for level in VERSUS_LEVELS:
-                    # The naive server declares no batch dimension, so perf_analyzer needs the shape;
-                    # both servers then receive the same [1, 30] requests.
-                    for label, target, extra in (("driftserve", server.target, None),
-                                                 ("naive", naive.target, ["--shape", "input:1,30"])):
-                        versus.setdefault(model, {}).setdefault(label, {})[level] = run_perf_analyzer(
-                            target, model, level, args.window_ms, extra_args=extra)
+            # The naive and ceiling servers declare no batch dimension, so perf_analyzer needs the
+            # shape; all three then receive the same [1, 30] requests from the same client.
+            shape = ["--shape", "input:1,30"]
+            contenders = [("driftserve", server.target, None), ("naive", naive.target, shape),
+                          (CEILING, ceiling.target, shape)]
+            for round_index in range(args.versus_rounds):
+                for model in MODELS:
+                    for level in VERSUS_LEVELS:
+                        for label, target, extra in contenders if round_index % 2 == 0 else contenders[::-1]:
+                            runs.setdefault(model, {}).setdefault(label, {}).setdefault(level, []).append(
+                                run_perf_analyzer(target, model, level, args.window_ms, extra_args=extra))
         finally:
             server.stop()
             naive.stop()
+            ceiling.stop()
+    versus = {model: {label: {level: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+                              for level, rs in by_level.items()}
+                      for label, by_level in by_label.items()}
+              for model, by_label in runs.items()}
+    # driftserve / naive within each round (same machine state), then the median over rounds.
+    ratio_rounds = {model: {level: [d["throughput_rps"] / n["throughput_rps"]
+                                    for d, n in zip(by_label["driftserve"][level], by_label["naive"][level])]
+                            for level in VERSUS_LEVELS}
+                    for model, by_label in runs.items()}
     info = machine()
     command = "python -m benchmarks.perf_analyzer_sweep " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [
@@ -71,21 +91,28 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| {model} | {level} | {r['throughput_rps']:.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} |")
     lines += [
         "",
-        "Side by side with the naive baseline (one ONNX Runtime call per request, sync gRPC server), "
-        "same client, back to back:",
+        f"Side by side with the naive baseline (one ONNX Runtime call per request, sync gRPC server) and "
+        f"the transport ceiling (bare grpc.aio on uvloop, canned reply, no model), same client, "
+        f"{args.versus_rounds} rounds with the order reversed every other round, medians; ratio = median of "
+        f"the per-round driftserve / naive ratios:",
         "",
-        "| model | concurrency | driftserve req/s | naive req/s | ratio | driftserve p50 / p99 (ms) | naive p50 / p99 (ms) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| model | concurrency | driftserve req/s | naive req/s | ratio | ceiling req/s | driftserve p50 / p99 (ms) "
+        "| naive p50 / p99 (ms) | ceiling p50 / p99 (ms) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for model, by_label in versus.items():
         for level in VERSUS_LEVELS:
-            d, n = by_label["driftserve"][level], by_label["naive"][level]
+            d, n, c = by_label["driftserve"][level], by_label["naive"][level], by_label[CEILING][level]
+            ratio = statistics.median(ratio_rounds[model][level])
             lines.append(f"| {model} | {level} | {d['throughput_rps']:.0f} | {n['throughput_rps']:.0f} | "
-                         f"{d['throughput_rps'] / n['throughput_rps']:.2f}× | {d['p50_ms']:.2f} / {d['p99_ms']:.2f} | "
-                         f"{n['p50_ms']:.2f} / {n['p99_ms']:.2f} |")
+                         f"{ratio:.2f}× | {c['throughput_rps']:.0f} | {d['p50_ms']:.2f} / {d['p99_ms']:.2f} | "
+                         f"{n['p50_ms']:.2f} / {n['p99_ms']:.2f} | {c['p50_ms']:.2f} / {c['p99_ms']:.2f} |")
     lines.append("")
     (args.out / "perf_analyzer.json").write_text(json.dumps(
-        {"command": command, "machine": info, "results": results, "versus_naive": versus}, indent=2))
+        {"command": command, "machine": info, "results": results, "versus_naive": versus,
+         "versus_runs": runs, "versus_ratio_rounds": ratio_rounds,
+         "versus_ratio_median": {m: {lv: statistics.median(r) for lv, r in by.items()} for m, by in ratio_rounds.items()}},
+        indent=2))
     (args.out / "perf_analyzer.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0

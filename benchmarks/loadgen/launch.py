@@ -99,9 +99,10 @@ def start_naive(repository: Path, log_dir: Path, label: str = "naive") -> Server
     return ServerProcess(label, command, port, log_dir / f"{label}.log")
 
 
-def start_grpc_ceiling(repository: Path, log_dir: Path) -> ServerProcess:
+def start_grpc_ceiling(repository: Path, log_dir: Path, yield_once: bool = False) -> ServerProcess:
     """The transport-ceiling server (bare grpc.aio, canned replies) on a free loopback port."""
     port = free_port()
+    label = "grpc_ceiling_yield" if yield_once else "grpc_ceiling"
     command = [sys.executable, "-m", "benchmarks.grpc_ceiling", "--model-repository",
-               str(repository), "--port", str(port)]
-    return ServerProcess("grpc_ceiling", command, port, log_dir / "grpc_ceiling.log")
+               str(repository), "--port", str(port), *(["--yield-once"] if yield_once else [])]
+    return ServerProcess(label, command, port, log_dir / f"{label}.log")

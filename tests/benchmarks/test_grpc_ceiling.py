@@ -13,9 +13,9 @@ from driftserve_api import grpc_service_pb2 as pb
 from driftserve_api import grpc_service_pb2_grpc as pb_grpc
 
 
-@pytest.fixture(scope="module")
-def ceiling(model_repository: Path, tmp_path_factory: pytest.TempPathFactory):
-    server = start_grpc_ceiling(model_repository, tmp_path_factory.mktemp("logs"))
+@pytest.fixture(scope="module", params=[False, True], ids=["plain", "yield-once"])
+def ceiling(request: pytest.FixtureRequest, model_repository: Path, tmp_path_factory: pytest.TempPathFactory):
+    server = start_grpc_ceiling(model_repository, tmp_path_factory.mktemp("logs"), yield_once=request.param)
     try:
         server.wait_ready()
         yield server
