@@ -2,11 +2,14 @@
 
 One server process, mirroring to a real sidecar process, serves two copies of each model: one
 with a ``drift`` section (every request mirrored) and one without (never mirrored). perf_analyzer
-measures them interleaved, round by round, so both see the same machine state. Shadow versions
-are left out so the sidecar's own compute stays what drift needs. Writes
-``benchmarks/results/mirror.{json,md}``.
+measures them round by round in ABBA order (mirrored then plain, then plain then mirrored), so a
+drift of the shared machine's speed within a round does not favour either variant; the headline
+is the median of the per-round throughput ratios. The server's CPU time per request (``utime +
+stime`` from ``/proc/<pid>/stat`` over the requests it counted) says whether a difference is the
+server's own work or the machine being busy. Shadow versions are left out so the sidecar's own
+compute stays what drift needs. Writes ``benchmarks/results/mirror.{json,md}``.
 
-    python -m benchmarks.mirror_bench --model-repository examples/repository [--rounds 3]
+    python -m benchmarks.mirror_bench --model-repository examples/repository [--rounds 6]
 """
 
 from __future__ import annotations
@@ -14,21 +17,27 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import shutil
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
+import grpc
 import yaml
 
 from benchmarks.loadgen.launch import start_driftserve, start_sidecar
 from benchmarks.loadgen.report import machine
 from benchmarks.perf_analyzer_runner import run_perf_analyzer
+from driftserve_api import grpc_service_pb2 as pb
+from driftserve_api import grpc_service_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 CASES = (("breast_cancer_lr", 8), ("breast_cancer_mlp", 32))
+VARIANTS = ("mirrored", "plain")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def make_repository(source: Path, dest: Path) -> list[tuple[str, str, int]]:
@@ -49,10 +58,37 @@ def make_repository(source: Path, dest: Path) -> list[tuple[str, str, int]]:
     return plan
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, from ``/proc/<pid>/stat``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime: fields 14 and 15
+
+
+def success_count(target: str, model: str) -> int:
+    """Requests a model's served version completed successfully, from ModelStatistics."""
+    with grpc.insecure_channel(target) as channel:
+        stats = pb_grpc.GRPCInferenceServiceStub(channel).ModelStatistics(
+            pb.ModelStatisticsRequest(name=model)).model_stats[0]
+    return stats.inference_stats.success.count
+
+
+def measure(server_target: str, server_pid: int, sidecar_pid: int, name: str, concurrency: int,
+            window_ms: int) -> dict[str, float]:
+    """One perf_analyzer run plus the server's and the sidecar's CPU per request it served."""
+    requests_before = success_count(server_target, name)
+    server_before, sidecar_before = cpu_seconds(server_pid), cpu_seconds(sidecar_pid)
+    result = run_perf_analyzer(server_target, name, concurrency, window_ms)
+    server_cpu, sidecar_cpu = cpu_seconds(server_pid) - server_before, cpu_seconds(sidecar_pid) - sidecar_before
+    requests = success_count(server_target, name) - requests_before
+    result["server_cpu_us_per_request"] = server_cpu / max(requests, 1) * 1e6
+    result["sidecar_cpu_us_per_request"] = sidecar_cpu / max(requests, 1) * 1e6
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-repository", type=Path, default=ROOT / "examples" / "repository")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--window-ms", type=int, default=4000)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -60,44 +96,59 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repository"
-        plan = make_repository(args.model_repository, repo)
+        make_repository(args.model_repository, repo)
         sidecar, address = start_sidecar(repo, Path(tmp))
         server = start_driftserve(repo, Path(tmp), ["--mirror-address", address])
         try:
             sidecar.wait_ready()
             server.wait_ready()
             for round_index in range(args.rounds):
-                for model, variant, concurrency in plan:
-                    name = f"{model}_{variant}"
-                    result = run_perf_analyzer(server.target, name, concurrency, args.window_ms)
-                    runs.setdefault(name, []).append(result)
-                    print(f"round {round_index + 1} {name} c={concurrency}: {result['throughput_rps']:.0f} rps, "
-                          f"p99 {result['p99_ms']:.2f} ms", flush=True)
+                order = VARIANTS if round_index % 2 == 0 else VARIANTS[::-1]  # ABBA
+                for model, concurrency in CASES:
+                    for variant in order:
+                        name = f"{model}_{variant}"
+                        result = measure(server.target, server.proc.pid, sidecar.proc.pid, name, concurrency,
+                                         args.window_ms)  # fmt: skip
+                        runs.setdefault(name, []).append(result)
+                        print(f"round {round_index + 1} {name} c={concurrency}: {result['throughput_rps']:.0f} rps, "
+                              f"p99 {result['p99_ms']:.2f} ms, server CPU "
+                              f"{result['server_cpu_us_per_request']:.0f} µs/request", flush=True)
         finally:
             server.stop()
             sidecar.stop()
     median = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
+    round_ratios = {
+        model: [m["throughput_rps"] / p["throughput_rps"]
+                for m, p in zip(runs[f"{model}_mirrored"], runs[f"{model}_plain"])]
+        for model, _ in CASES
+    }  # fmt: skip
+    ratios = {model: statistics.median(r) for model, r in round_ratios.items()}
     info = machine()
     command = "python -m benchmarks.mirror_bench " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [
         "### Mirroring overhead: sample rate 1.0 vs no mirroring (server and sidecar on the same machine)",
         "",
-        f"`{command}` — perf_analyzer, {args.rounds} interleaved rounds of {args.window_ms / 1000:g} s, medians; "
-        f"{info['nproc']} cores, {info['cpu']}; {info['date_utc']} UTC.",
+        f"`{command}` — perf_analyzer, {args.rounds} rounds of {args.window_ms / 1000:g} s in ABBA order; "
+        f"ratio: median of the per-round ratios, other columns: medians; CPU: server process (and sidecar) "
+        f"time per request served; {info['nproc']} cores, {info['cpu']}; {info['date_utc']} UTC.",
         "",
-        "| model | clients | no mirror (req/s) | mirror 1.0 (req/s) | ratio | p99 no mirror (ms) | p99 mirror (ms) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| model | clients | no mirror (req/s) | mirror 1.0 (req/s) | ratio | p99 no mirror (ms) | p99 mirror (ms) "
+        "| server CPU no mirror (µs/req) | server CPU mirror (µs/req) | sidecar CPU mirror (µs/req) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    ratios = {}
     for model, concurrency in CASES:
         plain, mirrored = median[f"{model}_plain"], median[f"{model}_mirrored"]
-        ratios[model] = mirrored["throughput_rps"] / plain["throughput_rps"]
-        lines.append(f"| {model} | {concurrency} | {plain['throughput_rps']:.0f} | {mirrored['throughput_rps']:.0f} | "
-                     f"{ratios[model]:.3f} | {plain['p99_ms']:.2f} | {mirrored['p99_ms']:.2f} |")
+        lines.append(
+            f"| {model} | {concurrency} | {plain['throughput_rps']:.0f} | {mirrored['throughput_rps']:.0f} | "
+            f"{ratios[model]:.3f} | {plain['p99_ms']:.2f} | {mirrored['p99_ms']:.2f} | "
+            f"{plain['server_cpu_us_per_request']:.0f} | {mirrored['server_cpu_us_per_request']:.0f} | "
+            f"{mirrored['sidecar_cpu_us_per_request']:.0f} |"
+        )
     lines.append("")
     (args.out / "mirror.json").write_text(json.dumps(
-        {"command": command, "machine": info, "rounds": args.rounds, "runs": runs, "median": median,
-         "throughput_ratio": ratios, "date": dt.date.today().isoformat()}, indent=2))
+        {"command": command, "machine": info, "rounds": args.rounds, "order": "ABBA", "runs": runs, "median": median,
+         "round_throughput_ratios": round_ratios, "throughput_ratio": ratios, "date": dt.date.today().isoformat()},
+        indent=2))  # fmt: skip
     (args.out / "mirror.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
