@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--versus-rounds", type=int, default=3, help="rounds of the side-by-side comparison")
     args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[int, dict[str, float]]] = {}
     runs: dict[str, dict[str, dict[int, list[dict[str, float]]]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
