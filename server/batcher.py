@@ -314,7 +314,7 @@ class Batcher:
             batch, instance = job
             try:
                 outcome: _BatchTimings | BaseException = self._execute(batch, instance)
-            except Exception as exc:  # reported per request by _complete
+            except BaseException as exc:  # reported per request by _complete; the thread lives on
                 outcome = exc
             try:
                 self._loop.call_soon_threadsafe(self._complete, outcome, batch, instance)
