@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--model-repository {args.model_repository} is not a directory")
     try:
         uvloop.run(serve(args.model_repository, args.port, args.yield_once))
-    except KeyboardInterrupt:
-        pass
+    except KeyboardInterrupt:  # Ctrl-C ends a manual run; benchmarks stop it with SIGTERM
+        return 0
     return 0
 
 
