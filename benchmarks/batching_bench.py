@@ -26,7 +26,7 @@ from pathlib import Path
 
 from benchmarks.loadgen.launch import start_driftserve, start_grpc_ceiling
 from benchmarks.loadgen.report import machine
-from benchmarks.perf_analyzer_runner import batch_counts, run_perf_analyzer
+from benchmarks.perf_analyzer_runner import batch_counts, median_run, round_order, run_perf_analyzer, throughput_ratios
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -72,8 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                 process.wait_ready()
             runs: dict[str, list[dict[str, float]]] = {m: [] for m in (*models, *CEILINGS)}
             for round_index in range(args.rounds):
-                order = [*models, *CEILINGS]
-                for model in order if round_index % 2 == 0 else order[::-1]:
+                for model in round_order([*models, *CEILINGS], round_index):
                     if model in ceilings:
                         # Its metadata declares no batch dimension (like the naive server): give the shape.
                         result = run_perf_analyzer(ceilings[model].target, "mlp_nobatch", args.concurrency,
@@ -91,10 +90,10 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
             for process in ceilings.values():
                 process.stop()
-    summary = {m: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for m, rs in runs.items()}
+    summary = {m: median_run(rs) for m, rs in runs.items()}
     best = max((m for m in models if m != "mlp_nobatch"), key=lambda m: summary[m]["throughput_rps"])
     # Ratios within each round (both variants saw the same machine state), then their median.
-    round_ratios = [b["throughput_rps"] / o["throughput_rps"] for b, o in zip(runs[best], runs["mlp_nobatch"])]
+    round_ratios = throughput_ratios(runs[best], runs["mlp_nobatch"])
     report = {
         "date": dt.date.today().isoformat(), "machine": machine_text(), "concurrency": args.concurrency,
         "rounds": args.rounds, "window_ms": args.window_ms, "runs": runs, "median": summary, "best": best,

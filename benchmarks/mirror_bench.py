@@ -29,7 +29,7 @@ import yaml
 
 from benchmarks.loadgen.launch import start_driftserve, start_sidecar
 from benchmarks.loadgen.report import machine
-from benchmarks.perf_analyzer_runner import run_perf_analyzer
+from benchmarks.perf_analyzer_runner import median_run, round_order, run_perf_analyzer, throughput_ratios
 from driftserve_api import grpc_service_pb2 as pb
 from driftserve_api import grpc_service_pb2_grpc as pb_grpc
 
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             sidecar.wait_ready()
             server.wait_ready()
             for round_index in range(args.rounds):
-                order = VARIANTS if round_index % 2 == 0 else VARIANTS[::-1]  # ABBA
+                order = round_order(VARIANTS, round_index)
                 for model, concurrency in CASES:
                     for variant in order:
                         name = f"{model}_{variant}"
@@ -116,12 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.stop()
             sidecar.stop()
-    median = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
-    round_ratios = {
-        model: [m["throughput_rps"] / p["throughput_rps"]
-                for m, p in zip(runs[f"{model}_mirrored"], runs[f"{model}_plain"])]
-        for model, _ in CASES
-    }  # fmt: skip
+    median = {name: median_run(rs) for name, rs in runs.items()}
+    round_ratios = {model: throughput_ratios(runs[f"{model}_mirrored"], runs[f"{model}_plain"]) for model, _ in CASES}
     ratios = {model: statistics.median(r) for model, r in round_ratios.items()}
     info = machine()
     command = "python -m benchmarks.mirror_bench " + " ".join(argv if argv is not None else sys.argv[1:])

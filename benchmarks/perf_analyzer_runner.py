@@ -7,15 +7,18 @@ how the binary and its libraries are obtained.
 from __future__ import annotations
 
 import csv
+import statistics
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Sequence, TypeVar
 
 import grpc
 
 from driftserve_api import grpc_service_pb2 as pb
 from driftserve_api import grpc_service_pb2_grpc as pb_grpc
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "perf_analyzer.sh"
 
@@ -47,3 +50,19 @@ def batch_counts(target: str, model: str) -> tuple[int, int]:
         stats = pb_grpc.GRPCInferenceServiceStub(channel).ModelStatistics(
             pb.ModelStatisticsRequest(name=model)).model_stats[0]
     return stats.inference_count, stats.execution_count
+
+
+def round_order(items: Sequence[T], round_index: int) -> list[T]:
+    """The measuring order of one round: reversed every other round (ABBA), so a machine that
+    drifts during a round favours no variant."""
+    return list(items) if round_index % 2 == 0 else list(items)[::-1]
+
+
+def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The per-key median of repeated measurements of one variant."""
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
+def throughput_ratios(numerators: list[dict[str, float]], denominators: list[dict[str, float]]) -> list[float]:
+    """Throughput ratio within each round (both variants saw the same machine state)."""
+    return [a["throughput_rps"] / b["throughput_rps"] for a, b in zip(numerators, denominators)]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from benchmarks.loadgen.launch import start_driftserve, start_grpc_ceiling, start_naive
 from benchmarks.loadgen.report import machine
-from benchmarks.perf_analyzer_runner import run_perf_analyzer
+from benchmarks.perf_analyzer_runner import median_run, round_order, run_perf_analyzer, throughput_ratios
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -59,20 +59,18 @@ def main(argv: list[str] | None = None) -> int:
             for round_index in range(args.versus_rounds):
                 for model in MODELS:
                     for level in VERSUS_LEVELS:
-                        for label, target, extra in contenders if round_index % 2 == 0 else contenders[::-1]:
+                        for label, target, extra in round_order(contenders, round_index):
                             runs.setdefault(model, {}).setdefault(label, {}).setdefault(level, []).append(
                                 run_perf_analyzer(target, model, level, args.window_ms, extra_args=extra))
         finally:
             server.stop()
             naive.stop()
             ceiling.stop()
-    versus = {model: {label: {level: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
-                              for level, rs in by_level.items()}
+    versus = {model: {label: {level: median_run(rs) for level, rs in by_level.items()}
                       for label, by_level in by_label.items()}
               for model, by_label in runs.items()}
     # driftserve / naive within each round (same machine state), then the median over rounds.
-    ratio_rounds = {model: {level: [d["throughput_rps"] / n["throughput_rps"]
-                                    for d, n in zip(by_label["driftserve"][level], by_label["naive"][level])]
+    ratio_rounds = {model: {level: throughput_ratios(by_label["driftserve"][level], by_label["naive"][level])
                             for level in VERSUS_LEVELS}
                     for model, by_label in runs.items()}
     info = machine()

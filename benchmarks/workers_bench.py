@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 from benchmarks.loadgen.launch import start_driftserve
 from benchmarks.loadgen.report import machine
-from benchmarks.perf_analyzer_runner import run_perf_analyzer
+from benchmarks.perf_analyzer_runner import median_run, run_perf_analyzer
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -57,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for server in servers.values():
                 server.stop()
-    median = {key: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for key, rs in runs.items()}
+    median = {key: median_run(rs) for key, rs in runs.items()}
     info = machine()
     command = "python -m benchmarks.workers_bench " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [
