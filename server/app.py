@@ -19,12 +19,12 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
-from driftserve_api import driftserve_pb2, driftserve_pb2_grpc, grpc_service_pb2, grpc_service_pb2_grpc
+from driftserve_api import driftserve_pb2, driftserve_pb2_grpc, grpc_service_pb2
 from driftserve_api._pool import reflection_pool
 from server.dataplane import DataPlane
 from server.grpc_common import InferenceBoundary
 from server.grpc_native import PredictorServicer
-from server.grpc_v2 import InferenceServicer
+from server.grpc_v2 import InferenceServicer, add_inference_servicer
 from server.metrics import ServerMetrics
 from server.repository import ModelRepository
 from server.settings import ServerSettings
@@ -89,7 +89,7 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
     ]
     server = grpc.aio.server(options=options)
     v2 = InferenceServicer(boundary, repository)
-    grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(v2, server)
+    add_inference_servicer(v2, server)
     driftserve_pb2_grpc.add_PredictorServicer_to_server(PredictorServicer(boundary), server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

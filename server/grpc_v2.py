@@ -19,6 +19,7 @@ from server.errors import DriftserveError, InvalidArgument, NotFound
 from server.grpc_common import InferenceBoundary, abort_on_error, stream_concurrently
 from server.repository import ModelRepository
 from server.tensors import decode_contents, decode_raw, encode_raw, v2_datatype
+from server.v2_wire import ResponseEncoder, serialize_infer_response
 
 PROTOCOL = "v2"
 SERVER_NAME = "driftserve"
@@ -36,19 +37,23 @@ def decode_request(message: pb.ModelInferRequest) -> InferenceRequest:
             f"{len(tensors)} inputs; give one raw entry per input, in order"
         )
     inputs = {}
-    for index, tensor in enumerate(tensors):
-        name = tensor.name
-        if name in inputs:
-            raise InvalidArgument(f"input '{name}' is given twice")
-        if raw:
+    if raw:
+        for tensor, data in zip(tensors, raw):
+            name = tensor.name
+            if name in inputs:
+                raise InvalidArgument(f"input '{name}' is given twice")
             if tensor.HasField("contents"):
                 raise InvalidArgument(f"input '{name}' has both typed contents and raw_input_contents; give one")
-            inputs[name] = decode_raw(tensor.datatype, tensor.shape, raw[index], name)
-        else:
+            inputs[name] = decode_raw(tensor.datatype, tensor.shape, data, name)
+    else:
+        for tensor in tensors:
+            name = tensor.name
+            if name in inputs:
+                raise InvalidArgument(f"input '{name}' is given twice")
             inputs[name] = decode_contents(tensor.datatype, tensor.shape, tensor.contents, f"input '{name}'")
+    outputs = message.outputs
     request = InferenceRequest(
-        message.model_name, message.model_version, message.id, inputs,
-        [o.name for o in message.outputs] if message.outputs else [],
+        message.model_name, message.model_version, message.id, inputs, [o.name for o in outputs] if outputs else []
     )
     parameters = message.parameters
     if parameters:
@@ -91,6 +96,33 @@ def _int_parameter(parameters: Any, key: str) -> int:
     return value
 
 
+def add_inference_servicer(servicer: "InferenceServicer", server: grpc.aio.Server) -> None:
+    """Register GRPCInferenceService like the generated ``add_..._to_server``, built from the
+    service descriptor, except that ModelInfer's serializer passes pre-encoded bytes through
+    (``server.v2_wire``)."""
+    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    factories = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }
+    handlers = {}
+    for method in service.methods:
+        request_class = getattr(pb, method.input_type.name)
+        response_class = getattr(pb, method.output_type.name)
+        serializer = (
+            serialize_infer_response if method.name == "ModelInfer" else response_class.SerializeToString
+        )
+        handlers[method.name] = factories[(method.client_streaming, method.server_streaming)](
+            getattr(servicer, method.name),
+            request_deserializer=request_class.FromString,
+            response_serializer=serializer,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)
+
+
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """GRPCInferenceService over the shared data plane."""
 
@@ -98,6 +130,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.boundary = boundary
         self.repository = repository
         self.started = False
+        self._encoder = ResponseEncoder()
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
@@ -131,8 +164,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         return await abort_on_error(context, body)
 
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
-        return await self.boundary.serve(PROTOCOL, request, context, decode_request, encode_response)
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> bytes:
+        """Replies with the serialized ModelInferResponse (see ``add_inference_servicer``)."""
+        return await self.boundary.serve(PROTOCOL, request, context, decode_request, self._encoder.encode)
 
     async def ModelStreamInfer(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
         async def handle(message: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:

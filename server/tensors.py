@@ -7,6 +7,7 @@ tensors use Triton's raw layout: each element is a 4-byte little-endian length t
 
 from __future__ import annotations
 
+import math
 import struct
 from typing import Sequence
 
@@ -101,11 +102,9 @@ def decode_raw(datatype: str, shape: Sequence[int], data: bytes, name: str, kind
         what = f"{kind} '{name}'"
         numpy_dtype(datatype, what)
         return _decode_bytes_elements(data, element_count(shape, what), what).reshape(tuple(shape))
-    dims = tuple(shape)
-    count = 1
-    for dim in dims:
-        count *= dim
-    if len(data) != count * dtype.itemsize or any(dim < 0 for dim in dims):
+    dims = shape[:]  # a list from protobuf's repeated field: several times cheaper than tuple()
+    count = math.prod(dims)
+    if len(data) != count * dtype.itemsize or (dims and min(dims) < 0):
         what = f"{kind} '{name}'"
         count = element_count(dims, what)
         raise InvalidArgument(
@@ -133,8 +132,14 @@ def decode_contents(datatype: str, shape: Sequence[int], contents: object, what:
     return np.asarray(values, dtype=dtype).reshape(shape)
 
 
+# Numeric dtypes whose memory layout already is the wire layout: encoding is one ``tobytes``.
+_WIRE_READY_DTYPES = frozenset(dtype for name, dtype in V2_TO_NUMPY.items() if name != "BYTES")
+
+
 def encode_raw(array: np.ndarray) -> bytes:
     """Encode an array as raw little-endian bytes (BYTES: length-prefixed elements)."""
+    if array.dtype in _WIRE_READY_DTYPES:
+        return array.tobytes()
     if array.dtype == np.object_ or array.dtype.kind in ("U", "S"):
         return _encode_bytes_elements(array)
     if array.dtype.byteorder == ">":
