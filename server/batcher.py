@@ -30,7 +30,7 @@ import numpy as np
 
 from server.config import BatchingConfig
 from server.errors import DeadlineExceeded, DriftserveError, ModelExecutionError, ResourceExhausted, Unavailable
-from server.metrics import HistogramRecorder, ServerMetrics
+from server.metrics import HistogramRecorder, ServerMetrics, counter_writer
 from server.model import ModelVersion
 from server.statistics import ModelStatistics
 
@@ -114,7 +114,7 @@ class Batcher:
         self._m_batch_requests = HistogramRecorder(metrics.batch_requests.labels(model.name, version))
         self._m_queue = HistogramRecorder(metrics.queue_duration.labels(model.name, version))
         self._m_compute = HistogramRecorder(metrics.compute_duration.labels(model.name, version))
-        self._m_depth = metrics.queue_depth.labels(model.name, version)
+        self._m_depth = counter_writer(metrics.queue_depth.labels(model.name, version))
         self._m_rejected: Callable[[str], None] = lambda reason: metrics.rejections.labels(
             model.name, version, reason
         ).inc()
@@ -156,7 +156,10 @@ class Batcher:
         self._pending_requests += 1
         self._pending_rows += rows
         self._m_depth.set(self._pending_requests)
-        self._wakeup.set()
+        if self._free_instances:
+            # With every instance busy the batch loop sleeps until one frees (_complete wakes it);
+            # waking it for each arrival would only send it back to sleep.
+            self._wakeup.set()
         try:
             return await future
         except asyncio.CancelledError:

@@ -15,7 +15,7 @@ import grpc
 
 from server.dataplane import DataPlane, InferenceRequest, InferenceResponse
 from server.errors import DriftserveError
-from server.metrics import HistogramRecorder, ServerMetrics
+from server.metrics import HistogramRecorder, ServerMetrics, counter_writer
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,8 @@ class InferenceBoundary:
     def __init__(self, dataplane: DataPlane, metrics: ServerMetrics) -> None:
         self.dataplane = dataplane
         self.metrics = metrics
+        self._inflight = counter_writer(metrics.inflight)
+        self._worker_requests = counter_writer(metrics.worker_requests) if metrics.worker_requests is not None else None
         # Labelled children are looked up once per label set, not once per request.
         self._children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
 
@@ -43,7 +45,7 @@ class InferenceBoundary:
     ) -> Resp:
         """Decode, infer, encode; on a domain error abort the RPC with its status and message."""
         started = time.perf_counter_ns()
-        self.metrics.inflight.inc()
+        self._inflight.inc(1)
         model, version, code = UNKNOWN_MODEL_LABEL, "", "OK"
         try:
             request = decode(message)
@@ -77,7 +79,7 @@ class InferenceBoundary:
     ) -> Resp:
         """Like ``serve`` for one message of a stream: errors become an error reply, not an abort."""
         started = time.perf_counter_ns()
-        self.metrics.inflight.inc()
+        self._inflight.inc(1)
         model, version, code = UNKNOWN_MODEL_LABEL, "", "OK"
         try:
             request = decode(message)
@@ -98,19 +100,19 @@ class InferenceBoundary:
             self._record(model, version, protocol, code, started)
 
     def _record(self, model: str, version: str, protocol: str, code: str, started_ns: int) -> None:
-        metrics = self.metrics
-        metrics.inflight.dec()
+        self._inflight.inc(-1)
         key = (model, version, protocol, code)
         children = self._children.get(key)
         if children is None:
+            metrics = self.metrics
             children = self._children[key] = (
-                metrics.requests.labels(model, version, protocol, code),
+                counter_writer(metrics.requests.labels(model, version, protocol, code)),
                 HistogramRecorder(metrics.request_duration.labels(model, protocol)),
             )
-        children[0].inc()
+        children[0].inc(1)
         children[1].observe((time.perf_counter_ns() - started_ns) / 1e9)
-        if metrics.worker_requests is not None:
-            metrics.worker_requests.inc()
+        if self._worker_requests is not None:
+            self._worker_requests.inc(1)
 
 
 async def abort_on_error(context: grpc.aio.ServicerContext, call: Callable[[], Any]) -> Any:

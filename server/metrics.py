@@ -11,6 +11,7 @@ from bisect import bisect_left
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.values import MutexValue
 
 # 25 µs .. 1 s, roughly x2 per step with the sub-millisecond range finer.
 LATENCY_BUCKETS_S = (
@@ -121,7 +122,7 @@ class HistogramRecorder:
     semantics) and increments the child's own value objects, so the exposition, including
     multiprocess mode, is unchanged. It relies on ``_upper_bounds``, ``_buckets`` and ``_sum`` of
     ``prometheus_client.Histogram``; ``tests/server/test_metrics.py`` pins that against
-    ``observe``.
+    ``observe``. Like ``LoopValue``, it is for the event loop thread only.
     """
 
     __slots__ = ("_bounds", "_buckets", "_sum")
@@ -129,9 +130,42 @@ class HistogramRecorder:
     def __init__(self, child: Any) -> None:
         child._raise_if_not_observable()
         self._bounds: list[float] = list(child._upper_bounds)
-        self._buckets: list[Any] = child._buckets
-        self._sum: Any = child._sum
+        self._buckets: list[Any] = [loop_value(bucket) for bucket in child._buckets]
+        self._sum: Any = loop_value(child._sum)
 
     def observe(self, value: float) -> None:
         self._sum.inc(value)
         self._buckets[bisect_left(self._bounds, value)].inc(1)
+
+
+class LoopValue:
+    """Lock-free writes to one in-process metric value, for code on the event loop thread.
+
+    prometheus_client guards every value with a mutex because any thread may write it; the request
+    path writes its counters and gauges several times per request, always from the event loop
+    thread, and the scrape thread only reads. With a single writer the lock buys nothing, so this
+    writes the value directly. Values shared between processes (multiprocess mode) keep their
+    own ``inc``/``set``: ``loop_value`` returns them unchanged.
+    """
+
+    __slots__ = ("_target",)
+
+    def __init__(self, target: MutexValue) -> None:
+        self._target = target
+
+    def inc(self, amount: float = 1.0) -> None:
+        self._target._value += amount
+
+    def set(self, value: float) -> None:
+        self._target._value = value
+
+
+def loop_value(value: Any) -> Any:
+    """A writer for a metric child's value object (``child._value``, a bucket, a sum)."""
+    return LoopValue(value) if type(value) is MutexValue else value
+
+
+def counter_writer(child: Any) -> Any:
+    """``inc`` for a labelled Counter or Gauge child, from the event loop thread only."""
+    child._raise_if_not_observable()
+    return loop_value(child._value)

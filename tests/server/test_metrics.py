@@ -1,11 +1,14 @@
-"""HistogramRecorder must expose exactly what prometheus_client's own ``observe`` would."""
+"""The lock-free metric writers must expose exactly what prometheus_client's own methods would."""
 
 from __future__ import annotations
 
-import numpy as np
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from pathlib import Path
 
-from server.metrics import BATCH_SIZE_BUCKETS, LATENCY_BUCKETS_S, HistogramRecorder
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
+
+from server.metrics import BATCH_SIZE_BUCKETS, LATENCY_BUCKETS_S, HistogramRecorder, LoopValue, counter_writer
 
 
 def _exposition(buckets: tuple[float, ...], values: list[float], fast: bool) -> bytes:
@@ -38,3 +41,44 @@ def test_recorder_counts_every_observation() -> None:
     assert registry.get_sample_value("h_bucket", {"le": "1.0"}) == 1
     assert registry.get_sample_value("h_bucket", {"le": "2.0"}) == 2
     assert registry.get_sample_value("h_sum") == 5.0
+
+
+def _counter_exposition(fast: bool) -> bytes:
+    registry = CollectorRegistry()
+    counter = Counter("c", "help", ["code"], registry=registry)
+    gauge = Gauge("g", "help", registry=registry)
+    inc = counter_writer(counter.labels("OK")).inc if fast else counter.labels("OK").inc
+    depth = counter_writer(gauge) if fast else gauge
+    for step in range(1, 200):
+        inc(1)
+        depth.set(step % 17)
+    for _ in range(5):
+        depth.inc(1) if fast else gauge.inc()
+    depth.inc(-1) if fast else gauge.dec()
+    return b"\n".join(line for line in generate_latest(registry).splitlines() if b"_created" not in line)
+
+
+def test_counter_writer_exposes_what_inc_and_set_would() -> None:
+    assert _counter_exposition(fast=True) == _counter_exposition(fast=False)
+    registry = CollectorRegistry()
+    counter = Counter("c", "help", registry=registry)
+    counter_writer(counter).inc(3)
+    assert registry.get_sample_value("c_total") == 3
+
+
+def test_values_shared_between_processes_keep_their_own_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In multiprocess mode a value lives in a file; the writer must go through it, not around it."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    values.ValueClass = values.get_value_class()
+    try:
+        registry = CollectorRegistry()
+        counter = Counter("mp", "help", registry=registry)
+        writer = counter_writer(counter)
+        assert not isinstance(writer, LoopValue)
+        writer.inc(2)
+        collected = CollectorRegistry()
+        multiprocess.MultiProcessCollector(collected, path=str(tmp_path))
+        assert collected.get_sample_value("mp_total") == 2
+    finally:
+        monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+        values.ValueClass = values.get_value_class()
