@@ -26,7 +26,7 @@ import numpy as np
 import uvloop
 
 from benchmarks.loadgen.payload import NUMPY_DTYPES
-from benchmarks.naive_server import Model, Servicer, load_repository
+from benchmarks.naive_server import Model, RequestError, Servicer, load_repository
 from driftserve_api import grpc_service_pb2 as pb
 from driftserve_api import grpc_service_pb2_grpc as pb_grpc
 
@@ -69,15 +69,21 @@ class CeilingServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest,  # noqa: N802
                             context: grpc.aio.ServicerContext) -> pb.ModelMetadataResponse:
-        if request.name not in self.models:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown model {request.name!r}")
+        await self._check_model(request.name, request.version, context)
         return self.meta.ModelMetadata(request, context)
 
     async def ModelConfig(self, request: pb.ModelConfigRequest,  # noqa: N802
                           context: grpc.aio.ServicerContext) -> pb.ModelConfigResponse:
-        if request.name not in self.models:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown model {request.name!r}")
+        await self._check_model(request.name, request.version, context)
         return self.meta.ModelConfig(request, context)
+
+    async def _check_model(self, name: str, version: str, context: grpc.aio.ServicerContext) -> None:
+        """Unknown model or version: NOT_FOUND here, before the naive servicer's synchronous
+        ``context.abort`` (which an asyncio context does not raise from) is reached."""
+        try:
+            self.meta.model(name, version)
+        except RequestError as exc:
+            await context.abort(exc.code, str(exc))
 
     async def ModelInfer(self, request: pb.ModelInferRequest,  # noqa: N802
                          context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:

@@ -138,7 +138,8 @@ class Servicer(driftserve_pb2_grpc.PredictorServicer,
         if self.delay_s > 0:
             time.sleep(self.delay_s)
 
-    def _model(self, name: str, version: str = "") -> Model:
+    def model(self, name: str, version: str = "") -> Model:
+        """The served model called ``name`` (and ``version``, when given), or NOT_FOUND."""
         model = self.models.get(name)
         if model is None:
             raise RequestError(grpc.StatusCode.NOT_FOUND, f"unknown model {name!r}")
@@ -149,7 +150,7 @@ class Servicer(driftserve_pb2_grpc.PredictorServicer,
 
     def _predict(self, request: driftserve_pb2.PredictRequest) -> driftserve_pb2.PredictResponse:
         self._slow_down()
-        model = self._model(request.model, request.version)
+        model = self.model(request.model, request.version)
         outputs = model.run({t.name: (t.datatype, list(t.shape), t.data) for t in request.inputs})
         reply = driftserve_pb2.PredictResponse(model=model.name, version=model.version,
                                                request_id=request.request_id)
@@ -159,7 +160,7 @@ class Servicer(driftserve_pb2_grpc.PredictorServicer,
 
     def _infer(self, request: grpc_service_pb2.ModelInferRequest) -> grpc_service_pb2.ModelInferResponse:
         self._slow_down()
-        model = self._model(request.model_name, request.model_version)
+        model = self.model(request.model_name, request.model_version)
         if len(request.raw_input_contents) != len(request.inputs):
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                                "this server accepts raw_input_contents only, one per input")
@@ -230,7 +231,7 @@ class Servicer(driftserve_pb2_grpc.PredictorServicer,
                       context: grpc.ServicerContext
                       ) -> grpc_service_pb2.ModelMetadataResponse:
         try:
-            model = self._model(request.name, request.version)
+            model = self.model(request.name, request.version)
         except RequestError as exc:
             context.abort(exc.code, str(exc))
         reply = grpc_service_pb2.ModelMetadataResponse(
@@ -244,7 +245,7 @@ class Servicer(driftserve_pb2_grpc.PredictorServicer,
     def ModelConfig(self, request: grpc_service_pb2.ModelConfigRequest,  # noqa: N802
                     context: grpc.ServicerContext) -> grpc_service_pb2.ModelConfigResponse:
         try:
-            model = self._model(request.name, request.version)
+            model = self.model(request.name, request.version)
         except RequestError as exc:
             context.abort(exc.code, str(exc))
         config = model_config_pb2.ModelConfig(name=model.name, platform="onnxruntime_onnx",

@@ -50,3 +50,17 @@ def test_unknown_model_is_not_found(ceiling) -> None:
         with pytest.raises(grpc.RpcError) as info:
             stub.ModelInfer(_request("missing", 1), timeout=10)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_unknown_version_is_not_found_for_metadata_and_config(ceiling) -> None:
+    with grpc.insecure_channel(ceiling.target) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        for call, request in (
+            (stub.ModelMetadata, pb.ModelMetadataRequest(name="linear", version="99")),
+            (stub.ModelConfig, pb.ModelConfigRequest(name="linear", version="99")),
+            (stub.ModelMetadata, pb.ModelMetadataRequest(name="missing")),
+        ):
+            with pytest.raises(grpc.RpcError) as info:
+                call(request, timeout=10)
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
+            assert "version '99'" in info.value.details() or "missing" in info.value.details()
