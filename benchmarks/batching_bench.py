@@ -31,6 +31,10 @@ from benchmarks.perf_analyzer_runner import batch_counts, median_run, round_orde
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 DELAYS_US = (0, 250, 1000, 4000)
+# Preferred sizes close a batch as soon as that many rows wait, so a longer delay only bounds the
+# wait when fewer clients are active. With 32 closed-loop clients, [16, 32] lets two batches of 16
+# alternate (one computes while the other fills) or all 32 go together.
+PREFERRED = {"mlp_delay8000_pref32": (8000, [32]), "mlp_delay8000_pref16_32": (8000, [16, 32])}
 CEILING = "grpc_ceiling"
 CEILING_YIELD = "grpc_ceiling_yield"
 CEILINGS = (CEILING, CEILING_YIELD)
@@ -44,11 +48,23 @@ def machine_text() -> str:
 def make_repository(source: Path, dest: Path, max_batch: int) -> list[str]:
     variants = {"mlp_nobatch": "batching: {enabled: false}"}
     variants.update({f"mlp_delay{d}": f"batching: {{enabled: true, max_queue_delay_us: {d}}}" for d in DELAYS_US})
+    variants.update({
+        name: f"batching: {{enabled: true, max_queue_delay_us: {delay}, preferred_batch_sizes: {sizes}}}"
+        for name, (delay, sizes) in PREFERRED.items()
+    })
     for name, batching in variants.items():
         shutil.copytree(source / "breast_cancer_mlp" / "1", dest / name / "1")
         (dest / name / "config.yaml").write_text(
             f"max_batch_size: {max_batch}\ninstances: 1\nruntime: {{intra_op_threads: 1, inter_op_threads: 1}}\n{batching}\n")
     return list(variants)
+
+
+def batching_label(variant: str) -> str:
+    """``max_queue_delay_us=…[, preferred_batch_sizes=[…]]`` of a batching variant."""
+    if variant in PREFERRED:
+        delay, sizes = PREFERRED[variant]
+        return f"max_queue_delay_us={delay}, preferred_batch_sizes={sizes}"
+    return f"max_queue_delay_us={variant.removeprefix('mlp_delay')}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "date": dt.date.today().isoformat(), "machine": machine_text(), "concurrency": args.concurrency,
         "rounds": args.rounds, "window_ms": args.window_ms, "runs": runs, "median": summary, "best": best,
+        "best_configuration": batching_label(best),
         "speedup_best_vs_off": summary[best]["throughput_rps"] / summary["mlp_nobatch"]["throughput_rps"],
         "speedup_best_vs_off_per_round": round_ratios,
         "speedup_best_vs_off_median_of_rounds": statistics.median(round_ratios),
@@ -121,10 +138,10 @@ def main(argv: list[str] | None = None) -> int:
                      else "transport ceiling with one `await asyncio.sleep(0)` per request")
             batch, queue = "–", "–"
         else:
-            label = "batching off" if m == "mlp_nobatch" else f"batching, max_queue_delay_us={m.removeprefix('mlp_delay')}"
+            label = "batching off" if m == "mlp_nobatch" else f"batching, {batching_label(m)}"
             batch, queue = f"{s['avg_batch_rows']:.1f}", f"{s['server_queue_us']:.0f}"
         lines.append(f"| {label} | {s['throughput_rps']:.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {batch} | {queue} |")
-    lines += ["", f"Best delay: `{best.removeprefix('mlp_delay')}` µs — "
+    lines += ["", f"Best configuration: `{batching_label(best)}` — "
               f"{report['speedup_best_vs_off']:.2f}× the throughput of batching off (ratio of medians; median of "
               f"the per-round ratios {report['speedup_best_vs_off_median_of_rounds']:.2f}×, rounds: "
               f"{', '.join(f'{r:.2f}' for r in round_ratios)}). driftserve reaches "

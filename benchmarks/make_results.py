@@ -133,7 +133,8 @@ def headlines() -> list[str]:
     batching = _load("batching.json")
     if batching:
         med, best = batching["median"], batching["best"]
-        rows.append(f"| batching on (best delay {best.removeprefix('mlp_delay')} µs) vs off, MLP at 32 clients | "
+        config = batching.get("best_configuration", f"max_queue_delay_us={best.removeprefix('mlp_delay')}")
+        rows.append(f"| batching on (best: {config}) vs off, MLP at 32 clients | "
                     f"{batching.get('speedup_best_vs_off_median_of_rounds', batching['speedup_best_vs_off']):.2f}× "
                     f"throughput; p99 {med[best]['p99_ms']:.1f} vs "
                     f"{med['mlp_nobatch']['p99_ms']:.1f} ms; {med[best]['avg_batch_rows']:.1f} rows/batch | ≥ 2.5×, lower p99 |")
