@@ -99,7 +99,7 @@ def _int_parameter(parameters: Any, key: str) -> int:
 def add_inference_servicer(servicer: "InferenceServicer", server: grpc.aio.Server) -> None:
     """Register GRPCInferenceService like the generated ``add_..._to_server``, built from the
     service descriptor, except that ModelInfer's serializer passes pre-encoded bytes through
-    (``server.v2_wire``)."""
+    (``server.v2_wire``) and the service is a generic handler only."""
     service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
     factories = {
         (False, False): grpc.unary_unary_rpc_method_handler,
@@ -119,8 +119,8 @@ def add_inference_servicer(servicer: "InferenceServicer", server: grpc.aio.Serve
             request_deserializer=request_class.FromString,
             response_serializer=serializer,
         )
+    # Generic only, not also registered: see app.GenericHandlersOnly.
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
-    server.add_registered_method_handlers(service.full_name, handlers)
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
