@@ -29,6 +29,7 @@ from benchmarks.loadgen.payload import NUMPY_DTYPES
 from benchmarks.naive_server import Model, RequestError, Servicer, load_repository
 from driftserve_api import grpc_service_pb2 as pb
 from driftserve_api import grpc_service_pb2_grpc as pb_grpc
+from server.app import GenericHandlersOnly
 
 
 def _canned(model: Model, rows: int) -> pb.ModelInferResponse:
@@ -103,7 +104,8 @@ class CeilingServicer(pb_grpc.GRPCInferenceServiceServicer):
 async def serve(repository: Path, port: int, yield_once: bool = False) -> None:
     server = grpc.aio.server()
     servicer = CeilingServicer(load_repository(repository), yield_once)
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    # Generic handlers only, as driftserve registers its services (see server.app.GenericHandlersOnly).
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, GenericHandlersOnly(server))
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
     if bound == 0:
         raise SystemExit(f"cannot bind 127.0.0.1:{port}")
