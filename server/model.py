@@ -65,6 +65,12 @@ class ModelVersion:
         self.max_batch_size = _resolve_max_batch_size(config, session)
         self.batched = self.max_batch_size > 0
         self.inputs = self._client_inputs(session)
+        # What validate() checks per input, computed once: (name, dtype, is BYTES, the exact
+        # per-row shape when it has no variable dimension, else None, the spec).
+        self._input_checks = [
+            (name, spec.dtype, spec.datatype == "BYTES", None if -1 in spec.dims else tuple(spec.dims), spec)
+            for name, spec in self.inputs.items()
+        ]
         self.outputs = _merge_declared(
             "output", _graph_specs(session.get_outputs(), self.batched), config.outputs, path
         )
@@ -125,7 +131,7 @@ class ModelVersion:
         BYTES inputs are turned into text in place: ONNX string tensors hold UTF-8 text, so
         bytes that are not UTF-8 are a client error here rather than a failed batch later.
         """
-        if len(inputs) != len(self.inputs) or any(name not in self.inputs for name in inputs):
+        if inputs.keys() != self.inputs.keys():
             missing = [n for n in self.inputs if n not in inputs]
             extra = [n for n in inputs if n not in self.inputs]
             parts = []
@@ -138,26 +144,27 @@ class ModelVersion:
                 f"expected exactly {list(self.inputs)}"
             )
         rows = -1
-        for name, spec in self.inputs.items():
+        batched = self.batched
+        for name, dtype, is_bytes, fixed_body, spec in self._input_checks:
             array = inputs[name]
-            if array.dtype != spec.dtype and not (spec.datatype == "BYTES" and array.dtype.kind in "OSU"):
+            if array.dtype != dtype and not (is_bytes and array.dtype.kind in "OSU"):
                 raise InvalidArgument(
                     f"input '{name}': datatype {_v2_name(array.dtype)} but model '{self.name}' "
                     f"expects {spec.datatype}"
                 )
-            if spec.datatype == "BYTES":
+            if is_bytes:
                 inputs[name] = array = _as_text(array, name)
             shape = array.shape
-            expected_ndim = len(spec.dims) + (1 if self.batched else 0)
-            body = shape[1:] if self.batched else shape
-            if len(shape) != expected_ndim or any(
-                d != -1 and d != s for d, s in zip(spec.dims, body)
+            body = shape[1:] if batched else shape
+            if (body != fixed_body or (batched and not shape)) if fixed_body is not None else (
+                len(shape) != len(spec.dims) + batched
+                or any(d != -1 and d != s for d, s in zip(spec.dims, body))
             ):
                 want = ([-1] if self.batched else []) + list(spec.dims)
                 raise InvalidArgument(
                     f"input '{name}': shape {list(shape)} does not match the model's {want}"
                 )
-            if self.batched:
+            if batched:
                 if shape[0] < 1:
                     raise InvalidArgument(f"input '{name}': batch dimension is {shape[0]}; need >= 1 row")
                 if shape[0] > self.max_batch_size:
