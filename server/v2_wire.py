@@ -76,17 +76,27 @@ class ResponseEncoder:
 
     def _layout(self, key: tuple[Any, ...], outputs: Iterable[tuple[str, np.ndarray]]) -> bytes:
         message = pb.ModelInferResponse()
-        for name, array in outputs:
-            tensor = message.outputs.add()
-            tensor.name = name
-            tensor.datatype = v2_datatype(array)  # raises INVALID_ARGUMENT for unsupported dtypes
-            tensor.shape.extend(array.shape)
+        describe_outputs(message, outputs)
         layout = message.SerializeToString()
         # Bounded: variable row counts create one entry per distinct shape.
         if len(self._layouts) >= _LAYOUT_CACHE_MAX:
             self._layouts.clear()
         self._layouts[key] = layout
         return layout
+
+
+def describe_outputs(message: pb.ModelInferResponse, outputs: Iterable[tuple[str, np.ndarray]]) -> None:
+    """Append one output tensor (name, datatype, shape) per array to ``message.outputs``.
+
+    Filled through ``add()`` and field assignment: about half the cost of nested keyword
+    constructors. Raises INVALID_ARGUMENT for a dtype with no V2 datatype.
+    """
+    tensors = message.outputs
+    for name, array in outputs:
+        tensor = tensors.add()
+        tensor.name = name
+        tensor.datatype = v2_datatype(array)
+        tensor.shape.extend(array.shape)
 
 
 def serialize_infer_response(response: bytes | pb.ModelInferResponse) -> bytes:
