@@ -30,6 +30,7 @@ from benchmarks.naive_server import Model, RequestError, Servicer, load_reposito
 from driftserve_api import grpc_service_pb2 as pb
 from driftserve_api import grpc_service_pb2_grpc as pb_grpc
 from server.app import GenericHandlersOnly
+from server.heap import freeze_startup_heap
 
 
 def _canned(model: Model, rows: int) -> pb.ModelInferResponse:
@@ -110,6 +111,7 @@ async def serve(repository: Path, port: int, yield_once: bool = False) -> None:
     if bound == 0:
         raise SystemExit(f"cannot bind 127.0.0.1:{port}")
     await server.start()
+    freeze_startup_heap()  # as driftserve does, so the ceiling stays an upper bound
     print(f"LISTENING {bound}", flush=True)
     await server.wait_for_termination()
 

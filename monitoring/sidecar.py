@@ -26,6 +26,7 @@ from monitoring.http_api import SidecarHttpServer
 from monitoring.monitor_service import MirrorServicer, MonitorServicer
 from monitoring.settings import SidecarSettings
 from monitoring.state import SidecarState
+from server.heap import freeze_startup_heap
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ async def create_sidecar(settings: SidecarSettings, registry: CollectorRegistry 
 async def serve(settings: SidecarSettings) -> int:
     """Run until SIGTERM or SIGINT, then shut down cleanly; returns the exit code."""
     running = await create_sidecar(settings)
+    freeze_startup_heap()
     # Same ready-line prefix as the server, so one supervisor (server.processes) reads both.
     print(f"DRIFTSERVE_READY role=sidecar address={running.address} grpc_port={running.port} "
           f"http_port={running.http_port}", flush=True)  # fmt: skip

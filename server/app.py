@@ -25,6 +25,7 @@ from server.dataplane import DataPlane
 from server.grpc_common import InferenceBoundary
 from server.grpc_native import PredictorServicer
 from server.grpc_v2 import InferenceServicer, add_inference_servicer
+from server.heap import freeze_startup_heap
 from server.metrics import ServerMetrics
 from server.repository import ModelRepository
 from server.settings import ServerSettings
@@ -142,6 +143,8 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
 async def serve(settings: ServerSettings) -> int:
     """Run until SIGTERM or SIGINT, then shut down gracefully; returns the exit code."""
     running = await create_server(settings)
+    frozen = freeze_startup_heap()
+    logger.debug("froze %d start-up objects out of the collector's reach", frozen)
     print(f"DRIFTSERVE_READY grpc_port={running.port} metrics_port={running.metrics_port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
