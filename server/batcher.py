@@ -3,9 +3,13 @@
 A request puts its rows and a future on the queue with its arrival time and deadline. The batcher
 waits for a free model instance, then closes a batch when it holds ``max_batch_size`` rows, when
 the rows waiting form a preferred batch size, or when the oldest request has waited
-``max_queue_delay_us`` — or at once when waiting has stopped paying (``adaptive_delay``: after a
-batch waited out the whole delay and still held a single request, batches close at once until a
-request arrives while others are queued or running; at low load waiting only adds latency).
+``max_queue_delay_us`` — or at once when waiting has stopped paying. ``adaptive_delay`` adds two
+rules. A batch closes as soon as every request that was recently in flight at once is here: the
+batcher remembers the peak of queued plus running requests over the last few batches, and N
+closed-loop clients that all wait on the previous batch cannot send more than N (so 8 clients get
+batches of 8 without waiting out a delay sized for 32). And after a batch waited out the whole
+delay and still held a single request, batches close at once until a request arrives while others
+are queued or running; at low load waiting only adds latency.
 A cheap batch with nothing else queued runs on the event loop itself (``inline_when_idle_us``),
 which saves the two thread hand-offs that dominate latency at low load. While one batch computes on a worker thread, the next one fills. Requests
 are never split; a request whose deadline passes in the queue fails with DEADLINE_EXCEEDED before
@@ -38,6 +42,9 @@ logger = logging.getLogger(__name__)
 
 Outputs = dict[str, np.ndarray]
 _EWMA_WEIGHT = 0.2
+# Batches over which the peak of in-flight requests is remembered: long enough that one batch
+# closed by its delay short of a client does not lower it, short enough to follow load that drops.
+_PEAK_WINDOW = 8
 
 
 @dataclass(eq=False, slots=True)
@@ -105,6 +112,12 @@ class Batcher:
         # Adaptive delay: cleared when a batch waited out the whole delay and still held one
         # request; set again as soon as a request arrives while others are queued or running.
         self._company_seen = True
+        # Adaptive delay: requests of running batches, the in-flight peak since the last batch
+        # closed, the peaks of recent batches, and their max (None until one batch has closed).
+        self._running_requests = 0
+        self._peak_inflight = 0
+        self._recent_peaks: deque[int] = deque(maxlen=_PEAK_WINDOW)
+        self._expected_inflight: int | None = None
         # Starts high so a model proves itself cheap (on worker threads) before running inline.
         self._compute_ewma_ns = float(self._inline_limit_ns)
         self._idle = asyncio.Event()
@@ -155,6 +168,9 @@ class Batcher:
         self._queues[level].append(item)
         self._pending_requests += 1
         self._pending_rows += rows
+        inflight = self._pending_requests + self._running_requests
+        if inflight > self._peak_inflight:
+            self._peak_inflight = inflight
         self._m_depth.set(self._pending_requests)
         if self._free_instances:
             # With every instance busy the batch loop sleeps until one frees (_complete wakes it);
@@ -251,8 +267,12 @@ class Batcher:
         oldest = self._oldest_arrival_ns()
         if oldest is None:
             return 0
-        if self._adaptive and not self._company_seen:
-            return 0  # the last full wait gathered nobody and no request has overlapped since
+        if self._adaptive:
+            if not self._company_seen:
+                return 0  # the last full wait gathered nobody and no request has overlapped since
+            expected = self._expected_inflight
+            if expected is not None and self._pending_requests + self._running_requests >= expected:
+                return 0  # everyone recently in flight is here: nobody else is coming soon
         return max(0, self._delay_ns - (time.perf_counter_ns() - oldest))
 
     def _take_batch(self) -> list[_Pending]:
@@ -294,6 +314,10 @@ class Batcher:
             self._m_depth.set(self._pending_requests)  # once per batch, not per request
             if not batch:
                 continue
+            self._running_requests += len(batch)
+            self._recent_peaks.append(self._peak_inflight)
+            self._expected_inflight = max(self._recent_peaks)
+            self._peak_inflight = self._pending_requests + self._running_requests
             instance = self._free_instances.pop()
             self._running += 1
             dispatched_ns = time.perf_counter_ns()
@@ -370,6 +394,7 @@ class Batcher:
     def _complete(self, outcome: _BatchTimings | BaseException, batch: list[_Pending], instance: int) -> None:
         self._free_instances.append(instance)
         self._running -= 1
+        self._running_requests -= len(batch)
         self._wakeup.set()
         rows = sum(item.rows for item in batch)
         error = outcome if isinstance(outcome, BaseException) else None

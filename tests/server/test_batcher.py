@@ -269,3 +269,37 @@ def test_adaptive_delay_skips_waiting_when_no_other_request_is_coming() -> None:
         await batcher.close()
 
     run(body)
+
+
+def test_adaptive_delay_closes_when_every_recent_client_is_queued() -> None:
+    async def body() -> None:
+        model = RecordingModel(max_batch_size=64)
+        delay_ns = 300_000_000
+        batcher, stats, _ = make(model, max_queue_delay_us=delay_ns // 1000, adaptive_delay=True)
+
+        async def cycles(clients: int, n: int) -> None:
+            """Closed loop: each client sends its next request once its last one returned."""
+
+            async def client(c: int) -> None:
+                for i in range(n):
+                    await batcher.submit({"x": rows(100 * c + i)}, 1)
+
+            await asyncio.gather(*(client(c) for c in range(clients)))
+
+        # No history yet: the first batch of 4 waits out the delay; then 4 are known to be in flight.
+        await cycles(4, 1)
+        assert model.batches[0] == [0, 100, 200, 300] and stats.queue.ns >= 4 * delay_ns
+        waited = stats.queue.ns
+        await cycles(4, 6)
+        assert [len(b) for b in model.batches[1:]] == [4] * 6, "every batch holds all four clients"
+        assert stats.queue.ns - waited < 6 * 4 * delay_ns // 10, "and closes without waiting out the delay"
+        # Load drops to 2 clients: a window's worth of batches waits for the missing two, then no more.
+        await cycles(2, 12)
+        last = model.batches[-3:]
+        assert [len(b) for b in last] == [2, 2, 2]
+        before = stats.queue.ns
+        await cycles(2, 3)
+        assert stats.queue.ns - before < 3 * 2 * delay_ns // 10, "the peak follows the load down"
+        await batcher.close()
+
+    asyncio.run(asyncio.wait_for(body(), 30))
