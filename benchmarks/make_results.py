@@ -130,6 +130,14 @@ def headlines() -> list[str]:
                         f"{ratio:.2f}×; {d['1']['p50_ms']:.2f} vs {n['1']['p50_ms']:.2f} ms"
                         + (f" (transport ceiling {ceiling['throughput_rps']:.0f} req/s)" if ceiling else "")
                         + " | ≥ 2× (MLP); lower p50 |")
+    tuned = pa.get("throughput_config") if pa else None
+    if tuned:
+        model = tuned["model"]
+        t = pa["versus_naive"][model]["driftserve_throughput_config"]["32"]
+        delay = tuned["batching"]["max_queue_delay_us"]
+        rows.append(f"| {model}, throughput config (max_queue_delay_us={delay}) vs naive (perf_analyzer): "
+                    f"throughput at 32 clients | {tuned['ratio_median']['32']:.2f}×; {t['throughput_rps']:.0f} req/s, "
+                    f"p99 {t['p99_ms']:.1f} ms | ≥ 2× (MLP) |")
     batching = _load("batching.json")
     if batching:
         med, best = batching["median"], batching["best"]

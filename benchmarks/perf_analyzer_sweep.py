@@ -4,7 +4,10 @@ Shows that an unchanged Triton tool runs against driftserve with zero errors, an
 server's throughput and p50/p99 at concurrency 1 and 32 with a C++ client that costs little CPU.
 Then driftserve, the naive baseline and the transport ceiling (``benchmarks.grpc_ceiling``: bare
 grpc.aio, canned replies, no model) side by side at 1 and 32 clients: several rounds, the order
-reversed every other round, medians and the median of the per-round ratios.
+reversed every other round, medians and the median of the per-round ratios. The MLP is measured
+twice on the driftserve side: with the example's latency-first config (a 500 µs delay, which keeps
+open-loop latency low) and with a throughput config (``THROUGHPUT_BATCHING``, the setting
+``benchmarks.batching_bench`` finds best at 32 clients on two cores), as an operator would tune it.
 Writes ``benchmarks/results/perf_analyzer.{json,md}``.
 
     python -m benchmarks.perf_analyzer_sweep --model-repository examples/repository
@@ -14,10 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
 from pathlib import Path
+
+import yaml
 
 from benchmarks.loadgen.launch import start_driftserve, start_grpc_ceiling, start_naive
 from benchmarks.loadgen.report import machine
@@ -29,6 +35,22 @@ MODELS = ("breast_cancer_lr", "breast_cancer_mlp")
 LEVELS = (1, 2, 4, 8, 32)
 VERSUS_LEVELS = (1, 32)
 CEILING = "grpc_ceiling"
+THROUGHPUT = "driftserve_throughput_config"
+THROUGHPUT_MODEL = "breast_cancer_mlp"
+# A long delay: the adaptive rule closes each batch once every client in flight is queued, so
+# closed-loop clients get whole batches at any concurrency; only open-loop latency pays the delay.
+THROUGHPUT_BATCHING = {"enabled": True, "max_queue_delay_us": 8000, "max_queue_size": 1024}
+
+
+def throughput_repository(source: Path, dest: Path) -> Path:
+    """A repository holding only the MLP, with ``THROUGHPUT_BATCHING`` instead of its own batching."""
+    shutil.copytree(source / THROUGHPUT_MODEL, dest / THROUGHPUT_MODEL)
+    config_path = dest / THROUGHPUT_MODEL / "config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["batching"] = dict(THROUGHPUT_BATCHING)
+    config.pop("drift", None)  # no sidecar here; keep the copy free of paths into the source
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return dest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         server = start_driftserve(args.model_repository, Path(tmp))
         naive = start_naive(args.model_repository, Path(tmp))
         ceiling = start_grpc_ceiling(args.model_repository, Path(tmp))
+        tuned = start_driftserve(throughput_repository(args.model_repository, Path(tmp) / "throughput"),
+                                 Path(tmp), label=THROUGHPUT)
         try:
-            for process in (server, naive, ceiling):
+            for process in (server, naive, ceiling, tuned):
                 process.wait_ready()
             for model in MODELS:
                 for level in LEVELS:
@@ -59,13 +83,15 @@ def main(argv: list[str] | None = None) -> int:
             for round_index in range(args.versus_rounds):
                 for model in MODELS:
                     for level in VERSUS_LEVELS:
-                        for label, target, extra in round_order(contenders, round_index):
+                        here = contenders + ([(THROUGHPUT, tuned.target, None)] if model == THROUGHPUT_MODEL else [])
+                        for label, target, extra in round_order(here, round_index):
                             runs.setdefault(model, {}).setdefault(label, {}).setdefault(level, []).append(
                                 run_perf_analyzer(target, model, level, args.window_ms, extra_args=extra))
         finally:
             server.stop()
             naive.stop()
             ceiling.stop()
+            tuned.stop()
     versus = {model: {label: {level: median_run(rs) for level, rs in by_level.items()}
                       for label, by_level in by_label.items()}
               for model, by_label in runs.items()}
@@ -73,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     ratio_rounds = {model: {level: throughput_ratios(by_label["driftserve"][level], by_label["naive"][level])
                             for level in VERSUS_LEVELS}
                     for model, by_label in runs.items()}
+    throughput_rounds = {level: throughput_ratios(runs[THROUGHPUT_MODEL][THROUGHPUT][level],
+                                                  runs[THROUGHPUT_MODEL]["naive"][level])
+                         for level in VERSUS_LEVELS}
     info = machine()
     command = "python -m benchmarks.perf_analyzer_sweep " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [
@@ -106,11 +135,22 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| {model} | {level} | {d['throughput_rps']:.0f} | {n['throughput_rps']:.0f} | "
                          f"{ratio:.2f}× | {c['throughput_rps']:.0f} | {d['p50_ms']:.2f} / {d['p99_ms']:.2f} | "
                          f"{n['p50_ms']:.2f} / {n['p99_ms']:.2f} | {c['p50_ms']:.2f} / {c['p99_ms']:.2f} |")
-    lines.append("")
+            if THROUGHPUT in by_label:
+                t = by_label[THROUGHPUT][level]
+                lines.append(f"| {model}, throughput config | {level} | {t['throughput_rps']:.0f} | "
+                             f"{n['throughput_rps']:.0f} | {statistics.median(throughput_rounds[level]):.2f}× | "
+                             f"{c['throughput_rps']:.0f} | {t['p50_ms']:.2f} / {t['p99_ms']:.2f} | "
+                             f"{n['p50_ms']:.2f} / {n['p99_ms']:.2f} | {c['p50_ms']:.2f} / {c['p99_ms']:.2f} |")
+    batching_text = ", ".join(f"{k}: {v}" for k, v in THROUGHPUT_BATCHING.items() if k != "enabled")
+    lines += ["", f"Throughput config: `batching: {{{batching_text}}}` in the MLP's `config.yaml` "
+              "(the example ships `max_queue_delay_us: 500, preferred_batch_sizes: [32, 64]`).", ""]
     (args.out / "perf_analyzer.json").write_text(json.dumps(
         {"command": command, "machine": info, "results": results, "versus_naive": versus,
          "versus_runs": runs, "versus_ratio_rounds": ratio_rounds,
-         "versus_ratio_median": {m: {lv: statistics.median(r) for lv, r in by.items()} for m, by in ratio_rounds.items()}},
+         "versus_ratio_median": {m: {lv: statistics.median(r) for lv, r in by.items()} for m, by in ratio_rounds.items()},
+         "throughput_config": {"model": THROUGHPUT_MODEL, "batching": THROUGHPUT_BATCHING,
+                               "ratio_rounds": throughput_rounds,
+                               "ratio_median": {lv: statistics.median(r) for lv, r in throughput_rounds.items()}}},
         indent=2))
     (args.out / "perf_analyzer.md").write_text("\n".join(lines))
     print("\n".join(lines))
