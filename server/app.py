@@ -17,7 +17,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector, start_http_server
 
 from driftserve_api import driftserve_pb2, driftserve_pb2_grpc, grpc_service_pb2
 from driftserve_api._pool import reflection_pool
@@ -142,7 +142,12 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
 
 async def serve(settings: ServerSettings) -> int:
     """Run until SIGTERM or SIGINT, then shut down gracefully; returns the exit code."""
-    running = await create_server(settings)
+    # A process of its own: its CPU, memory, file descriptors and collector activity
+    # (process_*, python_gc_*, python_info), as operators expect from any Prometheus target.
+    registry = CollectorRegistry()
+    for collector in (ProcessCollector, GCCollector, PlatformCollector):
+        collector(registry=registry)
+    running = await create_server(settings, registry)
     frozen = freeze_startup_heap()
     logger.debug("froze %d start-up objects out of the collector's reach", frozen)
     print(f"DRIFTSERVE_READY grpc_port={running.port} metrics_port={running.metrics_port}", flush=True)

@@ -173,3 +173,6 @@ def test_prometheus_metrics(server: ServerProcess, holdout: np.ndarray) -> None:
     assert ("driftserve_server_inflight_requests", ()) in samples
     assert server.metric("driftserve_server_model_state", model="breast_cancer_mlp", version="1", state="READY") == 1.0
     assert server.metric("driftserve_batcher_batch_size_rows_count", model="breast_cancer_mlp") >= 1
+    # The process as a Prometheus target: CPU, memory and the garbage collector's work.
+    assert server.metric("process_cpu_seconds_total") > 0 and server.metric("process_resident_memory_bytes") > 0
+    assert server.metric("python_gc_collections_total", generation="0") >= 1
