@@ -172,9 +172,11 @@ class Batcher:
         if inflight > self._peak_inflight:
             self._peak_inflight = inflight
         self._m_depth.set(self._pending_requests)
-        if self._free_instances:
-            # With every instance busy the batch loop sleeps until one frees (_complete wakes it);
-            # waking it for each arrival would only send it back to sleep.
+        if self._free_instances and (self._pending_requests == 1 or self._closes_now()):
+            # The batch loop needs waking only when this request starts a batch (to arm the
+            # delay timer, which later arrivals cannot move) or makes it close now. With every
+            # instance busy it sleeps until one frees (_complete wakes it). Waking it for every
+            # other arrival would only send it back to sleep.
             self._wakeup.set()
         try:
             return await future
@@ -260,19 +262,25 @@ class Batcher:
                 oldest = queue[0].arrival_ns
         return oldest
 
+    def _closes_now(self) -> bool:
+        """Whether the queue as it stands closes a batch, whatever the time."""
+        if not self._enabled or self._pending_rows >= self._max_rows or self._pending_rows in self._preferred:
+            return True
+        if self._adaptive:
+            if not self._company_seen:
+                return True  # the last full wait gathered nobody and no request has overlapped since
+            expected = self._expected_inflight
+            # Everyone recently in flight is here: nobody else is coming soon.
+            return expected is not None and self._pending_requests + self._running_requests >= expected
+        return False
+
     def _wait_ns(self) -> int:
         """How long until a batch should close (0: now)."""
-        if not self._enabled or self._pending_rows >= self._max_rows or self._pending_rows in self._preferred:
+        if self._closes_now():
             return 0
         oldest = self._oldest_arrival_ns()
         if oldest is None:
             return 0
-        if self._adaptive:
-            if not self._company_seen:
-                return 0  # the last full wait gathered nobody and no request has overlapped since
-            expected = self._expected_inflight
-            if expected is not None and self._pending_requests + self._running_requests >= expected:
-                return 0  # everyone recently in flight is here: nobody else is coming soon
         return max(0, self._delay_ns - (time.perf_counter_ns() - oldest))
 
     def _take_batch(self) -> list[_Pending]:
