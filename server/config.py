@@ -119,8 +119,8 @@ class BatchingConfig(StrictModel):
     priority_levels: int = Field(0, ge=0, le=16, description="Number of priority levels (0 = one FIFO queue).")
     default_priority_level: int = Field(0, ge=0, description="Level of requests with priority 0 (0 = the lowest level).")
     adaptive_delay: bool = Field(
-        True, description="Close a batch as soon as as many requests wait or run as were recently in flight at "
-        "once, and stop waiting out the delay after a wait gathered no other request, until requests overlap again.",
+        True, description="Close a batch once queued plus running requests reach the recent peak in flight, "
+        "and stop waiting out the delay after a wait gathered no other request, until requests overlap again.",
     )
     inline_when_idle_us: int = Field(
         DEFAULT_INLINE_WHEN_IDLE_US, ge=0,
