@@ -53,6 +53,14 @@ def throughput_repository(source: Path, dest: Path) -> Path:
     return dest
 
 
+def _versus_row(label: str, level: int, d: dict[str, float], n: dict[str, float], c: dict[str, float],
+                ratio: float) -> str:
+    """One row of the side-by-side table: a driftserve config, the naive server and the ceiling."""
+    return (f"| {label} | {level} | {d['throughput_rps']:.0f} | {n['throughput_rps']:.0f} | {ratio:.2f}× | "
+            f"{c['throughput_rps']:.0f} | {d['p50_ms']:.2f} / {d['p99_ms']:.2f} | "
+            f"{n['p50_ms']:.2f} / {n['p99_ms']:.2f} | {c['p50_ms']:.2f} / {c['p99_ms']:.2f} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-repository", type=Path, default=ROOT / "examples" / "repository")
@@ -130,17 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for model, by_label in versus.items():
         for level in VERSUS_LEVELS:
-            d, n, c = by_label["driftserve"][level], by_label["naive"][level], by_label[CEILING][level]
-            ratio = statistics.median(ratio_rounds[model][level])
-            lines.append(f"| {model} | {level} | {d['throughput_rps']:.0f} | {n['throughput_rps']:.0f} | "
-                         f"{ratio:.2f}× | {c['throughput_rps']:.0f} | {d['p50_ms']:.2f} / {d['p99_ms']:.2f} | "
-                         f"{n['p50_ms']:.2f} / {n['p99_ms']:.2f} | {c['p50_ms']:.2f} / {c['p99_ms']:.2f} |")
+            n, c = by_label["naive"][level], by_label[CEILING][level]
+            lines.append(_versus_row(model, level, by_label["driftserve"][level], n, c,
+                                     statistics.median(ratio_rounds[model][level])))
             if THROUGHPUT in by_label:
-                t = by_label[THROUGHPUT][level]
-                lines.append(f"| {model}, throughput config | {level} | {t['throughput_rps']:.0f} | "
-                             f"{n['throughput_rps']:.0f} | {statistics.median(throughput_rounds[level]):.2f}× | "
-                             f"{c['throughput_rps']:.0f} | {t['p50_ms']:.2f} / {t['p99_ms']:.2f} | "
-                             f"{n['p50_ms']:.2f} / {n['p99_ms']:.2f} | {c['p50_ms']:.2f} / {c['p99_ms']:.2f} |")
+                lines.append(_versus_row(f"{model}, throughput config", level, by_label[THROUGHPUT][level], n, c,
+                                         statistics.median(throughput_rounds[level])))
     batching_text = ", ".join(f"{k}: {v}" for k, v in THROUGHPUT_BATCHING.items() if k != "enabled")
     lines += ["", f"Throughput config: `batching: {{{batching_text}}}` in the MLP's `config.yaml` "
               "(the example ships `max_queue_delay_us: 500, preferred_batch_sizes: [32, 64]`).", ""]
