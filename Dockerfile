@@ -10,7 +10,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./
-COPY driftserve_api ./driftserve_api
+COPY driftserve.api ./driftserve.api
 COPY server ./server
 COPY monitoring ./monitoring
 COPY benchmarks ./benchmarks

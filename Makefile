@@ -23,10 +23,10 @@ $(REPO)/.built: examples/*.py
 	touch $@
 
 run: repository
-	$(PY) -m server.cli run --model-repository $(REPO)
+	$(PY) -m driftserve run --model-repository $(REPO)
 
 serve: repository
-	$(PY) -m server.cli serve --model-repository $(REPO)
+	$(PY) -m driftserve serve --model-repository $(REPO)
 
 test: setup
 	$(PY) -m pytest -p no:cacheprovider

@@ -24,8 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.loadgen.launch import start_driftserve, start_grpc_ceiling
-from benchmarks.loadgen.report import machine
+from benchmarks.common import start_driftserve, start_grpc_ceiling
+from driftserve.core.machine import machine_text
 from benchmarks.perf_analyzer_runner import batch_counts, median_run, round_order, run_perf_analyzer, throughput_ratios
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,11 +38,6 @@ PREFERRED = {"mlp_delay8000_pref32": (8000, [32])}
 CEILING = "grpc_ceiling"
 CEILING_YIELD = "grpc_ceiling_yield"
 CEILINGS = (CEILING, CEILING_YIELD)
-
-
-def machine_text() -> str:
-    info = machine()
-    return f"{info['nproc']} cores, {info['cpu']}"
 
 
 def make_repository(source: Path, dest: Path, max_batch: int) -> list[str]:

@@ -14,7 +14,6 @@ import datetime as dt
 import json
 import logging
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -22,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from monitoring.drift.config import DriftConfig
-from monitoring.drift.detector import ModelDriftMonitor
-from monitoring.drift.profile import build_profile
+from driftserve.core.drift_config import DriftConfig
+from driftserve.core.machine import machine
+from driftserve.sidecar.drift.detector import ModelDriftMonitor
+from driftserve.sidecar.drift.profile import build_profile
 
 logger = logging.getLogger(__name__)
 
@@ -89,18 +89,6 @@ def _numpy_baseline(profile_edges: list[np.ndarray], pool: np.ndarray, batch: in
     return cpu
 
 
-def _machine() -> dict[str, object]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "cpu_model": model, "python": platform.python_version()}
-
-
 def run(batches: tuple[int, ...], rows_per_round: int, rounds: int, memory_rows: int) -> dict[str, object]:
     """Run the benchmark; returns the JSON-ready results."""
     if hasattr(os, "sched_setaffinity"):
@@ -152,7 +140,7 @@ def run(batches: tuple[int, ...], rows_per_round: int, rounds: int, memory_rows:
     rss_after = proc.memory_info().rss
     return {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": _machine(),
+        "machine": machine(),
         "features": N_FEATURES,
         "fine_bins": 1000,
         "panes": cfg.window.panes,

@@ -10,7 +10,7 @@ Steps (each writes JSON + a Markdown section under ``benchmarks/results/``):
 4. ``workers_bench`` — ``--workers`` 1 vs 2 on this machine;
 5. micro-benchmarks (pytest-benchmark): codec, batcher, preprocessing kernels, drift update;
 6. ``drift_ingest`` — detector update rows/s and memory over 10 M rows;
-7. ``monitoring.loadtest`` — sidecar ingest through the real Mirror/Publish path, RSS soak.
+7. ``benchmarks.sidecar_loadtest`` — sidecar ingest through the real Mirror/Publish path, RSS soak.
 
 ``--only-assemble`` rebuilds RESULTS.md from what is in ``benchmarks/results/``; sections measured
 elsewhere (``workers_16core.md``, from a 16-core machine) are included when present.
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.loadgen.report import machine
+from driftserve.core.machine import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -45,7 +45,7 @@ def steps(repo: Path) -> list[tuple[str, list[str]]]:
         ("micro", ["-m", "pytest", "benchmarks/micro", "--benchmark-only", "-p", "no:cacheprovider", "-q",
                    "--benchmark-json", str(RESULTS / "micro.json")]),
         ("drift_ingest", ["-m", "benchmarks.drift_ingest", "--out", str(RESULTS / "drift_ingest.json")]),
-        ("sidecar", ["-m", "monitoring.loadtest", "run", "--batch-sizes", "64", "512", "2048", "--duration-s", "5",
+        ("sidecar", ["-m", "benchmarks.sidecar_loadtest", "run", "--batch-sizes", "64", "512", "2048", "--duration-s", "5",
                      "--rounds", "3", "--soak-s", "60", "--out", str(RESULTS / "sidecar.json")]),
     ]
 
@@ -87,7 +87,7 @@ def sidecar_markdown(path: Path) -> str:
     for row in d["throughput"]:
         by_size.setdefault(row["rows_per_batch"], []).append(row)
     lines = ["### Sidecar ingest through the real `Mirror/Publish` path (publisher in another process)", "",
-             "`python -m monitoring.loadtest run --batch-sizes 64 512 2048` — 30 features; medians over rounds.", "",
+             "`python -m benchmarks.sidecar_loadtest run --batch-sizes 64 512 2048` — 30 features; medians over rounds.", "",
              "| rows per MirrorBatch | ingested rows/s | rows per sidecar CPU-second |", "|---:|---:|---:|"]
 
     def median(values: list[float]) -> float:

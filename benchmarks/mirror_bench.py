@@ -27,11 +27,11 @@ from pathlib import Path
 import grpc
 import yaml
 
-from benchmarks.loadgen.launch import start_driftserve, start_sidecar
-from benchmarks.loadgen.report import machine
+from benchmarks.common import start_driftserve, start_sidecar
+from driftserve.bench.report import machine
 from benchmarks.perf_analyzer_runner import median_run, round_order, run_perf_analyzer, throughput_ratios
-from driftserve_api import grpc_service_pb2 as pb
-from driftserve_api import grpc_service_pb2_grpc as pb_grpc
+from driftserve.api import grpc_service_pb2 as pb
+from driftserve.api import grpc_service_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

@@ -28,8 +28,8 @@ import grpc
 import numpy as np
 import onnxruntime as ort
 
-from benchmarks.loadgen.payload import NUMPY_DTYPES
-from driftserve_api import (driftserve_pb2, driftserve_pb2_grpc, grpc_service_pb2,
+from driftserve.bench.payload import NUMPY_DTYPES
+from driftserve.api import (driftserve_pb2, driftserve_pb2_grpc, grpc_service_pb2,
                             grpc_service_pb2_grpc, model_config_pb2)
 
 logger = logging.getLogger(__name__)

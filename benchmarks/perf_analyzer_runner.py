@@ -15,8 +15,8 @@ from typing import Sequence, TypeVar
 
 import grpc
 
-from driftserve_api import grpc_service_pb2 as pb
-from driftserve_api import grpc_service_pb2_grpc as pb_grpc
+from driftserve.api import grpc_service_pb2 as pb
+from driftserve.api import grpc_service_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.loadgen.launch import start_driftserve, start_grpc_ceiling, start_naive
-from benchmarks.loadgen.report import machine
+from benchmarks.common import start_driftserve, start_grpc_ceiling, start_naive
+from driftserve.bench.report import machine
 from benchmarks.perf_analyzer_runner import median_run, round_order, run_perf_analyzer, throughput_ratios
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.loadgen.launch import ServerProcess, start_driftserve, start_naive
-from benchmarks.loadgen.payload import build_arrays, serialize_requests
-from benchmarks.loadgen.report import machine, plot_latency, write_json
-from benchmarks.loadgen.runner import LoadSpec, RunResult, run_load
-from benchmarks.loadgen.server_info import fetch_input_specs
-from benchmarks.loadgen.slo import parse_slo
-from benchmarks.loadgen.sweep import find_max_rate, sweep
-from benchmarks.loadgen.summary import summary_markdown
+from benchmarks.common import ServerProcess, start_driftserve, start_naive
+from driftserve.bench.payload import build_arrays, serialize_requests
+from driftserve.bench.report import machine, plot_latency, write_json
+from driftserve.bench.runner import LoadSpec, RunResult, run_load
+from driftserve.bench.server_info import fetch_input_specs
+from driftserve.bench.slo import parse_slo
+from driftserve.bench.sweep import find_max_rate, sweep
+from driftserve.bench.summary import summary_markdown
 
 logger = logging.getLogger(__name__)
 
@@ -117,9 +117,9 @@ def main(argv: list[str] | None = None) -> int:
                      "(build it: python -m examples.build_repository --out DIR)")
     candidate = args.candidate
     if candidate == "auto":
-        candidate = "driftserve" if importlib.util.find_spec("server.cli") else "naive"
+        candidate = "driftserve" if importlib.util.find_spec("driftserve.cli") else "naive"
         if candidate == "naive":
-            logger.warning("server.cli not importable: the naive server plays both roles")
+            logger.warning("driftserve.cli not importable: the naive server plays both roles")
     plan = _plan(args)
     args.out.mkdir(parents=True, exist_ok=True)
     logs = Path(tempfile.mkdtemp(prefix="driftserve-bench-logs-"))

@@ -16,8 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.loadgen.launch import start_driftserve
-from benchmarks.loadgen.report import machine
+from benchmarks.common import start_driftserve
+from driftserve.bench.report import machine
 from benchmarks.perf_analyzer_runner import median_run, run_perf_analyzer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ Two models with the same preprocessing and classifier, one per backend::
 
 Clients send the 31 raw columns (the 30 measurements plus ``size_class``, an integer code 0..3
 derived from ``mean_area``); ``model.onnx`` itself takes the transformed columns. Statistics
-are fitted on the training rows with :func:`server.preprocessing.fit_spec`. The ``mean_*``
+are fitted on the training rows with :func:`driftserve.core.preprocessing.fit_spec`. The ``mean_*``
 features impute missing values, the others refuse them; ``size_class`` is one-hot encoded with
 an unknown slot and ``mean_concavity`` is also bucketized by quartiles.
 """
@@ -37,7 +37,7 @@ from sklearn.model_selection import train_test_split
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType, Int64TensorType
 
-from server.preprocessing import (
+from driftserve.core.preprocessing import (
     NumpyPreprocessor,
     PreprocessingSpec,
     compile_preprocessor,

@@ -237,7 +237,7 @@ def _build_model(model_dir: Path, spec: _ModelSpec, split: _Split) -> None:
 
 def _write_reference_profile(model_dir: Path, version: int) -> None:
     """The drift reference: the training rows and the served version's outputs on them."""
-    from monitoring.drift.profile import profile_command
+    from driftserve.sidecar.drift.profile import profile_command
 
     tmp = model_dir / "data" / f".{PROFILE_FILENAME}.tmp-{os.getpid()}"
     try:

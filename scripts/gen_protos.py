@@ -1,4 +1,4 @@
-"""Regenerate driftserve_api/ from protos/ (one command: ``python scripts/gen_protos.py``).
+"""Regenerate driftserve/api/ from protos/ (one command: ``python scripts/gen_protos.py``).
 
 The generated modules are committed; ``tests/test_protos_current.py`` fails when they are stale.
 """
@@ -12,12 +12,13 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
-PACKAGE = "driftserve_api"
+PACKAGE = "driftserve.api"
+PACKAGE_DIR = Path(*PACKAGE.split("."))
 
 
 def generate(out_dir: Path) -> list[Path]:
-    """Compile every .proto under protos/driftserve_api into ``out_dir`` and return the files."""
-    sources = sorted((PROTO_ROOT / PACKAGE).glob("*.proto"))
+    """Compile every .proto under protos/driftserve/api into ``out_dir`` and return the files."""
+    sources = sorted((PROTO_ROOT / PACKAGE_DIR).glob("*.proto"))
     include = str(Path(protoc.__file__).parent / "_proto")
     args = [
         "protoc",
@@ -30,13 +31,13 @@ def generate(out_dir: Path) -> list[Path]:
     ]
     if protoc.main(args) != 0:
         raise RuntimeError(f"protoc failed: {' '.join(args)}")
-    for module in (out_dir / PACKAGE).glob("*_pb2.py"):
+    for module in (out_dir / PACKAGE_DIR).glob("*_pb2.py"):
         _use_private_pool(module)
-    return sorted((out_dir / PACKAGE).glob("*_pb2*.py*"))
+    return sorted((out_dir / PACKAGE_DIR).glob("*_pb2*.py*"))
 
 
 def _use_private_pool(module: Path) -> None:
-    """Register descriptors in driftserve_api._pool.POOL instead of protobuf's default pool."""
+    """Register descriptors in driftserve.api._pool.POOL instead of protobuf's default pool."""
     text = module.read_text()
     default = "_descriptor_pool.Default().AddSerializedFile("
     if default not in text:
@@ -49,7 +50,7 @@ def _use_private_pool(module: Path) -> None:
 
 def main() -> int:
     generated = generate(ROOT)
-    init = ROOT / PACKAGE / "__init__.py"
+    init = ROOT / PACKAGE_DIR / "__init__.py"
     if not init.exists():
         init.write_text('"""Generated protobuf and gRPC code shared by the server and the sidecar."""\n')
     print("\n".join(str(p.relative_to(ROOT)) for p in generated))

@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 import yaml
 
-from server.config import load_model_config
+from driftserve.core.config import load_model_config
 
 from examples.build_repository import build_repository, load_split
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from examples.build_preprocessed import MODEL_NAMES, build_preprocessed_models
-from server.preprocessing import PreparedModel, PreprocessingError, parse_spec, prepare_model
+from driftserve.core.preprocessing import PreparedModel, PreprocessingError, parse_spec, prepare_model
 
 CONFIG_KEYS = {"platform", "max_batch_size", "version_policy", "instances", "runtime", "batching", "preprocessing"}
 

@@ -1,4 +1,4 @@
-"""The committed generated code in driftserve_api/ is what protos/ compiles to today."""
+"""The committed generated code in driftserve/api/ is what protos/ compiles to today."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
     assert generated, "no generated files"
     stale = [
         p.name for p in generated
-        if p.read_bytes() != (ROOT / "driftserve_api" / p.name).read_bytes()
+        if p.read_bytes() != (ROOT / "driftserve" / "api" / p.name).read_bytes()
     ]
-    assert not stale, f"driftserve_api/ is stale for {stale}: run `python scripts/gen_protos.py`"
-    committed = {p.name for p in (ROOT / "driftserve_api").glob("*_pb2*.py*")}
+    assert not stale, f"driftserve/api/ is stale for {stale}: run `python scripts/gen_protos.py`"
+    committed = {p.name for p in (ROOT / "driftserve" / "api").glob("*_pb2*.py*")}
     assert committed == {p.name for p in generated}

@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from driftserve_api import grpc_service_pb2 as pb
-from server.batcher import Batcher
-from server.config import BatchingConfig
-from server.grpc_v2 import decode_request, encode_response
-from server.dataplane import InferenceResponse
-from server.metrics import ServerMetrics
-from server.statistics import ModelStatistics
-from server.tensors import decode_raw, encode_raw
-from server.v2_wire import ResponseEncoder
+from driftserve.api import grpc_service_pb2 as pb
+from driftserve.server.batcher import Batcher
+from driftserve.core.config import BatchingConfig
+from driftserve.server.grpc_v2 import decode_request, encode_response
+from driftserve.server.dataplane import InferenceResponse
+from driftserve.server.metrics import ServerMetrics
+from driftserve.server.statistics import ModelStatistics
+from driftserve.core.tensors import decode_raw, encode_raw
+from driftserve.server.v2_wire import ResponseEncoder
 
 
 @pytest.mark.parametrize("rows", [1, 32, 1024])

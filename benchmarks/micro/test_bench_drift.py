@@ -10,10 +10,10 @@ import itertools
 import numpy as np
 import pytest
 
-from monitoring.drift.config import DriftConfig
-from monitoring.drift.detector import ModelDriftMonitor
-from monitoring.drift.kernels import BinLayout, CountArrays, accumulate
-from monitoring.drift.profile import ReferenceProfile, build_profile
+from driftserve.core.drift_config import DriftConfig
+from driftserve.sidecar.drift.detector import ModelDriftMonitor
+from driftserve.sidecar.drift.kernels import BinLayout, CountArrays, accumulate
+from driftserve.sidecar.drift.profile import ReferenceProfile, build_profile
 
 N_FEATURES = 30
 

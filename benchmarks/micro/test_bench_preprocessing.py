@@ -26,7 +26,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from server.preprocessing import NumpyPreprocessor, PreprocessingSpec, compile_preprocessor, fuse_into_model, parse_spec
+from driftserve.core.preprocessing import NumpyPreprocessor, PreprocessingSpec, compile_preprocessor, fuse_into_model, parse_spec
 
 N_FEATURES = 30
 BATCHES = (1, 32, 1024)

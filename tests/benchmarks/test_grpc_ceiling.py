@@ -8,9 +8,9 @@ import grpc
 import numpy as np
 import pytest
 
-from benchmarks.loadgen.launch import start_grpc_ceiling
-from driftserve_api import grpc_service_pb2 as pb
-from driftserve_api import grpc_service_pb2_grpc as pb_grpc
+from benchmarks.common import start_grpc_ceiling
+from driftserve.api import grpc_service_pb2 as pb
+from driftserve.api import grpc_service_pb2_grpc as pb_grpc
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["plain", "yield-once"])

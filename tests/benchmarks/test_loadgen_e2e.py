@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from benchmarks import cli
-from benchmarks.loadgen.payload import TensorSpec, build_arrays, serialize_requests
-from benchmarks.loadgen.runner import LoadError, LoadSpec, run_load
-from benchmarks.loadgen.server_info import TargetError, check_target, fetch_input_specs
+from driftserve import cli
+from driftserve.bench.defaults import EXIT_OK, EXIT_SLO_VIOLATED, EXIT_USAGE
+from driftserve.bench.payload import TensorSpec, build_arrays, serialize_requests
+from driftserve.bench.runner import LoadError, LoadSpec, run_load
+from driftserve.bench.server_info import TargetError, check_target, fetch_input_specs
 
 SPEC = [TensorSpec("input", "FP32", (-1, 30))]
 
@@ -93,7 +94,7 @@ def test_slo_violation_on_a_slow_server_exits_1(start_naive_server, tmp_path: Pa
     out = tmp_path / "out.json"
     code = cli.main(_bench(server.target, "--concurrency", "2", "--slo", "p99<10ms",
                            "--json", str(out)))
-    assert code == cli.EXIT_SLO_VIOLATED
+    assert code == EXIT_SLO_VIOLATED
     report = json.loads(out.read_text())
     (verdict,) = report["verdicts"]
     assert verdict["passed"] is False
@@ -110,7 +111,7 @@ def test_slo_met_exits_0_and_writes_outputs(start_naive_server, tmp_path: Path) 
     code = cli.main(_bench(server.target, "--slo-file", str(slo_file), "--json",
                            str(paths["json"]), "--markdown", str(paths["md"]),
                            "--plot", str(paths["png"])))
-    assert code == cli.EXIT_OK
+    assert code == EXIT_OK
     report = json.loads(paths["json"].read_text())
     assert report["results"][0]["mode"] == "open" and report["results"][0]["level"] == 20
     assert report["verdicts"][0]["passed"] is True
@@ -130,12 +131,12 @@ def test_slo_met_exits_0_and_writes_outputs(start_naive_server, tmp_path: Path) 
      (("--model", "missing", "--shape=-1,30", "--concurrency", "1"), "no request succeeded")],
 )
 def test_usage_errors_exit_2(naive_server, capsys, extra: tuple[str, ...], message: str) -> None:
-    assert cli.main(_bench(naive_server.target, *extra)) == cli.EXIT_USAGE
+    assert cli.main(_bench(naive_server.target, *extra)) == EXIT_USAGE
     assert message in capsys.readouterr().err
 
 
 def test_unreachable_and_remote_targets_exit_2(capsys) -> None:
-    assert cli.main(_bench("10.1.2.3:8001", "--concurrency", "1")) == cli.EXIT_USAGE
+    assert cli.main(_bench("10.1.2.3:8001", "--concurrency", "1")) == EXIT_USAGE
     assert "not a loopback address" in capsys.readouterr().err
     assert cli.main(_bench("127.0.0.1:1", "--concurrency", "1", "--timeout-s", "1")) == 2
     assert "cannot connect to 127.0.0.1:1" in capsys.readouterr().err
@@ -144,13 +145,13 @@ def test_unreachable_and_remote_targets_exit_2(capsys) -> None:
 def test_find_max_rate_is_bounded_and_reports_none_when_nothing_passes(naive_server, capsys) -> None:
     code = cli.main(_bench(naive_server.target, "--find-max-rate", "--slo", "p50<1us",
                            "--start-rate", "20", "--max-steps", "2", "--no-confirm"))
-    assert code == cli.EXIT_SLO_VIOLATED
+    assert code == EXIT_SLO_VIOLATED
     assert "highest rate meeting p50<1us: none" in capsys.readouterr().out
 
 
 def test_targets_need_distinct_labels(naive_server, capsys) -> None:
     code = cli.main(_bench(naive_server.target, "--target", naive_server.target))
-    assert code == cli.EXIT_USAGE
+    assert code == EXIT_USAGE
     assert "distinct labels" in capsys.readouterr().err
 
 

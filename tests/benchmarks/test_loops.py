@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from benchmarks.loadgen.loops import arrival_offsets, closed_loop, open_loop
-from benchmarks.loadgen.tally import OVERLOAD, Tally, merge_reports
+from driftserve.bench.loops import arrival_offsets, closed_loop, open_loop
+from driftserve.bench.tally import OVERLOAD, Tally, merge_reports
 
 
 def test_constant_schedule_is_evenly_spaced_and_phased() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.loadgen.slo import SLOError, evaluate, load_slo_file, parse_slo
+from driftserve.bench.slo import SLOError, evaluate, load_slo_file, parse_slo
 
 
 def test_parses_percentile_with_rate() -> None:

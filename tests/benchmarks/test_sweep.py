@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.loadgen.runner import LoadSpec, RunResult
-from benchmarks.loadgen.slo import parse_slo
-from benchmarks.loadgen.sweep import SweepError, find_max_rate, parse_sweep, sweep
+from driftserve.bench.runner import LoadSpec, RunResult
+from driftserve.bench.slo import parse_slo
+from driftserve.bench.sweep import SweepError, find_max_rate, parse_sweep, sweep
 
 
 def _result(spec: LoadSpec, p99_ms: float, errors: int = 0) -> RunResult:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from monitoring.drift.config import DriftConfig
+from driftserve.core.drift_config import DriftConfig
 
 N_FEATURES = 30
 FEATURE_NAMES = [f"f{i}" for i in range(N_FEATURES)]

@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from monitoring.drift.alerts import AlertDispatcher, AlertTransition, DriftMetrics, HysteresisTracker
-from monitoring.drift.config import ActionsConfig, DriftConfig
-from monitoring.drift.detector import CUMULATIVE, SLIDING, DriftReportData, FeatureWindowReport, ModelDriftMonitor
-from monitoring.drift.profile import build_profile
+from driftserve.sidecar.drift.actions import AlertDispatcher
+from driftserve.sidecar.drift.hysteresis import AlertTransition, HysteresisTracker
+from driftserve.sidecar.metrics import DriftMetrics
+from driftserve.core.drift_config import ActionsConfig, DriftConfig
+from driftserve.sidecar.drift.detector import CUMULATIVE, SLIDING, DriftReportData, FeatureWindowReport, ModelDriftMonitor
+from driftserve.sidecar.drift.profile import build_profile
 
 KEY = ("f", "sliding")
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from monitoring.drift.config import DriftConfig
-from monitoring.drift.detector import SLIDING, DriftReportData, ModelDriftMonitor
-from monitoring.drift.profile import build_profile
+from driftserve.core.drift_config import DriftConfig
+from driftserve.sidecar.drift.detector import SLIDING, DriftReportData, ModelDriftMonitor
+from driftserve.sidecar.drift.profile import build_profile
 
 from .conftest import FEATURE_NAMES, mixed_rows
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from monitoring.drift.config import DriftConfig
+from driftserve.core.drift_config import DriftConfig
 
 
 def test_defaults() -> None:
@@ -46,6 +46,6 @@ def test_config_import_does_not_load_numba() -> None:
     import subprocess
     import sys
 
-    code = "import sys, monitoring.drift.config; print('numba' in sys.modules)"
+    code = "import sys, driftserve.core.drift_config; print('numba' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -8,9 +8,9 @@ import threading
 import numpy as np
 import pytest
 
-from monitoring.drift.config import DriftConfig
-from monitoring.drift.detector import CUMULATIVE, SLIDING, ModelDriftMonitor
-from monitoring.drift.profile import FeatureProfile, ReferenceProfile, build_profile, profile_column
+from driftserve.core.drift_config import DriftConfig
+from driftserve.sidecar.drift.detector import CUMULATIVE, SLIDING, ModelDriftMonitor
+from driftserve.sidecar.drift.profile import FeatureProfile, ReferenceProfile, build_profile, profile_column
 
 from .conftest import FEATURE_NAMES, mixed_rows
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitoring.drift.kernels import MISSING, UNSEEN, BinLayout, CountArrays, accumulate
+from driftserve.sidecar.drift.kernels import MISSING, UNSEEN, BinLayout, CountArrays, accumulate
 
 
 def _bin(x: np.ndarray, layout: BinLayout) -> CountArrays:

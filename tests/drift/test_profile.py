@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from monitoring.drift.profile import ReferenceProfile, build_profile, load_rows, profile_command
+from driftserve.sidecar.drift.profile import ReferenceProfile, build_profile, load_rows, profile_command
 
 
 def test_build_profile_numeric_categorical_and_missing() -> None:

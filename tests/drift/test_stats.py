@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from monitoring.drift.profile import profile_column
-from monitoring.drift.stats import (
+from driftserve.sidecar.drift.profile import profile_column
+from driftserve.sidecar.drift.stats import (
     benjamini_hochberg,
     bonferroni,
     kolmogorov_pvalue,

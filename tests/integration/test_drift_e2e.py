@@ -8,7 +8,6 @@ a NaN-heavy feature. Last, the sidecar is killed mid-stream and restarted on the
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,8 +17,9 @@ import grpc
 import numpy as np
 import pytest
 
-from driftserve_api import driftserve_pb2, driftserve_pb2_grpc
-from server.tensors import encode_raw
+from driftserve.core.ports import free_port
+from driftserve.api import driftserve_pb2, driftserve_pb2_grpc
+from driftserve.core.tensors import encode_raw
 from tests.monitoring.support import (
     SidecarProcess, build_repository, imputing_preprocessing, reference_rows, training_data, wait_for,
 )  # fmt: skip
@@ -34,12 +34,6 @@ SHIFTED = "mean_concavity"
 NAN_FEATURE = "worst_area"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("e2e") / "models"
@@ -52,7 +46,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def stack(repository: Path) -> Iterator[tuple[ServerProcess, dict[str, SidecarProcess], str]]:
     """Sidecar first, then the server mirroring to it; the sidecar entry may be replaced by a test."""
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     sidecars = {"current": SidecarProcess(repository, "--report-interval-s", "0.2", listen=address)}
     try:
         server = ServerProcess(repository, "--mirror-address", address)

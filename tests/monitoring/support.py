@@ -25,11 +25,12 @@ from sklearn.preprocessing import StandardScaler
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType, Int64TensorType
 
-from driftserve_api import driftserve_pb2, driftserve_pb2_grpc
-from monitoring.drift.profile import ReferenceProfile, build_profile, profile_outputs
-from monitoring.settings import SidecarSettings
-from monitoring.sidecar import create_sidecar
-from server.tensors import encode_raw, v2_datatype
+from driftserve.api import driftserve_pb2, driftserve_pb2_grpc
+from driftserve.core.processes import start_child
+from driftserve.sidecar.drift.profile import ReferenceProfile, build_profile, profile_outputs
+from driftserve.sidecar.settings import SidecarSettings
+from driftserve.sidecar.app import create_sidecar
+from driftserve.core.tensors import encode_raw, v2_datatype
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 120.0
@@ -211,47 +212,26 @@ def batches_from(rows: np.ndarray, session: Any, per_batch: int = 256) -> list[d
 
 
 class SidecarProcess:
-    """``python -m server.cli sidecar`` on free ports; the ready line gives the ports."""
+    """``driftserve sidecar`` on free ports; the ready line gives the ports."""
 
     def __init__(self, repository: Path, *extra: str, listen: str = "127.0.0.1:0") -> None:
-        argv = [sys.executable, "-m", "server.cli", "sidecar", "--model-repository", str(repository),
-                "--listen", listen, "--http-port", "0", *extra]  # fmt: skip
-        self.process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self.announced: dict[str, str] = {}
-        self._ready = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not self._ready.wait(0.1):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError("sidecar did not start:\n" + "".join(self.lines[-50:]))
+        argv = ["sidecar", "--model-repository", str(repository), "--listen", listen, "--http-port", "0", *extra]
+        self.child = start_child("sidecar", argv, cwd=ROOT, output="keep")
+        self.process = self.child.process
+        self.lines = self.child.lines
+        if not self.child.wait_ready(START_TIMEOUT_S):
+            self.child.kill()
+            raise RuntimeError("sidecar did not start:\n" + self.child.output())
+        self.announced = self.child.announced
         self.address = self.announced["address"]
         self.http_port = int(self.announced["http_port"])
 
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
-            if line.startswith("DRIFTSERVE_READY"):
-                self.announced = dict(kv.split("=", 1) for kv in line.split()[1:] if "=" in kv)
-                self._ready.set()
-
     def terminate(self, timeout_s: float = 10.0) -> int:
         """SIGTERM and wait; returns the exit code."""
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout_s)
-        self._reader.join(5)
-        assert self.process.stdout is not None
-        self.process.stdout.close()
+        code = self.child.terminate(timeout_s)
+        self.child.kill()  # reaps and joins the reader
         return code
 
     def kill(self) -> None:
         """SIGKILL (a crash) and reap."""
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(10)
-        self._reader.join(5)
-        assert self.process.stdout is not None
-        self.process.stdout.close()
+        self.child.kill()

@@ -14,9 +14,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from driftserve_api import driftserve_pb2, driftserve_pb2_grpc
-from monitoring.cli import main
-from monitoring.drift.profile import ReferenceProfile
+from driftserve.api import driftserve_pb2, driftserve_pb2_grpc
+from driftserve.cli import main
+from driftserve.sidecar.drift.profile import ReferenceProfile
 from tests.monitoring.support import ROOT, SidecarProcess, batches_from, reference_rows, training_data, wait_for
 
 SHIFTED = "mean_smoothness"
@@ -33,7 +33,7 @@ def test_sidecar_process_serves_reports_and_stops_on_sigterm(repository: Path, p
         assert summary.rows == 2048
         deadline = time.monotonic() + 30
         while True:  # ingest is asynchronous: poll the CLI until the alert shows
-            done = subprocess.run([sys.executable, "-m", "server.cli", "drift", "report", "--address", sidecar.address,
+            done = subprocess.run([sys.executable, "-m", "driftserve", "drift", "report", "--address", sidecar.address,
                                    "--model", "cancer", "--window", "sliding"],
                                   cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
             assert done.returncode == 0, done.stderr
@@ -125,7 +125,7 @@ def test_sigterm_with_an_open_mirror_stream_exits_cleanly(repository: Path, prim
 
 
 def test_sidecar_on_a_missing_repository_exits_2_with_a_message(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "monitoring.cli", "sidecar", "--model-repository", str(tmp_path / "none"),
+    done = subprocess.run([sys.executable, "-m", "driftserve", "sidecar", "--model-repository", str(tmp_path / "none"),
                            "--listen", "127.0.0.1:0", "--http-port", "-1"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 2

@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import yaml
 
-from monitoring.settings import DEFAULT_HTTP_PORT
+from driftserve.sidecar.settings import DEFAULT_HTTP_PORT
 from tests.monitoring.support import ROOT, InProcessSidecar, batches_from, reference_rows
 
 DASHBOARDS = ROOT / "monitoring" / "dashboards"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from monitoring.ingest import MALFORMED, WIDTH_MISMATCH, BatchWorker, MirroredBatch, RejectedBatch, decode_batch
-from monitoring.settings import SidecarSettings
+from driftserve.sidecar.ingest import MALFORMED, WIDTH_MISMATCH, BatchWorker, MirroredBatch, RejectedBatch, decode_batch
+from driftserve.sidecar.settings import SidecarSettings
 from tests.monitoring.support import mirror_batch, tensor
 
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from monitoring.shadow import compare_outputs
+from driftserve.sidecar.shadow import compare_outputs
 
 
 def test_labels_decide_and_float_outputs_give_deltas() -> None:

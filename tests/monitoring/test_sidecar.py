@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from driftserve_api import driftserve_pb2, driftserve_pb2_grpc
+from driftserve.api import driftserve_pb2, driftserve_pb2_grpc
 from tests.monitoring.support import (
     MODEL, InProcessSidecar, batches_from, build_repository, mirror_batch, reference_rows, tensor, training_data,
     wait_for,

@@ -7,7 +7,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from server.preprocessing import PreprocessingSpec, fuse_into_model
+from driftserve.core.preprocessing import PreprocessingSpec, fuse_into_model
 
 RTOL = 1e-6
 ATOL = 1e-6

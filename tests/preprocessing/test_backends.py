@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from server.preprocessing import (
+from driftserve.core.preprocessing import (
     NumpyPreprocessor,
     PreprocessingConfigError,
     PreprocessingError,
@@ -19,8 +19,8 @@ from server.preprocessing import (
     load_template,
     parse_spec,
 )
-from server.preprocessing import kernels
-from server.preprocessing.spec import HASH_MULTIPLIER, HASH_PRIME
+from driftserve.core.preprocessing import kernels
+from driftserve.core.preprocessing.spec import HASH_MULTIPLIER, HASH_PRIME
 from tests.preprocessing.support import fused_transform, run_fused
 
 NAN = float("nan")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from server.preprocessing import fastlog
+from driftserve.core.preprocessing import fastlog
 
 
 @njit

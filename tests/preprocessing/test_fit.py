@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from server.preprocessing import NumpyPreprocessor, PreprocessingConfigError, fit_spec
+from driftserve.core.preprocessing import NumpyPreprocessor, PreprocessingConfigError, fit_spec
 
 NAMES = ["skewed", "normal", "code"]
 

@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 
-from server.preprocessing import (
+from driftserve.core.preprocessing import (
     NumbaPreprocessor,
     PreprocessingConfigError,
     PreprocessingError,

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-import server.preprocessing.spec as spec_module
-from server.preprocessing import PreprocessingConfigError, PreprocessingSpec, load_template, parse_spec
+import driftserve.core.preprocessing.spec as spec_module
+from driftserve.core.preprocessing import PreprocessingConfigError, PreprocessingSpec, load_template, parse_spec
 
 
 def _documented_example() -> dict[str, Any]:

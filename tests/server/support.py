@@ -19,48 +19,30 @@ import onnx
 from onnx import TensorProto, helper
 from prometheus_client.parser import text_string_to_metric_families
 
-from driftserve_api import driftserve_pb2_grpc, grpc_service_pb2 as pb, grpc_service_pb2_grpc
+from driftserve.core.processes import start_child
+from driftserve.api import driftserve_pb2_grpc, grpc_service_pb2 as pb, grpc_service_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 120.0
 
 
 class ServerProcess:
-    """``python -m server.cli serve`` on free ports; stdout is parsed for the ready line."""
+    """``driftserve serve`` (or ``run``) on free ports; the ready line gives the ports."""
 
     def __init__(self, repository: Path, *extra: str, env: dict[str, str] | None = None,
                  command: str = "serve") -> None:
-        argv = [sys.executable, "-m", "server.cli", command, "--model-repository", str(repository),
-                "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0", *extra]
-        self.process = subprocess.Popen(
-            argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, **(env or {})},
-        )
-        self.lines: list[str] = []
-        self.announced: dict[str, str] = {}
-        self._ready = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not self._ready.wait(0.1):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.process.kill()
-                self.process.wait()
-                self._close_pipe()
-                raise RuntimeError("server did not start:\n" + "".join(self.lines[-50:]))
+        argv = [command, "--model-repository", str(repository), "--host", "127.0.0.1", "--grpc-port", "0",
+                "--metrics-port", "0", *extra]
+        self.child = start_child("server", argv, env, cwd=ROOT, output="keep")
+        self.process = self.child.process
+        if not self.child.wait_ready(START_TIMEOUT_S):
+            self.child.kill()
+            raise RuntimeError("server did not start:\n" + self.child.output())
+        self.announced = self.child.announced
+        self.lines = self.child.lines
         self.port = int(self.announced["grpc_port"])
         self.metrics_port = int(self.announced["metrics_port"])
         self.address = f"127.0.0.1:{self.port}"
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        try:
-            for line in self.process.stdout:
-                self.lines.append(line)
-                if line.startswith("DRIFTSERVE_READY"):
-                    self.announced = dict(kv.split("=", 1) for kv in line.split()[1:])
-                    self._ready.set()
-        except (ValueError, OSError):
-            return  # the pipe was closed at teardown
 
     def channel(self) -> grpc.Channel:
         return grpc.insecure_channel(self.address)
@@ -88,30 +70,13 @@ class ServerProcess:
         )
 
     def terminate(self, timeout_s: float = 30.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            raise
+        return self.child.terminate(timeout_s)
 
     def __enter__(self) -> "ServerProcess":
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self._close_pipe()
-
-    def _close_pipe(self) -> None:
-        time.sleep(0.05)  # let the reader thread drain the last lines
-        if self.process.stdout is not None:
-            try:
-                self.process.stdout.close()
-            except ValueError:
-                pass
+        self.child.kill()
 
 
 def wait_until(predicate: Any, timeout_s: float = 30.0, interval_s: float = 0.05) -> None:

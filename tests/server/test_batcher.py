@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from server.batcher import Batcher
-from server.config import BatchingConfig
-from server.errors import DeadlineExceeded, ModelExecutionError, ResourceExhausted
-from server.metrics import ServerMetrics
-from server.statistics import ModelStatistics
+from driftserve.server.batcher import Batcher
+from driftserve.core.config import BatchingConfig
+from driftserve.core.errors import DeadlineExceeded, ModelExecutionError, ResourceExhausted
+from driftserve.server.metrics import ServerMetrics
+from driftserve.server.statistics import ModelStatistics
 
 
 class RecordingModel:

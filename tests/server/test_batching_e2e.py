@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from driftserve_api import grpc_service_pb2 as pb
+from driftserve.api import grpc_service_pb2 as pb
 from examples.build_repository import load_split
 from tests.server.support import ServerProcess, copy_model, v2_request, wait_until, write_gather_model
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from server.config import VersionPolicy, load_model_config
-from server.errors import ConfigError
+from driftserve.core.config import VersionPolicy, load_model_config
+from driftserve.core.errors import ConfigError
 
 
 def write(tmp_path: Path, text: str) -> Path:

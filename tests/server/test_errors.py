@@ -9,8 +9,8 @@ import grpc
 import numpy as np
 import pytest
 
-from driftserve_api import driftserve_pb2 as dpb
-from driftserve_api import grpc_service_pb2 as pb
+from driftserve.api import driftserve_pb2 as dpb
+from driftserve.api import grpc_service_pb2 as pb
 from tests.server.support import ServerProcess, copy_model, v2_request, write_gather_model
 
 GATHER_CONFIG = """\

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 
-from server.heap import freeze_startup_heap
+from driftserve.core.heap import freeze_startup_heap
 
 
 class _Node:

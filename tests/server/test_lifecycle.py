@@ -13,7 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from onnx import TensorProto
 
-from driftserve_api import driftserve_pb2 as dpb
+from driftserve.api import driftserve_pb2 as dpb
 from examples.build_repository import load_split
 from tests.server.support import ServerProcess, copy_model, v2_request, wait_until, write_identity_model
 
@@ -108,7 +108,7 @@ def test_native_predict_and_stream(example_repository: Path, tmp_path: Path) -> 
 )
 def test_datatype_round_trip_codec(onnx_type: int, datatype: str, dtype: type, tmp_path: Path) -> None:
     """Every V2 datatype ONNX models use decodes and encodes losslessly (codec level)."""
-    from server.tensors import decode_raw, encode_raw, v2_datatype
+    from driftserve.core.tensors import decode_raw, encode_raw, v2_datatype
 
     array = (np.arange(12) % 2 == 0) if dtype is np.bool_ else np.arange(12).astype(dtype)
     array = array.reshape(4, 3)
@@ -136,7 +136,7 @@ def test_datatypes_through_server(tmp_path: Path) -> None:
             reply = stub.ModelInfer(v2_request(name, array, name="x", datatype=datatype))
             assert reply.outputs[0].datatype == datatype
             np.testing.assert_array_equal(np.frombuffer(reply.raw_output_contents[0], dtype).reshape(2, 3), array)
-        from server.tensors import decode_raw, encode_raw
+        from driftserve.core.tensors import decode_raw, encode_raw
 
         words = np.array([[b"a", b"bb", b""], [b"drift", b"serve", "é".encode()]], dtype=np.object_)
         request = v2_request("id_bytes", words, name="x", datatype="BYTES")
@@ -174,7 +174,7 @@ def test_concurrent_clients_share_batches(example_repository: Path, tmp_path: Pa
         for t in threads:
             t.join()
         assert not errors
-        from driftserve_api import grpc_service_pb2 as pb
+        from driftserve.api import grpc_service_pb2 as pb
 
         stats = stub.ModelStatistics(pb.ModelStatisticsRequest(name="breast_cancer_mlp")).model_stats[0]
         assert stats.inference_count == 160 + 0 * stats.execution_count

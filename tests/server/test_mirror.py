@@ -21,17 +21,17 @@ import pytest
 from onnx import TensorProto
 from prometheus_client import CollectorRegistry
 
-from driftserve_api import driftserve_pb2 as pb
-from driftserve_api import driftserve_pb2_grpc as pb_grpc
-from driftserve_api import grpc_service_pb2 as v2pb
-from server import mirror as mirror_module
-from server.config import ModelConfig
-from server.dataplane import DataPlane, InferenceRequest
-from server.grpc_v2 import decode_request
-from server.metrics import ServerMetrics
-from server.mirror import MirrorPublisher
-from server.repository import ModelRepository
-from server.tensors import decode_raw
+from driftserve.api import driftserve_pb2 as pb
+from driftserve.api import driftserve_pb2_grpc as pb_grpc
+from driftserve.api import grpc_service_pb2 as v2pb
+from driftserve.server import mirror as mirror_module
+from driftserve.core.config import ModelConfig
+from driftserve.server.dataplane import DataPlane, InferenceRequest
+from driftserve.server.grpc_v2 import decode_request
+from driftserve.server.metrics import ServerMetrics
+from driftserve.server.mirror import MirrorPublisher
+from driftserve.server.repository import ModelRepository
+from driftserve.core.tensors import decode_raw
 from tests.server.support import write_identity_model
 
 WAIT_S = 10.0

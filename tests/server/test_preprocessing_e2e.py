@@ -12,8 +12,8 @@ import onnxruntime as ort
 import pytest
 
 from examples.build_repository import load_split
-from server.config import load_model_config
-from server.preprocessing import NumpyPreprocessor
+from driftserve.core.config import load_model_config
+from driftserve.core.preprocessing import NumpyPreprocessor
 from tests.server.support import ServerProcess, v2_request
 
 MODELS = ("breast_cancer_prep", "breast_cancer_prep_onnx")
@@ -65,7 +65,7 @@ def test_nan_without_impute_and_wrong_width_are_invalid(server: ServerProcess, e
 
 
 def test_metadata_advertises_the_raw_input(server: ServerProcess) -> None:
-    from driftserve_api import grpc_service_pb2 as pb
+    from driftserve.api import grpc_service_pb2 as pb
 
     meta = server.v2().ModelMetadata(pb.ModelMetadataRequest(name="breast_cancer_prep_onnx"))
     assert [(i.name, i.datatype, list(i.shape)) for i in meta.inputs] == [("input", "FP32", [-1, 31])]

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from server.config import ModelConfig
-from server.errors import InvalidArgument, NotFound
-from server.metrics import ServerMetrics
-from server.repository import READY, ModelEntry, ModelRepository
+from driftserve.core.config import ModelConfig
+from driftserve.core.errors import InvalidArgument, NotFound
+from driftserve.server.metrics import ServerMetrics
+from driftserve.server.repository import READY, ModelEntry, ModelRepository
 
 
 def repository(tmp_path: Path, deployment: dict[str, Any], versions: tuple[int, ...] = (1, 2, 3)) -> ModelRepository:

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 import tritonclient.grpc as tritongrpc
 
-from driftserve_api import grpc_service_pb2 as pb
+from driftserve.api import grpc_service_pb2 as pb
 from examples.build_repository import load_split
 from tests.server.support import ServerProcess, v2_request
 

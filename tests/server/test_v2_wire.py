@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from driftserve_api import grpc_service_pb2 as pb
-from server.dataplane import InferenceResponse
-from server.errors import InvalidArgument
-from server.grpc_v2 import encode_response
-from server.v2_wire import ResponseEncoder, serialize_infer_response
+from driftserve.api import grpc_service_pb2 as pb
+from driftserve.server.dataplane import InferenceResponse
+from driftserve.core.errors import InvalidArgument
+from driftserve.server.grpc_v2 import encode_response
+from driftserve.server.v2_wire import ResponseEncoder, serialize_infer_response
 
 DTYPES = ("<f4", "<f8", "<i8", "<i4", "<u1", "?", "<f2", ">f4", ">i8")
 

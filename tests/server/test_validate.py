@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server.config import load_model_config
-from server.errors import InvalidArgument
-from server.model import ModelVersion, load_model_version
+from driftserve.core.config import load_model_config
+from driftserve.core.errors import InvalidArgument
+from driftserve.core.model import ModelVersion, load_model_version
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 
 from tests.server.support import ServerProcess, copy_model, v2_request, wait_until
-from driftserve_api import grpc_service_pb2_grpc
+from driftserve.api import grpc_service_pb2_grpc
 
 
 def _alive(pid: int) -> bool:

@@ -1,0 +1,107 @@
+"""What the benchmark scripts share: starting the servers under test on loopback and stopping them.
+
+Ports come from :func:`driftserve.core.ports.free_port`, the machine description from
+:mod:`driftserve.core.machine`, processes from :mod:`driftserve.core.processes`.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+
+from driftserve.api import grpc_service_pb2, grpc_service_pb2_grpc
+from driftserve.core.commandline import driftserve_command
+from driftserve.core.ports import free_port
+from driftserve.core.processes import start_process
+
+logger = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 90.0
+
+
+class ServerProcess:
+    """A server subprocess reachable at `target`; `stop()` sends SIGTERM, then SIGKILL."""
+
+    def __init__(self, label: str, command: list[str], port: int, log_path: Path,
+                 ready_check: str = "v2") -> None:
+        self.label, self.port, self.ready_check = label, port, ready_check
+        self.target = f"127.0.0.1:{port}"
+        self.log_path = log_path
+        log_path.write_text("")
+        logger.info("starting %s: %s", label, " ".join(command))
+        self.child = start_process(label, command, output=log_path)
+        self.proc = self.child.process
+
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Poll V2 ServerReady (or grpc.health for the sidecar) until true; RuntimeError if the
+        process dies or time runs out."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        deadline = time.monotonic() + timeout_s
+        with grpc.insecure_channel(self.target) as channel:
+            stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            health = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.label} exited with {self.proc.returncode}; "
+                                       f"see {self.log_path}")
+                try:
+                    if self.ready_check == "health":
+                        status = health.Check(health_pb2.HealthCheckRequest(), timeout=1.0).status
+                        if status == health_pb2.HealthCheckResponse.SERVING:
+                            return
+                    elif stub.ServerReady(grpc_service_pb2.ServerReadyRequest(), timeout=1.0).ready:
+                        return
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.2)
+        raise RuntimeError(f"{self.label} not ready within {timeout_s:g} s; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                logger.warning("%s ignored SIGTERM; killing it", self.label)
+                self.child.kill()
+
+
+def start_driftserve(repository: Path, log_dir: Path, extra_args: list[str] | None = None,
+                     label: str = "driftserve") -> ServerProcess:
+    """`driftserve serve` on free loopback gRPC and metrics ports."""
+    port, metrics = free_port(), free_port()
+    command = driftserve_command("serve", "--model-repository", str(repository),
+               "--host", "127.0.0.1", "--grpc-port", str(port), "--metrics-port", str(metrics),
+               "--log-level", "WARNING", *(extra_args or []))
+    return ServerProcess(label, command, port, log_dir / f"{label}.log")
+
+
+def start_sidecar(repository: Path, log_dir: Path) -> tuple[ServerProcess, str]:
+    """The drift sidecar on a free loopback port; returns it and its mirror address."""
+    port = free_port()
+    command = driftserve_command("sidecar", "--model-repository", str(repository),
+               "--listen", f"127.0.0.1:{port}", "--http-port", "-1", "--log-level", "WARNING")
+    return ServerProcess("sidecar", command, port, log_dir / "sidecar.log", "health"), f"127.0.0.1:{port}"
+
+
+def start_naive(repository: Path, log_dir: Path, label: str = "naive") -> ServerProcess:
+    """The naive baseline server on a free loopback port."""
+    port = free_port()
+    command = [sys.executable, "-m", "benchmarks.naive_server", "--model-repository",
+               str(repository), "--port", str(port)]
+    return ServerProcess(label, command, port, log_dir / f"{label}.log")
+
+
+def start_grpc_ceiling(repository: Path, log_dir: Path, yield_once: bool = False) -> ServerProcess:
+    """The transport-ceiling server (bare grpc.aio, canned replies) on a free loopback port."""
+    port = free_port()
+    label = "grpc_ceiling_yield" if yield_once else "grpc_ceiling"
+    command = [sys.executable, "-m", "benchmarks.grpc_ceiling", "--model-repository",
+               str(repository), "--port", str(port), *(["--yield-once"] if yield_once else [])]
+    return ServerProcess(label, command, port, log_dir / f"{label}.log")

@@ -1,0 +1,1 @@
+"""What the server and the sidecar share: tensors, errors, model config, model loading, processes."""

@@ -1,0 +1,238 @@
+"""Model configuration: ``<repository>/<model>/config.yaml``, validated strictly.
+
+Unknown keys and bad values are errors whose message names the file, the key and what is
+allowed, so a typo never silently falls back to a default. Example::
+
+    platform: onnxruntime_onnx
+    max_batch_size: 64            # rows per batch; 0 = the model has no batch dimension
+    version_policy:
+      latest: {num_versions: 1}   # or  all: {}   or  specific: {versions: [1, 3]}
+    instances: 1                  # ONNX Runtime sessions that may run batches at once
+    runtime: {intra_op_threads: 1, inter_op_threads: 1, graph_optimization_level: all}
+    batching:
+      enabled: true
+      max_queue_delay_us: 500
+      preferred_batch_sizes: [32, 64]
+      max_queue_size: 1024
+      default_timeout_us: 0       # 0 = no server-side queueing timeout
+      priority_levels: 0          # > 0 enables the V2 `priority` parameter (1 = highest)
+    warmup: {enabled: true, batch_sizes: [1, 64]}
+    inputs:  [{name: input, datatype: FP32, dims: [30]}]   # optional: read from the graph
+    outputs: [{name: probabilities, datatype: FP32, dims: [2]}]
+    preprocessing: {...}          # see driftserve.core.preprocessing
+    drift: {...}                  # see driftserve.core.drift_config
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from driftserve.core.drift_config import DriftConfig
+from driftserve.core.errors import ConfigError
+from driftserve.core.preprocessing import PreprocessingSpec
+
+CONFIG_FILENAME = "config.yaml"
+MODEL_FILENAME = "model.onnx"
+DEFAULT_MAX_BATCH_SIZE = 64
+DEFAULT_MAX_QUEUE_DELAY_US = 500
+DEFAULT_MAX_QUEUE_SIZE = 1024
+DEFAULT_INLINE_WHEN_IDLE_US = 150
+MAX_INSTANCES = 64
+
+V2Datatype = Literal[
+    "BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64",
+    "FP16", "FP32", "FP64", "BYTES",
+]
+
+
+class StrictModel(BaseModel):
+    """Base for config sections: unknown keys are errors, values are not coerced loosely."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LatestPolicy(StrictModel):
+    num_versions: int = Field(1, ge=1, description="How many of the highest versions to serve.")
+
+
+class AllPolicy(StrictModel):
+    """Serve every version on disk (``all: {}`` takes no keys)."""
+
+
+class SpecificPolicy(StrictModel):
+    versions: list[int] = Field(min_length=1, description="Exactly these versions are served.")
+
+
+class VersionPolicy(StrictModel):
+    """Which version directories are loaded (Triton's version_policy)."""
+
+    latest: LatestPolicy | None = None
+    all: AllPolicy | None = None
+    specific: SpecificPolicy | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "VersionPolicy":
+        chosen = [k for k in ("latest", "all", "specific") if getattr(self, k) is not None]
+        if len(chosen) != 1:
+            raise ValueError(f"give exactly one of latest, all, specific (got {chosen or 'none'})")
+        return self
+
+    def select(self, available: list[int]) -> list[int]:
+        """The versions to serve out of those present on disk, ascending."""
+        ordered = sorted(available)
+        if self.latest is not None:
+            return ordered[-self.latest.num_versions :]
+        if self.specific is not None:
+            return [v for v in ordered if v in set(self.specific.versions)]
+        return ordered
+
+
+class RuntimeConfig(StrictModel):
+    """ONNX Runtime session options."""
+
+    intra_op_threads: int = Field(1, ge=0, description="Threads inside one operator (0 = ORT default).")
+    inter_op_threads: int = Field(1, ge=0, description="Threads across operators (0 = ORT default).")
+    graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
+    execution_mode: Literal["sequential", "parallel"] = "sequential"
+
+
+class TensorConfig(StrictModel):
+    """An input or output as the config declares it; dims exclude the batch dimension."""
+
+    name: str = Field(min_length=1)
+    datatype: V2Datatype
+    dims: list[int] = Field(description="Shape without the batch dimension; -1 = variable.")
+
+
+class BatchingConfig(StrictModel):
+    """Dynamic batching of concurrent requests (see driftserve.server.batcher)."""
+
+    enabled: bool = True
+    max_queue_delay_us: int = Field(DEFAULT_MAX_QUEUE_DELAY_US, ge=0, description="Longest wait of the oldest request before its batch closes.")
+    preferred_batch_sizes: list[int] = Field(default_factory=list, description="Batch sizes (rows) that close a batch at once.")
+    max_queue_size: int = Field(DEFAULT_MAX_QUEUE_SIZE, ge=1, description="Queued requests beyond which new ones are refused.")
+    default_timeout_us: int = Field(0, ge=0, description="Queueing budget when a request gives none (0 = none).")
+    priority_levels: int = Field(0, ge=0, le=16, description="Number of priority levels (0 = one FIFO queue).")
+    default_priority_level: int = Field(0, ge=0, description="Level of requests with priority 0 (0 = the lowest level).")
+    adaptive_delay: bool = Field(
+        True, description="Close a batch once queued plus running requests reach the recent peak in flight, "
+        "and stop waiting out the delay after a wait gathered no other request, until requests overlap again.",
+    )
+    inline_when_idle_us: int = Field(
+        DEFAULT_INLINE_WHEN_IDLE_US, ge=0,
+        description="Run a batch on the event loop, without the worker-thread hop, when nothing else is "
+        "queued or running and recent batches took less than this (0 = always use worker threads).",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> "BatchingConfig":
+        if any(size < 1 for size in self.preferred_batch_sizes):
+            raise ValueError("preferred_batch_sizes must all be >= 1")
+        if self.default_priority_level > self.priority_levels:
+            raise ValueError(
+                f"default_priority_level {self.default_priority_level} exceeds priority_levels {self.priority_levels}"
+            )
+        return self
+
+
+class WarmupConfig(StrictModel):
+    """Inference runs at load time so the first client request never pays for it."""
+
+    enabled: bool = True
+    batch_sizes: list[int] | None = Field(None, description="Rows per warmup batch; default [1, max_batch_size].")
+
+
+class DeploymentConfig(StrictModel):
+    """Which loaded version answers requests that name none, plus canary and shadow versions."""
+
+    served_version: int | None = Field(None, description="Version for requests without one; default the highest loaded.")
+    canary: dict[int, float] = Field(default_factory=dict, description="Version -> share of unpinned traffic (0..1).")
+    shadow_version: int | None = Field(None, description="Version the drift sidecar runs on mirrored inputs.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "DeploymentConfig":
+        if any(not 0.0 <= w <= 1.0 for w in self.canary.values()):
+            raise ValueError("canary weights must lie in [0, 1]")
+        if sum(self.canary.values()) > 1.0 + 1e-9:
+            raise ValueError(f"canary weights sum to {sum(self.canary.values()):g}; at most 1")
+        return self
+
+
+class ModelConfig(StrictModel):
+    """The whole ``config.yaml`` of one model."""
+
+    name: str | None = Field(None, description="Must equal the directory name when given.")
+    platform: Literal["onnxruntime_onnx"] = "onnxruntime_onnx"
+    max_batch_size: int | None = Field(None, ge=0, description="Rows per batch; 0 = no batch dimension; default 64 when the graph's first dims are dynamic.")
+    version_policy: VersionPolicy = Field(default_factory=lambda: VersionPolicy(latest=LatestPolicy()))
+    instances: int = Field(1, ge=1, le=MAX_INSTANCES)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    warmup: WarmupConfig = Field(default_factory=WarmupConfig)
+    inputs: list[TensorConfig] | None = None
+    outputs: list[TensorConfig] | None = None
+    preprocessing: PreprocessingSpec | None = None
+    deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
+    drift: DriftConfig | None = None
+
+
+def load_model_config(model_dir: Path) -> ModelConfig:
+    """Read and validate ``model_dir/config.yaml`` (an absent file means all defaults)."""
+    path = model_dir / CONFIG_FILENAME
+    raw: Any = {}
+    if path.exists():
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of keys, got {type(raw).__name__}")
+    try:
+        config = ModelConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(path, exc, ModelConfig)) from None
+    if config.name is not None and config.name != model_dir.name:
+        raise ConfigError(f"{path}: key 'name' is '{config.name}' but the directory is '{model_dir.name}'")
+    return config
+
+
+def format_validation_error(path: Path, exc: ValidationError, root: type[BaseModel]) -> str:
+    """One readable line per problem: file, dotted key, what is wrong and what is allowed."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(root, err["loc"][:-1])
+            hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
+            lines.append(f"{path}: unknown key '{loc}'{hint}")
+        else:
+            got = err.get("input")
+            got_text = f" (got {got!r})" if not isinstance(got, dict) else ""
+            lines.append(f"{path}: key '{loc}': {err['msg']}{got_text}")
+    return "\n".join(lines)
+
+
+def _allowed_keys(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    model: Any = root
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        model = _model_type(field.annotation)
+    return sorted(model.model_fields) if model is not None else []
+
+
+def _model_type(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_type(arg)
+        if found is not None:
+            return found
+    return None

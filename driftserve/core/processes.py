@@ -1,0 +1,194 @@
+"""Child processes: start, read their ready line, wait, forward signals, stop.
+
+The one way driftserve starts a process: ``--workers N`` (N servers on one port), ``driftserve
+run`` (server + sidecar), the benchmarks (servers under test) and the tests all use
+:func:`start_process`. A driftserve process announces itself with one line,
+``DRIFTSERVE_READY key=value ...`` (its ports), which :class:`Child` parses into ``announced``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from driftserve.core.commandline import driftserve_command
+
+logger = logging.getLogger(__name__)
+
+READY_PATTERN = re.compile(r"^DRIFTSERVE_READY\b(.*)$")
+DEFAULT_START_TIMEOUT_S = 180.0
+# How long stop() waits after SIGTERM on top of the child's own grace period.
+STOP_MARGIN_S = 5.0
+
+
+@dataclass
+class Child:
+    """A started process, what it announced on its ready line, and (when kept) its output.
+
+    ``output`` decides where the child's stdout and stderr lines go: ``"relay"`` prints them
+    prefixed with the name, ``"keep"`` stores them in ``lines``, a path appends them to that
+    log file.
+    """
+
+    name: str
+    process: subprocess.Popen[str]
+    ready: threading.Event = field(default_factory=threading.Event)
+    announced: dict[str, str] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def wait_ready(self, timeout_s: float = DEFAULT_START_TIMEOUT_S) -> bool:
+        """True once the ready line was read; False if the process exited or time ran out."""
+        deadline = time.monotonic() + timeout_s
+        while not self.ready.wait(0.1):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                return self.ready.is_set()
+        return True
+
+    def output(self, last: int = 50) -> str:
+        """The last kept lines, for an error message."""
+        if self.reader is not None:
+            self.reader.join(1.0)
+        return "".join(self.lines[-last:])
+
+    def terminate(self, timeout_s: float) -> int:
+        """SIGTERM, then wait; raises ``subprocess.TimeoutExpired`` (after a kill) if it hangs."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+
+    def kill(self) -> int:
+        """SIGKILL (as a crash would) and reap; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.kill()
+        code = self.process.wait()
+        if self.reader is not None:
+            self.reader.join(5.0)
+        return code
+
+
+def start_process(
+    name: str,
+    command: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    output: str | Path = "relay",
+) -> Child:
+    """Start ``command``; a reader thread parses its ready line and routes its output lines."""
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if output != "relay" else None,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+    )
+    child = Child(name, process)
+    sink: IO[str] | None = None
+    if output not in ("relay", "keep"):
+        sink = Path(output).open("a")
+    child.reader = threading.Thread(target=_read, args=(child, output, sink), daemon=True, name=f"read-{name}")
+    child.reader.start()
+    return child
+
+
+def start_child(
+    name: str,
+    argv: list[str],
+    env: dict[str, str] | None = None,
+    *,
+    cwd: Path | None = None,
+    output: str | Path = "relay",
+) -> Child:
+    """``driftserve ARGV`` as a child process (see :func:`start_process`)."""
+    return start_process(name, driftserve_command(*argv), env=env, cwd=cwd, output=output)
+
+
+def _read(child: Child, output: str | Path, sink: IO[str] | None) -> None:
+    assert child.process.stdout is not None
+    try:
+        for line in child.process.stdout:
+            match = READY_PATTERN.match(line.strip())
+            if match and not child.ready.is_set():
+                child.announced = dict(kv.split("=", 1) for kv in match.group(1).split() if "=" in kv)
+                child.ready.set()
+                if output == "relay":
+                    continue
+            if output == "relay":
+                sys.stdout.write(f"[{child.name}] {line}")
+                sys.stdout.flush()
+            elif sink is not None:
+                sink.write(line)
+                sink.flush()
+            else:
+                child.lines.append(line)
+    except (ValueError, OSError):
+        return  # the pipe was closed under us at teardown
+    finally:
+        child.process.stdout.close()
+        if sink is not None:
+            sink.close()
+
+
+def wait_ready(children: list[Child], timeout_s: float = DEFAULT_START_TIMEOUT_S) -> bool:
+    """True when every child printed its ready line; False if one exited or time ran out."""
+    deadline = time.monotonic() + timeout_s
+    for child in children:
+        if not child.wait_ready(max(deadline - time.monotonic(), 0.0)):
+            logger.error("%s did not become ready (exit code %s)", child.name, child.process.poll())
+            return False
+    return True
+
+
+def supervise(children: list[Child], grace_s: float) -> int:
+    """Block until SIGTERM/SIGINT or a child exits; then stop all and return an exit code."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    failed = False
+    try:
+        while not stop.wait(0.2):
+            exited = [c for c in children if c.process.poll() is not None]
+            if exited:
+                for child in exited:
+                    logger.error("%s exited with code %s; stopping the others", child.name, child.process.returncode)
+                failed = True
+                break
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    codes = stop_children(children, grace_s)
+    return 1 if failed or any(code != 0 for code in codes) else 0
+
+
+def stop_children(children: list[Child], grace_s: float) -> list[int]:
+    """SIGTERM every child, wait up to the grace period (+5 s), then kill what is left."""
+    for child in children:
+        if child.process.poll() is None:
+            child.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s + STOP_MARGIN_S
+    codes = []
+    for child in children:
+        try:
+            codes.append(child.process.wait(timeout=max(deadline - time.monotonic(), 0.1)))
+        except subprocess.TimeoutExpired:
+            logger.error("%s did not stop in time; killing it", child.name)
+            codes.append(child.kill())
+    return codes

@@ -1,0 +1,161 @@
+"""Assembling and running one server process: gRPC services, health, reflection, metrics.
+
+``create_server`` is the public factory tests use (port 0 allowed); ``serve`` adds signal
+handling: SIGTERM/SIGINT flips health to NOT_SERVING, refuses new requests, lets in-flight ones
+finish within the grace period, then returns 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector, start_http_server
+
+from driftserve.api import driftserve_pb2, driftserve_pb2_grpc, grpc_service_pb2
+from driftserve.api._pool import reflection_pool
+from driftserve.server.dataplane import DataPlane
+from driftserve.server.grpc_common import InferenceBoundary
+from driftserve.server.grpc_native import PredictorServicer
+from driftserve.server.grpc_v2 import InferenceServicer, add_inference_servicer
+from driftserve.core.heap import freeze_startup_heap
+from driftserve.server.metrics import ServerMetrics
+from driftserve.server.repository import ModelRepository
+from driftserve.server.settings import ServerSettings
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+    driftserve_pb2.DESCRIPTOR.services_by_name["Predictor"].full_name,
+)
+
+
+class GenericHandlersOnly:
+    """Lets a generated ``add_*_to_server`` register its service as a generic handler only.
+
+    grpc.aio's serving loop keeps one pending "next call" future per registered method and runs
+    ``asyncio.wait`` over all of them for every incoming call, so each registered method costs
+    every request. Generic handlers share one future, and finding the handler is a dict lookup
+    by method name either way. With our ~17 methods generic-only, the MLP at 32 clients served
+    1.09x the requests at 8% less CPU each, side by side. Reflection is added the same way, with
+    the aio servicer ``enable_server_reflection`` would have chosen, so no method is registered.
+    """
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        self._server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(self, service: str, handlers: Any) -> None:
+        """Nothing: the generated code has already added the same handlers as a generic one."""
+
+
+@dataclass
+class RunningServer:
+    """A started server and the handles needed to stop it."""
+
+    server: grpc.aio.Server
+    port: int
+    metrics_port: int
+    dataplane: DataPlane
+    repository: ModelRepository
+    health: health_aio.HealthServicer
+    metrics: ServerMetrics
+    _http: Any = None
+    _mirror: Any = None
+
+    async def stop(self, grace_s: float) -> None:
+        """Graceful stop: NOT_SERVING, refuse new requests, finish in-flight ones, release all."""
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.dataplane.accepting = False
+        await self.server.stop(grace_s)
+        await self.repository.close()
+        if self._mirror is not None:
+            await self._mirror.close()
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+        logger.info("server stopped")
+
+    async def _set_health(self, status: int) -> None:
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, status)
+
+
+async def create_server(settings: ServerSettings, registry: CollectorRegistry | None = None) -> RunningServer:
+    """Start the gRPC server, load the repository, and mark the process SERVING."""
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = ServerMetrics(registry)
+    repository = ModelRepository(settings.model_repository, metrics)
+    repository.scan()  # fail fast on a missing directory
+    mirror = None
+    if settings.mirror_address:
+        from driftserve.server.mirror import MirrorPublisher
+
+        mirror = MirrorPublisher(settings.mirror_address, repository, registry)
+    dataplane = DataPlane(repository, mirror)
+    boundary = InferenceBoundary(dataplane, metrics)
+    options = [
+        ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
+        ("grpc.max_send_message_length", settings.max_send_message_bytes),
+        ("grpc.so_reuseport", 1 if settings.workers > 1 or settings.reuse_port else 0),
+    ]
+    server = grpc.aio.server(options=options)
+    v2 = InferenceServicer(boundary, repository)
+    add_inference_servicer(v2, server)
+    driftserve_pb2_grpc.add_PredictorServicer_to_server(PredictorServicer(boundary), GenericHandlersOnly(server))
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, GenericHandlersOnly(server))
+    # enable_server_reflection would register its method; the aio servicer is what it would add.
+    reflection_names = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+        reflection.aio.ReflectionServicer(reflection_names, pool=reflection_pool()), GenericHandlersOnly(server)
+    )
+    port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    if port == 0:
+        raise RuntimeError(f"cannot bind gRPC port {settings.host}:{settings.grpc_port}")
+    running = RunningServer(server, port, -1, dataplane, repository, health, metrics, _mirror=mirror)
+    await running._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+    await server.start()
+    if settings.metrics_port >= 0:
+        httpd, _ = start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
+        running._http = httpd
+        running.metrics_port = httpd.server_port
+    await repository.load_all()
+    if mirror is not None:
+        mirror.start()
+    v2.started = True
+    await running._set_health(health_pb2.HealthCheckResponse.SERVING)
+    ready = [n for n, e in repository.models.items() if e.ready]
+    logger.info("serving %s on %s:%d (metrics :%d)", ready, settings.host, port, running.metrics_port)
+    return running
+
+
+async def serve(settings: ServerSettings) -> int:
+    """Run until SIGTERM or SIGINT, then shut down gracefully; returns the exit code."""
+    # A process of its own: its CPU, memory, file descriptors and collector activity
+    # (process_*, python_gc_*, python_info), as operators expect from any Prometheus target.
+    registry = CollectorRegistry()
+    for collector in (ProcessCollector, GCCollector, PlatformCollector):
+        collector(registry=registry)
+    running = await create_server(settings, registry)
+    frozen = freeze_startup_heap()
+    logger.debug("froze %d start-up objects out of the collector's reach", frozen)
+    print(f"DRIFTSERVE_READY grpc_port={running.port} metrics_port={running.metrics_port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    logger.info("signal received: draining for up to %.1f s", settings.grace_period_s)
+    await running.stop(settings.grace_period_s)
+    return 0

@@ -1,0 +1,180 @@
+"""The gRPC boundary shared by both protocols: timing, metrics, and error-to-status mapping.
+
+Servicers hand a decode and an encode function to ``serve_inference``; it is the one place where
+``DriftserveError`` becomes a gRPC status, where the request metrics are recorded, and where an
+unexpected exception is logged (once) and turned into INTERNAL, so the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, TypeVar
+
+import grpc
+
+from driftserve.server.dataplane import DataPlane, InferenceRequest, InferenceResponse
+from driftserve.core.errors import DriftserveError
+from driftserve.server.metrics import HistogramRecorder, ServerMetrics, counter_writer
+
+logger = logging.getLogger(__name__)
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+UNKNOWN_MODEL_LABEL = "_unknown"
+
+
+class InferenceBoundary:
+    """Runs decoded requests through the data plane with metrics and status mapping."""
+
+    def __init__(self, dataplane: DataPlane, metrics: ServerMetrics) -> None:
+        self.dataplane = dataplane
+        self.metrics = metrics
+        self._inflight = counter_writer(metrics.inflight)
+        self._worker_requests = counter_writer(metrics.worker_requests) if metrics.worker_requests is not None else None
+        # Labelled children are looked up once per label set, not once per request.
+        self._children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
+
+    async def serve(
+        self,
+        protocol: str,
+        message: Req,
+        context: grpc.aio.ServicerContext,
+        decode: Callable[[Req], InferenceRequest],
+        encode: Callable[[InferenceResponse], Resp],
+    ) -> Resp:
+        """Decode, infer, encode; on a domain error abort the RPC with its status and message."""
+        started = time.perf_counter_ns()
+        self._inflight.inc(1)
+        model, version, code = UNKNOWN_MODEL_LABEL, "", "OK"
+        try:
+            request = decode(message)
+            if request.model in self.dataplane.repository.models:
+                model = request.model
+            request.arrival_ns = started
+            request.grpc_time_remaining_s = context.time_remaining()
+            response = await self.dataplane.infer(request)
+            version = response.version
+            return encode(response)
+        except DriftserveError as exc:
+            code = exc.code.name
+            await context.abort(exc.code, exc.message)
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            code = grpc.StatusCode.INTERNAL.name
+            logger.exception("unexpected error serving %s request for model %s", protocol, model)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            self._record(model, version, protocol, code, started)
+        raise AssertionError("unreachable: context.abort raises")
+
+    async def serve_for_stream(
+        self,
+        protocol: str,
+        message: Req,
+        decode: Callable[[Req], InferenceRequest],
+        encode: Callable[[InferenceResponse], Resp],
+        on_error: Callable[[Req, grpc.StatusCode, str], Resp],
+    ) -> Resp:
+        """Like ``serve`` for one message of a stream: errors become an error reply, not an abort."""
+        started = time.perf_counter_ns()
+        self._inflight.inc(1)
+        model, version, code = UNKNOWN_MODEL_LABEL, "", "OK"
+        try:
+            request = decode(message)
+            if request.model in self.dataplane.repository.models:
+                model = request.model
+            request.arrival_ns = started
+            response = await self.dataplane.infer(request)
+            version = response.version
+            return encode(response)
+        except DriftserveError as exc:
+            code = exc.code.name
+            return on_error(message, exc.code, exc.message)
+        except Exception as exc:
+            code = grpc.StatusCode.INTERNAL.name
+            logger.exception("unexpected error serving %s stream request for model %s", protocol, model)
+            return on_error(message, grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            self._record(model, version, protocol, code, started)
+
+    def _record(self, model: str, version: str, protocol: str, code: str, started_ns: int) -> None:
+        self._inflight.inc(-1)
+        key = (model, version, protocol, code)
+        children = self._children.get(key)
+        if children is None:
+            metrics = self.metrics
+            children = self._children[key] = (
+                counter_writer(metrics.requests.labels(model, version, protocol, code)),
+                HistogramRecorder(metrics.request_duration.labels(model, protocol)),
+            )
+        children[0].inc(1)
+        children[1].observe((time.perf_counter_ns() - started_ns) / 1e9)
+        if self._worker_requests is not None:
+            self._worker_requests.inc(1)
+
+
+async def abort_on_error(context: grpc.aio.ServicerContext, call: Callable[[], Any]) -> Any:
+    """Run a non-inference handler body, mapping domain errors to their status."""
+    try:
+        return await call()
+    except DriftserveError as exc:
+        await context.abort(exc.code, exc.message)
+
+
+async def stream_concurrently(
+    requests: Any, handle: Callable[[Any], Any], max_inflight: int
+) -> Any:
+    """Handle each message of a request stream as its own task and yield replies as they finish.
+
+    Requests of one stream can then share a batch; replies carry their request id, so order is
+    not needed (as in Triton's ModelStreamInfer). At most ``max_inflight`` are outstanding: the
+    reader stops pulling from the stream until one finishes (back-pressure, bounded memory).
+    """
+    import asyncio
+
+    replies: asyncio.Queue[Any] = asyncio.Queue()
+    slots = asyncio.Semaphore(max_inflight)
+    tasks: set[asyncio.Task[Any]] = set()
+    done_reading = False
+
+    async def run_one(message: Any) -> None:
+        try:
+            await replies.put(await handle(message))
+        finally:
+            slots.release()
+
+    async def reader() -> None:
+        nonlocal done_reading
+        try:
+            async for message in requests:
+                await slots.acquire()
+                task = asyncio.create_task(run_one(message))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        finally:
+            done_reading = True
+            await replies.put(_END)
+
+    read_task = asyncio.create_task(reader())
+    try:
+        while True:
+            reply = await replies.get()
+            if reply is _END:
+                break
+            yield reply
+        while tasks or not replies.empty():
+            if tasks:
+                await asyncio.wait(set(tasks))
+            while not replies.empty():
+                reply = replies.get_nowait()
+                if reply is not _END:
+                    yield reply
+    finally:
+        read_task.cancel()
+        for task in list(tasks):
+            task.cancel()
+
+
+_END = object()

@@ -1,0 +1,297 @@
+"""Open Inference Protocol (KServe V2 / Triton gRPC) servicer: protobuf in, protobuf out.
+
+Triton's clients send tensors in ``raw_input_contents`` and read only ``raw_output_contents``,
+so inputs are accepted raw or as typed ``contents`` and outputs are always returned raw.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from driftserve.api import grpc_service_pb2 as pb
+from driftserve.api import grpc_service_pb2_grpc as pb_grpc
+from driftserve.api import model_config_pb2 as mc
+from driftserve import __version__
+from driftserve.server.dataplane import InferenceRequest, InferenceResponse
+from driftserve.core.errors import DriftserveError, InvalidArgument, NotFound
+from driftserve.server.grpc_common import InferenceBoundary, abort_on_error, stream_concurrently
+from driftserve.server.repository import ModelRepository
+from driftserve.core.tensors import decode_contents, decode_raw, encode_raw
+from driftserve.server.v2_wire import ResponseEncoder, describe_outputs, serialize_infer_response
+
+PROTOCOL = "v2"
+SERVER_NAME = "driftserve"
+EXTENSIONS = ["model_repository", "model_configuration", "statistics", "schedule_policy", "binary_tensor_data"]
+STREAM_MAX_INFLIGHT = 512
+
+
+def decode_request(message: pb.ModelInferRequest) -> InferenceRequest:
+    """ModelInferRequest -> InferenceRequest, zero-copy for raw inputs."""
+    tensors = message.inputs
+    raw = message.raw_input_contents
+    if raw and len(raw) != len(tensors):
+        raise InvalidArgument(
+            f"raw_input_contents has {len(raw)} entries but the request declares "
+            f"{len(tensors)} inputs; give one raw entry per input, in order"
+        )
+    inputs = {}
+    if raw:
+        for tensor, data in zip(tensors, raw):
+            name = tensor.name
+            if name in inputs:
+                raise InvalidArgument(f"input '{name}' is given twice")
+            if tensor.HasField("contents"):
+                raise InvalidArgument(f"input '{name}' has both typed contents and raw_input_contents; give one")
+            inputs[name] = decode_raw(tensor.datatype, tensor.shape, data, name)
+    else:
+        for tensor in tensors:
+            name = tensor.name
+            if name in inputs:
+                raise InvalidArgument(f"input '{name}' is given twice")
+            inputs[name] = decode_contents(tensor.datatype, tensor.shape, tensor.contents, f"input '{name}'")
+    outputs = message.outputs
+    request = InferenceRequest(
+        message.model_name, message.model_version, message.id, inputs, [o.name for o in outputs] if outputs else []
+    )
+    parameters = message.parameters
+    if parameters:
+        request.timeout_us = _int_parameter(parameters, "timeout")
+        request.priority = _int_parameter(parameters, "priority")
+    return request
+
+
+def encode_response(response: InferenceResponse) -> pb.ModelInferResponse:
+    """InferenceResponse -> ModelInferResponse with every output in raw_output_contents (streams;
+    the unary ModelInfer sends the same bytes through ``v2_wire.ResponseEncoder``)."""
+    message = pb.ModelInferResponse(model_name=response.model, model_version=response.version, id=response.request_id)
+    describe_outputs(message, response.outputs.items())
+    message.raw_output_contents.extend([encode_raw(array) for array in response.outputs.values()])
+    return message
+
+
+def _int_parameter(parameters: Any, key: str) -> int:
+    if key not in parameters:
+        return 0
+    param = parameters[key]
+    which = param.WhichOneof("parameter_choice")
+    if which in ("int64_param", "uint64_param"):
+        value = int(getattr(param, which))
+    elif which == "double_param" and float(param.double_param).is_integer():
+        value = int(param.double_param)
+    else:
+        raise InvalidArgument(f"parameter '{key}' must be an integer, got {which or 'nothing'}")
+    if value < 0:
+        raise InvalidArgument(f"parameter '{key}' must be >= 0, got {value}")
+    return value
+
+
+def add_inference_servicer(servicer: "InferenceServicer", server: grpc.aio.Server) -> None:
+    """Register GRPCInferenceService like the generated ``add_..._to_server``, built from the
+    service descriptor, except that ModelInfer's serializer passes pre-encoded bytes through
+    (``driftserve.server.v2_wire``) and the service is a generic handler only."""
+    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    factories = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }
+    handlers = {}
+    for method in service.methods:
+        request_class = getattr(pb, method.input_type.name)
+        response_class = getattr(pb, method.output_type.name)
+        serializer = (
+            serialize_infer_response if method.name == "ModelInfer" else response_class.SerializeToString
+        )
+        handlers[method.name] = factories[(method.client_streaming, method.server_streaming)](
+            getattr(servicer, method.name),
+            request_deserializer=request_class.FromString,
+            response_serializer=serializer,
+        )
+    # Generic only, not also registered: see app.GenericHandlersOnly.
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """GRPCInferenceService over the shared data plane."""
+
+    def __init__(self, boundary: InferenceBoundary, repository: ModelRepository) -> None:
+        self.boundary = boundary
+        self.repository = repository
+        self.started = False
+        self._encoder = ResponseEncoder()
+
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.started and self.boundary.dataplane.accepting)
+
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext) -> pb.ModelReadyResponse:
+        try:
+            self.repository.route(request.name, request.version)
+        except DriftserveError:
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=self.boundary.dataplane.accepting)
+
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS)
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext) -> pb.ModelMetadataResponse:
+        async def body() -> pb.ModelMetadataResponse:
+            served = self.repository.route(request.name, request.version)
+            model = served.model
+            batch = [-1] if model.batched else []
+            meta = pb.ModelMetadataResponse.TensorMetadata
+            return pb.ModelMetadataResponse(
+                name=model.name,
+                versions=[str(v) for v in sorted(self.repository.entry(model.name).versions)],
+                platform=model.config.platform,
+                inputs=[meta(name=s.name, datatype=s.datatype, shape=batch + list(s.dims)) for s in model.inputs.values()],
+                outputs=[meta(name=s.name, datatype=s.datatype, shape=batch + list(s.dims)) for s in model.outputs.values()],
+            )
+
+        return await abort_on_error(context, body)
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> bytes:
+        """Replies with the serialized ModelInferResponse (see ``add_inference_servicer``)."""
+        return await self.boundary.serve(PROTOCOL, request, context, decode_request, self._encoder.encode)
+
+    async def ModelStreamInfer(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def handle(message: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
+            return await self.boundary.serve_for_stream(
+                PROTOCOL, message, decode_request,
+                lambda r: pb.ModelStreamInferResponse(infer_response=encode_response(r)),
+                lambda m, code, text: pb.ModelStreamInferResponse(
+                    error_message=f"{code.name}: {text}",
+                    infer_response=pb.ModelInferResponse(model_name=m.model_name, id=m.id),
+                ),
+            )
+
+        async for reply in stream_concurrently(request_iterator, handle, STREAM_MAX_INFLIGHT):
+            yield reply
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext) -> pb.ModelConfigResponse:
+        async def body() -> pb.ModelConfigResponse:
+            return pb.ModelConfigResponse(config=self._model_config(request.name, request.version))
+
+        return await abort_on_error(context, body)
+
+    def _model_config(self, name: str, version: str) -> mc.ModelConfig:
+        served = self.repository.route(name, version)
+        model, config = served.model, served.model.config
+        policy = config.version_policy
+        if policy.latest is not None:
+            version_policy = mc.ModelVersionPolicy(latest=mc.ModelVersionPolicy.Latest(num_versions=policy.latest.num_versions))
+        elif policy.specific is not None:
+            version_policy = mc.ModelVersionPolicy(specific=mc.ModelVersionPolicy.Specific(versions=policy.specific.versions))
+        else:
+            version_policy = mc.ModelVersionPolicy(all=mc.ModelVersionPolicy.All())
+        result = mc.ModelConfig(
+            name=model.name,
+            platform=config.platform,
+            backend="onnxruntime",
+            version_policy=version_policy,
+            max_batch_size=model.max_batch_size,
+            input=[mc.ModelInput(name=s.name, data_type=_config_type(s.datatype), dims=s.dims) for s in model.inputs.values()],
+            output=[mc.ModelOutput(name=s.name, data_type=_config_type(s.datatype), dims=s.dims) for s in model.outputs.values()],
+            instance_group=[mc.ModelInstanceGroup(name=f"{model.name}_cpu", count=model.instances, kind=mc.ModelInstanceGroup.KIND_CPU)],
+            default_model_filename="model.onnx",
+        )
+        batching = config.batching
+        if batching.enabled and model.batched:
+            result.dynamic_batching.CopyFrom(
+                mc.ModelDynamicBatching(
+                    preferred_batch_size=batching.preferred_batch_sizes,
+                    max_queue_delay_microseconds=batching.max_queue_delay_us,
+                    priority_levels=batching.priority_levels,
+                    default_priority_level=batching.default_priority_level,
+                    default_queue_policy=mc.ModelQueuePolicy(
+                        default_timeout_microseconds=batching.default_timeout_us,
+                        allow_timeout_override=True,
+                        max_queue_size=batching.max_queue_size,
+                    ),
+                )
+            )
+        return result
+
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext) -> pb.ModelStatisticsResponse:
+        async def body() -> pb.ModelStatisticsResponse:
+            if request.name:
+                entry = self.repository.entry(request.name)
+                entries = [entry]
+            else:
+                entries = list(self.repository.models.values())
+            stats = []
+            for entry in entries:
+                for version, served in sorted(entry.versions.items()):
+                    if request.version and request.version != str(version):
+                        continue
+                    stats.append(_statistics_message(entry.name, version, served.statistics))
+            if request.name and request.version and not stats:
+                raise NotFound(f"model '{request.name}' has no served version {request.version}")
+            return pb.ModelStatisticsResponse(model_stats=stats)
+
+        return await abort_on_error(context, body)
+
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext) -> pb.RepositoryIndexResponse:
+        async def body() -> pb.RepositoryIndexResponse:
+            index = pb.RepositoryIndexResponse.ModelIndex
+            rows = [
+                index(name=n, version=v, state=s, reason=r)
+                for n, v, s, r in self.repository.index()
+                if not request.ready or s == "READY"
+            ]
+            return pb.RepositoryIndexResponse(models=rows)
+
+        return await abort_on_error(context, body)
+
+    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext) -> pb.RepositoryModelLoadResponse:
+        async def body() -> pb.RepositoryModelLoadResponse:
+            await self.repository.load(request.model_name)
+            return pb.RepositoryModelLoadResponse()
+
+        return await abort_on_error(context, body)
+
+    async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest, context: grpc.aio.ServicerContext) -> pb.RepositoryModelUnloadResponse:
+        async def body() -> pb.RepositoryModelUnloadResponse:
+            await self.repository.unload(request.model_name)
+            return pb.RepositoryModelUnloadResponse()
+
+        return await abort_on_error(context, body)
+
+
+def _config_type(datatype: str) -> int:
+    return mc.DataType.Value("TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}")
+
+
+def _statistics_message(name: str, version: int, stats: Any) -> pb.ModelStatistics:
+    def duration(d: Any) -> pb.StatisticDuration:
+        return pb.StatisticDuration(count=d.count, ns=d.ns)
+
+    return pb.ModelStatistics(
+        name=name,
+        version=str(version),
+        last_inference=stats.last_inference_ms,
+        inference_count=stats.inference_count,
+        execution_count=stats.execution_count,
+        inference_stats=pb.InferStatistics(
+            success=duration(stats.success),
+            fail=duration(stats.fail),
+            queue=duration(stats.queue),
+            compute_input=duration(stats.compute_input),
+            compute_infer=duration(stats.compute_infer),
+            compute_output=duration(stats.compute_output),
+        ),
+        batch_stats=[
+            pb.InferBatchStatistics(
+                batch_size=size,
+                compute_input=duration(b.compute_input),
+                compute_infer=duration(b.compute_infer),
+                compute_output=duration(b.compute_output),
+            )
+            for size, b in sorted(stats.batches.items())
+        ],
+    )

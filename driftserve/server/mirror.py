@@ -1,0 +1,419 @@
+"""The mirror tap: sampled, served traffic shipped to the drift sidecar, never on the request path.
+
+``tap`` runs after a response is ready and copies the request's rows into the columnar staging
+buffers of its model version (one copy per tensor, no I/O, no await): no reference to a request
+message or an output array outlives the call, and a flush concatenates nothing. Stagings are
+allocated on first use per tensor layout and reused after each flush, so the steady state allocates
+no staging memory. A background task drains them every ``flush_interval_s`` or as soon as
+``flush_rows`` rows wait, turns each into one ``MirrorBatch`` (``buf[:n]`` of every tensor) and
+writes it on a client stream to ``driftserve.v1.Mirror/Publish``. When the row or byte budget is
+used up, or the sidecar is slow, down or not started yet, records are dropped and counted; the
+stream reconnects with exponential backoff. Serving never waits on any of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import random
+import socket
+import time
+from typing import Any
+
+import grpc
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from driftserve.api import driftserve_pb2 as pb
+from driftserve.api import driftserve_pb2_grpc as pb_grpc
+from driftserve.server.dataplane import InferenceRequest
+from driftserve.server.repository import ModelRepository, ServedVersion
+from driftserve.core.tensors import encode_raw, v2_datatype
+
+logger = logging.getLogger(__name__)
+
+# Rows waiting across all stagings; beyond it records are dropped (the ``queue_capacity`` argument).
+DEFAULT_QUEUE_CAPACITY = 16384
+DEFAULT_FLUSH_INTERVAL_S = 0.05
+DEFAULT_FLUSH_ROWS = 2048
+# One staging holds at most this many bytes of rows (but always one request), so a model with
+# large or variable per-row shapes never allocates capacity-sized buffers per layout.
+STAGING_BYTES = 4 << 20
+# Buffers of all stagings in use together; rows are a poor memory bound for large tensors.
+MAX_STAGED_BYTES = 128 << 20
+# Drained stagings kept per model version for reuse (double buffering, or two alternating layouts).
+SPARES_PER_VERSION = 2
+BACKOFF_INITIAL_S = 0.1
+BACKOFF_MAX_S = 2.0
+_OBJECT = np.dtype(np.object_)
+
+# (name, buffer dtype, per-row shape) of each tensor, inputs then outputs.
+TensorLayout = tuple[tuple[str, np.dtype, tuple[int, ...]], ...]
+Layout = tuple[TensorLayout, TensorLayout]
+_Column = tuple[int, str, np.ndarray, memoryview | None, int, tuple[int, ...], np.dtype]
+
+
+class _Lane:
+    """Per model version: the staging being filled, drained spares, and cached counter children."""
+
+    __slots__ = ("model", "version", "open", "spares", "sent", "dropped", "sampled_out", "rows_sent")
+
+    def __init__(self, model: str, version: str, counters: tuple[Any, Any, Any, Any]) -> None:
+        self.model = model
+        self.version = version
+        self.open: _Staging | None = None
+        self.spares: list[_Staging] = []
+        self.sent, self.dropped, self.sampled_out, self.rows_sent = counters
+
+
+class _Staging:
+    """Columnar rows of one model version with one tensor layout, copied in by ``append``."""
+
+    __slots__ = ("lane", "layout", "capacity", "nbytes", "n", "records", "_buffers", "_batched", "_columns")
+
+    def __init__(self, lane: _Lane, layout: Layout, capacity: int, batched: bool) -> None:
+        self.lane = lane
+        self.layout = layout
+        self.capacity = capacity
+        self._buffers = tuple([(name, np.empty((capacity, *shape), dtype), shape, dtype) for name, dtype, shape in part]
+                              for part in layout)  # fmt: skip
+        self.nbytes = sum(buf.nbytes for part in self._buffers for _, buf, _, _ in part)
+        self._batched = batched
+        self._columns: dict[int, list[_Column]] = {}  # by request row count
+        self.n = 0
+        # (request id, rows, arrival and tap perf_counter_ns) per request, in tap order; the
+        # seconds and unix times are computed at the flush, off the request path.
+        self.records: list[tuple[str, int, int, int]] = []
+
+    def append(self, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray], rows: int) -> bool:
+        """Copy one request's rows in; False (nothing counted) if they do not fit or match the layout.
+
+        The data plane has validated the inputs and the batcher split the outputs by rows, so only
+        the per-row shapes and dtypes can differ (variable dimensions) and need checking here.
+        """
+        n = self.n
+        end = n + rows
+        columns = self._columns.get(rows) or self._columns_for(rows)
+        if end > self.capacity or len(inputs) + len(outputs) != len(columns):
+            return False
+        tensors = (inputs, outputs)
+        # Rows written before a mismatch is found lie beyond n and are overwritten later.
+        try:
+            for part, name, buf, raw, row_bytes, shape, dtype in columns:
+                array = tensors[part][name]
+                if array.shape != shape or (array.dtype is not dtype and not _fits(array.dtype, dtype)):
+                    return False
+                if raw is not None:  # bytes into a byte view: cheaper per call than ndarray slice assignment
+                    raw[n * row_bytes : end * row_bytes] = array.tobytes()
+                else:
+                    buf[n:end] = array  # object buffer; a non-batched array broadcasts into its one row
+        except (KeyError, ValueError):
+            return False
+        self.n = end
+        return True
+
+    def _columns_for(self, rows: int) -> list[_Column]:
+        """(0 input / 1 output, name, buffer, its byte view, bytes per row, request shape, dtype)."""
+        lead = (rows,) if self._batched else ()
+        columns = self._columns[rows] = [
+            (part, name, buf, _byte_view(buf), buf.itemsize * math.prod(shape), lead + shape, dtype)
+            for part, buffers in enumerate(self._buffers)
+            for name, buf, shape, dtype in buffers
+        ]
+        return columns
+
+    def to_batch(self, sender: str) -> pb.MirrorBatch:
+        """One columnar message of the staged rows (``encode_raw`` copies them out)."""
+        n = self.n
+        request_ids, request_rows, arrivals_ns, taps_ns = zip(*self.records)
+        unix_offset_s = time.time() - time.perf_counter_ns() / 1e9
+        # An unknown arrival (0) counts as the tap time, with no latency.
+        latency_s = [(tap - arrival) / 1e9 if arrival else 0.0 for arrival, tap in zip(arrivals_ns, taps_ns)]
+        arrival_unix_s = [unix_offset_s + (arrival or tap) / 1e9 for arrival, tap in zip(arrivals_ns, taps_ns)]
+        return pb.MirrorBatch(
+            model=self.lane.model,
+            version=self.lane.version,
+            rows=n,
+            inputs=[_tensor(name, buf[:n]) for name, buf, _, _ in self._buffers[0]],
+            outputs=[_tensor(name, buf[:n]) for name, buf, _, _ in self._buffers[1]],
+            request_ids=request_ids,
+            request_rows=request_rows,
+            arrival_unix_s=arrival_unix_s,
+            latency_s=latency_s,
+            sender=sender,
+        )
+
+    def reset(self) -> None:
+        """Empty it for reuse; object buffers let go of their strings."""
+        for _, buf, _, dtype in (*self._buffers[0], *self._buffers[1]):
+            if dtype is _OBJECT:
+                buf[: self.n] = None
+        self.n = 0
+        self.records.clear()
+
+
+class MirrorPublisher:
+    """Samples served requests and streams them to the sidecar in columnar batches."""
+
+    def __init__(
+        self,
+        address: str,
+        repository: ModelRepository,
+        registry: CollectorRegistry,
+        queue_capacity: int = DEFAULT_QUEUE_CAPACITY,
+        flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
+        flush_rows: int = DEFAULT_FLUSH_ROWS,
+    ) -> None:
+        self.address = address
+        self.repository = repository
+        self.queue_capacity = queue_capacity  # rows
+        self.flush_interval_s = flush_interval_s
+        self.flush_rows = flush_rows
+        self.staging_rows = max(1, min(queue_capacity, 2 * flush_rows))
+        self._lanes: dict[tuple[str, int], _Lane] = {}
+        self._sealed: list[_Staging] = []
+        self._staged_rows = 0
+        self._staged_bytes = 0  # buffers of the open and sealed stagings
+        self._sender = f"{socket.gethostname()}:{os.getpid()}"
+        self._task: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._connected = False
+        self.records = Counter(
+            "driftserve_mirror_records_total",
+            "Served requests seen by the mirror tap, by outcome (sent, dropped, sampled_out).",
+            ["model", "outcome"],
+            registry=registry,
+        )
+        self.rows_sent = Counter(
+            "driftserve_mirror_rows_sent_total", "Rows delivered to the sidecar.", ["model"], registry=registry
+        )
+        self.batches_sent = Counter(
+            "driftserve_mirror_batches_sent_total", "MirrorBatch messages written to the sidecar.", registry=registry
+        )
+        self.connected = Gauge(
+            "driftserve_mirror_connected", "1 while a Publish stream to the sidecar is open.", registry=registry
+        )
+        self.queue_depth = Gauge(
+            "driftserve_mirror_queue_depth_records", "Records that were waiting at the last flush to the sidecar.",
+            registry=registry,
+        )
+
+    # ------------------------------------------------------------------ request path
+    def tap(self, served: ServedVersion, request: InferenceRequest, outputs: dict[str, np.ndarray]) -> None:
+        """Maybe copy one served request into its staging; never blocks, never awaits.
+
+        Models with a ``drift`` section are sampled at ``drift.mirror.sample_rate``; a model with
+        only a shadow version is mirrored in full so the sidecar can compare every request.
+        """
+        model = served.model  # its plain attributes, not ServedVersion's properties: this runs per request
+        config = model.config
+        drift = config.drift
+        if drift is None and config.deployment.shadow_version is None:
+            return  # nothing in the sidecar would use it
+        lane = self._lanes.get((model.name, model.version))
+        if lane is None:
+            lane = self._lane(model.name, model.version)
+        if drift is not None and drift.mirror.sample_rate < 1.0 and random.random() >= drift.mirror.sample_rate:
+            lane.sampled_out.inc()
+            return
+        inputs = request.inputs
+        rows = next(iter(inputs.values())).shape[0] if model.batched else 1
+        staged = self._staged_rows + rows
+        if staged > self.queue_capacity:
+            lane.dropped.inc()
+            return
+        tapped_ns = time.perf_counter_ns()
+        staging = lane.open
+        if staging is None or not staging.append(inputs, outputs, rows):
+            try:
+                staging = self._restage(lane, inputs, outputs, rows, model.batched)
+            except Exception:  # tensors no staging can hold must not fail the served request
+                logger.exception("mirror tap of model %s cannot stage a request; dropping it", model.name)
+                staging = None
+            if staging is None:
+                lane.dropped.inc()
+                return
+        staging.records.append((request.request_id, rows, request.arrival_ns, tapped_ns))
+        self._staged_rows = staged
+        if staged >= self.flush_rows and self._wakeup is not None:
+            self._wakeup.set()
+
+    def _lane(self, name: str, version: int) -> _Lane:
+        counters = (self.records.labels(name, "sent"), self.records.labels(name, "dropped"),
+                    self.records.labels(name, "sampled_out"), self.rows_sent.labels(name))  # fmt: skip
+        lane = self._lanes[(name, version)] = _Lane(name, str(version), counters)
+        return lane
+
+    def _restage(self, lane: _Lane, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
+                 rows: int, batched: bool) -> _Staging | None:  # fmt: skip
+        """Seal the lane's staging (full, or another layout) and open one that takes this request.
+
+        Returns it with the request's rows copied in, or None when the byte budget is used up.
+        """
+        current, lane.open = lane.open, None
+        if current is not None:
+            if current.n:
+                self._sealed.append(current)
+            else:
+                self._staged_bytes -= current.nbytes
+                self._release(current)
+        layout = _layout(inputs, outputs, batched)
+        staging = next((s for s in lane.spares if s.layout == layout and s.capacity >= rows), None)
+        if staging is not None:
+            nbytes = staging.nbytes
+        else:
+            row_bytes = sum(dtype.itemsize * math.prod(shape) for part in layout for _, dtype, shape in part)
+            capacity = max(rows, min(self.staging_rows, STAGING_BYTES // max(row_bytes, 1)))
+            nbytes = capacity * row_bytes
+        if self._staged_bytes and self._staged_bytes + nbytes > MAX_STAGED_BYTES:
+            return None
+        if staging is not None:
+            lane.spares.remove(staging)
+        else:
+            staging = _Staging(lane, layout, capacity, batched)
+        self._staged_bytes += staging.nbytes
+        lane.open = staging
+        return staging if staging.append(inputs, outputs, rows) else None
+
+    def _release(self, staging: _Staging) -> None:
+        """Keep an empty staging as a spare of its lane (the most recent ones win)."""
+        spares = staging.lane.spares
+        spares.insert(0, staging)
+        del spares[SPARES_PER_VERSION:]
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Start the background sender (inside the running loop)."""
+        self._wakeup = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="mirror-publisher")
+
+    async def close(self) -> None:
+        """Stop sending; what is still staged is dropped and counted."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self._drop_all()
+
+    # ------------------------------------------------------------------ background sender
+    async def _run(self) -> None:
+        backoff = BACKOFF_INITIAL_S
+        while True:
+            channel = grpc.aio.insecure_channel(self.address)
+            call = None
+            try:
+                call = pb_grpc.MirrorStub(channel).Publish()
+                await self._pump(call)
+            except asyncio.CancelledError:
+                if call is not None:
+                    call.cancel()
+                await channel.close()
+                raise
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError) as exc:
+                if self._connected:
+                    logger.warning("mirror stream to %s ended: %s; reconnecting", self.address, _short(exc))
+                self._set_connected(False)
+                self._drop_all()
+                await channel.close()
+                await asyncio.sleep(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                continue
+            await channel.close()
+            backoff = BACKOFF_INITIAL_S
+
+    async def _pump(self, call: Any) -> None:
+        assert self._wakeup is not None
+        await call.wait_for_connection()
+        self._set_connected(True)
+        logger.info("mirroring to sidecar at %s", self.address)
+        while True:
+            if self._staged_rows < self.flush_rows:
+                # Flush every interval, or as soon as flush_rows rows are waiting.
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), self.flush_interval_s)
+                except TimeoutError:
+                    pass
+            if call.done():
+                raise asyncio.InvalidStateError("sidecar closed the stream")
+            if not self._staged_rows:
+                continue
+            batches = self._drain()
+            self.queue_depth.set(sum(records for _, _, records in batches))  # per flush, not per request
+            for index, (batch, lane, records) in enumerate(batches):
+                try:
+                    await call.write(batch)
+                except BaseException:
+                    for _, unsent_lane, unsent in batches[index:]:  # drained but never delivered
+                        unsent_lane.dropped.inc(unsent)
+                    raise
+                self.batches_sent.inc()
+                lane.rows_sent.inc(batch.rows)
+                lane.sent.inc(records)
+
+    def _drain(self) -> list[tuple[pb.MirrorBatch, _Lane, int]]:
+        """Seal every staging and turn each into one batch; the buffers go back to their lanes."""
+        batches = []
+        for staging in self._take_all():
+            batches.append((staging.to_batch(self._sender), staging.lane, len(staging.records)))
+            staging.reset()
+            self._release(staging)
+        return batches
+
+    def _take_all(self) -> list[_Staging]:
+        """Sealed stagings, then the open ones with rows, oldest first; the budgets start over."""
+        taken, self._sealed = self._sealed, []
+        for lane in self._lanes.values():
+            staging, lane.open = lane.open, None
+            if staging is not None:
+                if staging.n:
+                    taken.append(staging)
+                else:
+                    self._release(staging)
+        self._staged_rows = self._staged_bytes = 0
+        return taken
+
+    def _drop_all(self) -> None:
+        for staging in self._take_all():
+            staging.lane.dropped.inc(len(staging.records))
+            staging.reset()
+            self._release(staging)
+        self.queue_depth.set(0)
+
+    def _set_connected(self, value: bool) -> None:
+        self._connected = value
+        self.connected.set(1.0 if value else 0.0)
+
+
+def _layout(inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray], batched: bool) -> Layout:
+    skip = 1 if batched else 0
+
+    def part(tensors: dict[str, np.ndarray]) -> TensorLayout:
+        return tuple((name, _OBJECT if a.dtype.kind in "OSU" else a.dtype, a.shape[skip:])
+                     for name, a in tensors.items())  # fmt: skip
+
+    return part(inputs), part(outputs)
+
+
+def _byte_view(buffer: np.ndarray) -> memoryview | None:
+    """A flat byte view of a numeric buffer; None for object buffers (no buffer protocol) and empty ones."""
+    return None if buffer.dtype.hasobject or buffer.size == 0 else memoryview(buffer).cast("B")
+
+
+def _fits(dtype: np.dtype, buffer_dtype: np.dtype) -> bool:
+    """Whether an array of ``dtype`` can be stored as is in a buffer of ``buffer_dtype``."""
+    return dtype == buffer_dtype or (buffer_dtype is _OBJECT and dtype.kind in "SU")
+
+
+def _tensor(name: str, array: np.ndarray) -> pb.Tensor:
+    return pb.Tensor(name=name, datatype=v2_datatype(array), shape=array.shape, data=encode_raw(array))
+
+
+def _short(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,58 @@
+"""``driftserve serve --workers N``: N server processes on one port, one aggregated /metrics.
+
+One process is bound by the GIL around gRPC and protobuf, so past one core the way to scale is
+more processes. Each worker binds the same port with SO_REUSEPORT (the kernel spreads new
+connections across them) and runs its own batchers. Metrics use prometheus_client's
+multiprocess mode: workers write to files in a shared directory, and this parent serves their
+aggregate on the metrics port.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+
+from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+from driftserve.core.ports import free_port
+from driftserve.core.processes import start_child, stop_children, supervise, wait_ready
+from driftserve.server.settings import ServerSettings, serve_argv
+
+logger = logging.getLogger(__name__)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def run_workers(settings: ServerSettings) -> int:
+    """Start the workers, serve aggregated metrics, supervise until a signal; exit code."""
+    port = settings.grpc_port or free_port(settings.host)
+    metrics_dir = tempfile.mkdtemp(prefix="driftserve-metrics-")
+    env = {MULTIPROC_ENV: metrics_dir}
+    argv = serve_argv(settings, grpc_port=port, metrics_port=-1, workers=1)
+    children = [
+        start_child(f"worker-{i}", argv, {**env, "DRIFTSERVE_REUSE_PORT": "true"})
+        for i in range(settings.workers)
+    ]
+    httpd = None
+    try:
+        if not wait_ready(children):
+            stop_children(children, settings.grace_period_s)
+            return 1
+        metrics_port = -1
+        if settings.metrics_port >= 0:
+            os.environ[MULTIPROC_ENV] = metrics_dir
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=metrics_dir)
+            httpd, _ = start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
+            metrics_port = httpd.server_port
+        pids = ",".join(str(c.process.pid) for c in children)
+        print(f"DRIFTSERVE_READY grpc_port={port} metrics_port={metrics_port} pids={pids}", flush=True)
+        logger.info("%d workers serving on %s:%d", len(children), settings.host, port)
+        return supervise(children, settings.grace_period_s)
+    finally:
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.server_close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -1,0 +1,117 @@
+"""The sidecar's HTTP side: ``/metrics``, ``/api/drift[/<model>]``, ``/dashboard``, ``/healthz``.
+
+A stdlib ``ThreadingHTTPServer`` in a daemon thread, like prometheus_client's own exporter: the
+endpoints are read-only, low-rate and cheap, so no web framework is needed. A scrape first asks
+the state for reports no older than the evaluation cadence, so gauges are fresh on scrape without
+stepping the alert hysteresis faster than the cadence.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from driftserve.sidecar.dashboard import render_dashboard
+from driftserve.sidecar.drift.detector import SLIDING
+from driftserve.sidecar.monitor_service import window_filter
+from driftserve.sidecar.state import SidecarState, UnknownModel
+from driftserve.sidecar.views import report_to_json
+
+logger = logging.getLogger(__name__)
+
+_JSON = "application/json"
+_HTML = "text/html; charset=utf-8"
+
+
+class SidecarHttpServer:
+    """Owns the HTTP server thread; ``port`` is the bound port (useful with port 0)."""
+
+    def __init__(self, state: SidecarState, registry: CollectorRegistry, host: str, port: int, refresh_s: float) -> None:
+        handler = type("Handler", (_Handler,), {"state": state, "registry": registry, "refresh_s": refresh_s})
+        self._httpd = ThreadingHTTPServer((host, port), handler)
+        self._httpd.daemon_threads = True
+        self.port = int(self._httpd.server_address[1])
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="sidecar-http", daemon=True)
+
+    def start(self) -> None:
+        """Serve in a background thread."""
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop serving and release the port."""
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    state: SidecarState
+    registry: CollectorRegistry
+    refresh_s: float
+    server_version = "driftserve-sidecar"
+
+    def do_GET(self) -> None:  # noqa: N802 (stdlib naming)
+        url = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        path = url.path.rstrip("/") or "/"
+        try:
+            if path == "/metrics":
+                self.state.refresh_all(self.refresh_s)
+                self._send(HTTPStatus.OK, CONTENT_TYPE_LATEST, generate_latest(self.registry))
+            elif path == "/api/drift":
+                self._json(HTTPStatus.OK, {"models": sorted(self.state.models)})
+            elif path.startswith("/api/drift/"):
+                self._report(unquote(path[len("/api/drift/") :]), query.get("window", ""))
+            elif path in ("/", "/dashboard"):
+                self._dashboard(query.get("window", SLIDING))
+            elif path == "/healthz":
+                self._send(HTTPStatus.OK, "text/plain", b"ok\n")
+            else:
+                self._json(HTTPStatus.NOT_FOUND, {"error": f"no such path {url.path!r}; try /dashboard, /metrics, "
+                                                           "/api/drift or /api/drift/<model>"})  # fmt: skip
+        except (BrokenPipeError, ConnectionResetError):
+            logger.debug("HTTP client %s went away", self.client_address)
+
+    def _report(self, model: str, window: str) -> None:
+        try:
+            windows = window_filter(window)
+            report = self.state.report(model)
+        except ValueError as exc:
+            self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+            return
+        except UnknownModel as exc:
+            self._json(HTTPStatus.NOT_FOUND, {"error": str(exc.args[0])})
+            return
+        self._json(HTTPStatus.OK, report_to_json(report, windows))
+
+    def _dashboard(self, window: str) -> None:
+        try:
+            (window,) = window_filter(window or SLIDING)
+        except ValueError as exc:
+            self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+            return
+        models = []
+        for name in sorted(self.state.models):
+            config = self.state.models[name].config.drift
+            models.append((self.state.report(name), config))
+        self._send(HTTPStatus.OK, _HTML, render_dashboard(models, window).encode())
+
+    def _json(self, status: HTTPStatus, doc: Any) -> None:
+        self._send(status, _JSON, json.dumps(doc, allow_nan=False).encode())
+
+    def _send(self, status: HTTPStatus, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+        logger.debug("http %s " + format, self.client_address[0], *args)

@@ -1,0 +1,120 @@
+"""gRPC servicers of the sidecar: ``Mirror/Publish`` (ingest) and ``Monitor`` (reports).
+
+Thin transport: both translate protobuf to calls on :class:`~driftserve.sidecar.state.SidecarState` and
+back. A bad batch never fails the stream (it is counted and dropped), because one malformed record
+must not cut the server's whole mirror feed; bad report requests get INVALID_ARGUMENT/NOT_FOUND.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from driftserve.api import driftserve_pb2, driftserve_pb2_grpc
+from driftserve.sidecar.drift.detector import WINDOWS, FeatureWindowReport
+from driftserve.sidecar.shadow import ShadowStats
+from driftserve.sidecar.state import ModelReport, SidecarState, UnknownModel
+
+logger = logging.getLogger(__name__)
+
+# Yield to the event loop every so many batches so that one busy stream cannot starve the others.
+_YIELD_EVERY_BATCHES = 32
+
+
+class MirrorServicer(driftserve_pb2_grpc.MirrorServicer):
+    """Receives the server's mirrored batches."""
+
+    def __init__(self, state: SidecarState) -> None:
+        self._state = state
+
+    async def Publish(
+        self, request_iterator: AsyncIterator[driftserve_pb2.MirrorBatch], context: grpc.aio.ServicerContext
+    ) -> driftserve_pb2.PublishSummary:
+        batches = rows = 0
+        metrics = self._state.metrics
+        metrics.streams.inc()
+        peer = context.peer()
+        logger.info("mirror stream opened by %s", peer)
+        try:
+            async for message in request_iterator:
+                accepted = self._state.submit(message)
+                if accepted:
+                    batches += 1
+                    rows += accepted
+                if batches % _YIELD_EVERY_BATCHES == 0:
+                    await asyncio.sleep(0)
+        finally:
+            metrics.streams.dec()
+            logger.info("mirror stream from %s closed after %s batches, %s rows", peer, batches, rows)
+        return driftserve_pb2.PublishSummary(batches=batches, rows=rows)
+
+
+def window_filter(window: str) -> tuple[str, ...]:
+    """The windows a request asks for; ValueError names the allowed values."""
+    if not window:
+        return WINDOWS
+    if window not in WINDOWS:
+        raise ValueError(f"window must be one of {', '.join(WINDOWS)} or empty for both, got {window!r}")
+    return (window,)
+
+
+def feature_to_proto(item: FeatureWindowReport) -> driftserve_pb2.FeatureDrift:
+    """One feature/window item as the wire message."""
+    return driftserve_pb2.FeatureDrift(
+        feature=item.feature, kind=item.source, window=item.window, window_rows=item.window_rows,
+        psi=item.psi, psi_expected=item.psi_expected, ks_statistic=item.ks_statistic, ks_bound=item.ks_bound,
+        ks_pvalue=item.ks_pvalue, ks_pvalue_corrected=item.ks_pvalue_corrected, missing_share=item.missing_share,
+        reference_missing_share=item.reference_missing_share, unseen_categories=item.unseen_categories,
+        status=item.status, reasons=item.reasons,
+    )  # fmt: skip
+
+
+def shadow_to_proto(stats: ShadowStats) -> driftserve_pb2.ShadowReport:
+    """The shadow comparison as the wire message (NaN where nothing was measured yet)."""
+    return driftserve_pb2.ShadowReport(
+        primary_version=stats.primary_version, shadow_version=stats.shadow_version, rows=stats.rows,
+        agreement=stats.agreement, mean_abs_delta=stats.mean_abs_delta, max_abs_delta=stats.max_abs_delta,
+        primary_latency_p50_s=stats.primary_latency_p50_s, shadow_latency_p50_s=stats.shadow_latency_p50_s,
+        errors=stats.errors,
+    )  # fmt: skip
+
+
+def report_to_proto(report: ModelReport, windows: tuple[str, ...] = WINDOWS) -> driftserve_pb2.DriftReport:
+    """A model report as the wire message, limited to ``windows``."""
+    message = driftserve_pb2.DriftReport(
+        model=report.model, generated_unix_s=report.generated_unix_s, rows_seen=report.rows_seen,
+        batches_seen=report.batches_seen,
+        features=[feature_to_proto(i) for i in report.items if i.window in windows],
+    )  # fmt: skip
+    if report.shadow is not None:
+        message.shadow.CopyFrom(shadow_to_proto(report.shadow))
+    return message
+
+
+class MonitorServicer(driftserve_pb2_grpc.MonitorServicer):
+    """Serves drift and shadow reports to the CLI and other tools."""
+
+    def __init__(self, state: SidecarState) -> None:
+        self._state = state
+
+    async def GetDriftReport(
+        self, request: driftserve_pb2.DriftReportRequest, context: grpc.aio.ServicerContext
+    ) -> driftserve_pb2.DriftReport:
+        try:
+            windows = window_filter(request.window)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        try:
+            # Evaluating a report is NumPy over bins, milliseconds; keep it off the loop anyway.
+            report = await asyncio.to_thread(self._state.report, request.model)
+        except UnknownModel as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc.args[0]))
+        return report_to_proto(report, windows)
+
+    async def ListModels(
+        self, request: driftserve_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> driftserve_pb2.ListModelsResponse:
+        return driftserve_pb2.ListModelsResponse(models=sorted(self._state.models))
