@@ -25,8 +25,8 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import start_driftserve, start_grpc_ceiling
-from driftserve.core.machine import machine_text
 from benchmarks.perf_analyzer_runner import batch_counts, median_run, round_order, run_perf_analyzer, throughput_ratios
+from driftserve.core.machine import machine_text
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -43,14 +43,18 @@ CEILINGS = (CEILING, CEILING_YIELD)
 def make_repository(source: Path, dest: Path, max_batch: int) -> list[str]:
     variants = {"mlp_nobatch": "batching: {enabled: false}"}
     variants.update({f"mlp_delay{d}": f"batching: {{enabled: true, max_queue_delay_us: {d}}}" for d in DELAYS_US})
-    variants.update({
-        name: f"batching: {{enabled: true, max_queue_delay_us: {delay}, preferred_batch_sizes: {sizes}}}"
-        for name, (delay, sizes) in PREFERRED.items()
-    })
+    variants.update(
+        {
+            name: f"batching: {{enabled: true, max_queue_delay_us: {delay}, preferred_batch_sizes: {sizes}}}"
+            for name, (delay, sizes) in PREFERRED.items()
+        }
+    )
     for name, batching in variants.items():
         shutil.copytree(source / "breast_cancer_mlp" / "1", dest / name / "1")
         (dest / name / "config.yaml").write_text(
-            f"max_batch_size: {max_batch}\ninstances: 1\nruntime: {{intra_op_threads: 1, inter_op_threads: 1}}\n{batching}\n")
+            f"max_batch_size: {max_batch}\ninstances: 1\n"
+            f"runtime: {{intra_op_threads: 1, inter_op_threads: 1}}\n{batching}\n"
+        )
     return list(variants)
 
 
@@ -76,8 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         logs = Path(tmp) / "logs"
         logs.mkdir()
         server = start_driftserve(Path(tmp), logs)
-        ceilings = {CEILING: start_grpc_ceiling(Path(tmp), logs),
-                    CEILING_YIELD: start_grpc_ceiling(Path(tmp), logs, yield_once=True)}
+        ceilings = {
+            CEILING: start_grpc_ceiling(Path(tmp), logs),
+            CEILING_YIELD: start_grpc_ceiling(Path(tmp), logs, yield_once=True),
+        }
         try:
             for process in (server, *ceilings.values()):
                 process.wait_ready()
@@ -86,8 +92,13 @@ def main(argv: list[str] | None = None) -> int:
                 for model in round_order([*models, *CEILINGS], round_index):
                     if model in ceilings:
                         # Its metadata declares no batch dimension (like the naive server): give the shape.
-                        result = run_perf_analyzer(ceilings[model].target, "mlp_nobatch", args.concurrency,
-                                                   args.window_ms, extra_args=["--shape", "input:1,30"])
+                        result = run_perf_analyzer(
+                            ceilings[model].target,
+                            "mlp_nobatch",
+                            args.concurrency,
+                            args.window_ms,
+                            extra_args=["--shape", "input:1,30"],
+                        )
                         result["avg_batch_rows"] = float("nan")
                     else:
                         before = batch_counts(server.target, model)
@@ -95,8 +106,11 @@ def main(argv: list[str] | None = None) -> int:
                         after = batch_counts(server.target, model)
                         result["avg_batch_rows"] = (after[0] - before[0]) / max(after[1] - before[1], 1)
                     runs[model].append(result)
-                    print(f"round {round_index + 1} {model}: {result['throughput_rps']:.0f} rps, "
-                          f"p99 {result['p99_ms']:.2f} ms, batch {result['avg_batch_rows']:.1f}", flush=True)
+                    print(
+                        f"round {round_index + 1} {model}: {result['throughput_rps']:.0f} rps, "
+                        f"p99 {result['p99_ms']:.2f} ms, batch {result['avg_batch_rows']:.1f}",
+                        flush=True,
+                    )
         finally:
             server.stop()
             for process in ceilings.values():
@@ -106,8 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     # Ratios within each round (both variants saw the same machine state), then their median.
     round_ratios = throughput_ratios(runs[best], runs["mlp_nobatch"])
     report = {
-        "date": dt.date.today().isoformat(), "machine": machine_text(), "concurrency": args.concurrency,
-        "rounds": args.rounds, "window_ms": args.window_ms, "runs": runs, "median": summary, "best": best,
+        "date": dt.date.today().isoformat(),
+        "machine": machine_text(),
+        "concurrency": args.concurrency,
+        "rounds": args.rounds,
+        "window_ms": args.window_ms,
+        "runs": runs,
+        "median": summary,
+        "best": best,
         "best_configuration": batching_label(best),
         "speedup_best_vs_off": summary[best]["throughput_rps"] / summary["mlp_nobatch"]["throughput_rps"],
         "speedup_best_vs_off_per_round": round_ratios,
@@ -129,19 +149,28 @@ def main(argv: list[str] | None = None) -> int:
     for m in (*models, *CEILINGS):
         s = summary[m]
         if m in CEILINGS:
-            label = ("transport ceiling: bare grpc.aio, canned reply, no model" if m == CEILING
-                     else "transport ceiling with one `await asyncio.sleep(0)` per request")
+            label = (
+                "transport ceiling: bare grpc.aio, canned reply, no model"
+                if m == CEILING
+                else "transport ceiling with one `await asyncio.sleep(0)` per request"
+            )
             batch, queue = "–", "–"
         else:
             label = "batching off" if m == "mlp_nobatch" else f"batching, {batching_label(m)}"
             batch, queue = f"{s['avg_batch_rows']:.1f}", f"{s['server_queue_us']:.0f}"
-        lines.append(f"| {label} | {s['throughput_rps']:.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {batch} | {queue} |")
-    lines += ["", f"Best configuration: `{batching_label(best)}` — "
-              f"{report['speedup_best_vs_off']:.2f}× the throughput of batching off (ratio of medians; median of "
-              f"the per-round ratios {report['speedup_best_vs_off_median_of_rounds']:.2f}×, rounds: "
-              f"{', '.join(f'{r:.2f}' for r in round_ratios)}). driftserve reaches "
-              f"{100 * report['best_vs_ceiling']:.0f}% of the transport ceiling and "
-              f"{100 * report['best_vs_ceiling_yield']:.0f}% of the one-await ceiling.", ""]
+        lines.append(
+            f"| {label} | {s['throughput_rps']:.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {batch} | {queue} |"
+        )
+    lines += [
+        "",
+        f"Best configuration: `{batching_label(best)}` — "
+        f"{report['speedup_best_vs_off']:.2f}× the throughput of batching off (ratio of medians; median of "
+        f"the per-round ratios {report['speedup_best_vs_off_median_of_rounds']:.2f}×, rounds: "
+        f"{', '.join(f'{r:.2f}' for r in round_ratios)}). driftserve reaches "
+        f"{100 * report['best_vs_ceiling']:.0f}% of the transport ceiling and "
+        f"{100 * report['best_vs_ceiling_yield']:.0f}% of the one-await ceiling.",
+        "",
+    ]
     (args.out / "batching.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0

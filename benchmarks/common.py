@@ -27,8 +27,7 @@ READY_TIMEOUT_S = 90.0
 class ServerProcess:
     """A server subprocess reachable at `target`; `stop()` sends SIGTERM, then SIGKILL."""
 
-    def __init__(self, label: str, command: list[str], port: int, log_path: Path,
-                 ready_check: str = "v2") -> None:
+    def __init__(self, label: str, command: list[str], port: int, log_path: Path, ready_check: str = "v2") -> None:
         self.label, self.port, self.ready_check = label, port, ready_check
         self.target = f"127.0.0.1:{port}"
         self.log_path = log_path
@@ -48,8 +47,7 @@ class ServerProcess:
             health = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.label} exited with {self.proc.returncode}; "
-                                       f"see {self.log_path}")
+                    raise RuntimeError(f"{self.label} exited with {self.proc.returncode}; see {self.log_path}")
                 try:
                     if self.ready_check == "health":
                         status = health.Check(health_pb2.HealthCheckRequest(), timeout=1.0).status
@@ -72,29 +70,57 @@ class ServerProcess:
                 self.child.kill()
 
 
-def start_driftserve(repository: Path, log_dir: Path, extra_args: list[str] | None = None,
-                     label: str = "driftserve") -> ServerProcess:
+def start_driftserve(
+    repository: Path, log_dir: Path, extra_args: list[str] | None = None, label: str = "driftserve"
+) -> ServerProcess:
     """`driftserve serve` on free loopback gRPC and metrics ports."""
     port, metrics = free_port(), free_port()
-    command = driftserve_command("serve", "--model-repository", str(repository),
-               "--host", "127.0.0.1", "--grpc-port", str(port), "--metrics-port", str(metrics),
-               "--log-level", "WARNING", *(extra_args or []))
+    command = driftserve_command(
+        "serve",
+        "--model-repository",
+        str(repository),
+        "--host",
+        "127.0.0.1",
+        "--grpc-port",
+        str(port),
+        "--metrics-port",
+        str(metrics),
+        "--log-level",
+        "WARNING",
+        *(extra_args or []),
+    )
     return ServerProcess(label, command, port, log_dir / f"{label}.log")
 
 
 def start_sidecar(repository: Path, log_dir: Path) -> tuple[ServerProcess, str]:
     """The drift sidecar on a free loopback port; returns it and its mirror address."""
     port = free_port()
-    command = driftserve_command("sidecar", "--model-repository", str(repository),
-               "--listen", f"127.0.0.1:{port}", "--http-port", "-1", "--log-level", "WARNING")
+    command = driftserve_command(
+        "sidecar",
+        "--model-repository",
+        str(repository),
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--http-port",
+        "-1",
+        "--log-level",
+        "WARNING",
+    )
     return ServerProcess("sidecar", command, port, log_dir / "sidecar.log", "health"), f"127.0.0.1:{port}"
 
 
 def start_naive(repository: Path, log_dir: Path, label: str = "naive") -> ServerProcess:
     """The naive baseline server on a free loopback port."""
     port = free_port()
-    command = [sys.executable, "-m", "benchmarks.naive_server", "--model-repository",
-               str(repository), "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.naive_server",
+        "--model-repository",
+        str(repository),
+        "--port",
+        str(port),
+    ]
     return ServerProcess(label, command, port, log_dir / f"{label}.log")
 
 
@@ -102,6 +128,14 @@ def start_grpc_ceiling(repository: Path, log_dir: Path, yield_once: bool = False
     """The transport-ceiling server (bare grpc.aio, canned replies) on a free loopback port."""
     port = free_port()
     label = "grpc_ceiling_yield" if yield_once else "grpc_ceiling"
-    command = [sys.executable, "-m", "benchmarks.grpc_ceiling", "--model-repository",
-               str(repository), "--port", str(port), *(["--yield-once"] if yield_once else [])]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.grpc_ceiling",
+        "--model-repository",
+        str(repository),
+        "--port",
+        str(port),
+        *(["--yield-once"] if yield_once else []),
+    ]
     return ServerProcess(label, command, port, log_dir / f"{label}.log")

@@ -47,9 +47,13 @@ def _rows(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def _feed(
-    mon: ModelDriftMonitor, pool: np.ndarray, batch: int, rows: int, start_row: int,
+    mon: ModelDriftMonitor,
+    pool: np.ndarray,
+    batch: int,
+    rows: int,
+    start_row: int,
     rows_per_s: float = SIMULATED_ROWS_PER_S,
-) -> tuple[float, float]:  # fmt: skip
+) -> tuple[float, float]:
     """Feed ``rows`` rows in batches of ``batch``; returns (CPU, wall) seconds spent in ``update``."""
     batches = [np.ascontiguousarray(pool[i : i + batch]) for i in range(0, pool.shape[0] - batch + 1, batch)]
     done = 0
@@ -139,7 +143,7 @@ def run(batches: tuple[int, ...], rows_per_round: int, rounds: int, memory_rows:
         trajectory.append({"rows": fed, "rss_mib": proc.memory_info().rss / 2**20})
     rss_after = proc.memory_info().rss
     return {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "features": N_FEATURES,
         "fine_bins": 1000,
@@ -179,15 +183,22 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")
     mem = res["memory"]
-    print("| batch rows | update rows/s, CPU (median) | update rows/s, wall (median) "
-          "| NumPy searchsorted rows/s, CPU (median) | speedup (median of paired rounds) |")  # fmt: skip
+    print(
+        "| batch rows | update rows/s, CPU (median) | update rows/s, wall (median) "
+        "| NumPy searchsorted rows/s, CPU (median) | speedup (median of paired rounds) |"
+    )
     print("|---:|---:|---:|---:|---:|")
     for b, v in res["rows_per_s_cpu_median"].items():
-        print(f"| {b} | {v:,.0f} | {res['rows_per_s_wall_median'][b]:,.0f} "
-              f"| {res['numpy_baseline_rows_per_s_cpu_median'][b]:,.0f} | {res['speedup_vs_numpy_median'][b]:.1f}x |")  # fmt: skip
-    print(f"\nreport(): {res['report_ms_median']:.2f} ms median; "
-          f"RSS {mem['rss_before_mib']:.1f} MiB (after warm-up) -> {mem['rss_after_mib']:.1f} MiB after {mem['rows']:,} rows; "
-          f"state {mem['state_bytes_before']:,} -> {mem['state_bytes_after']:,} bytes\n")  # fmt: skip
+        print(
+            f"| {b} | {v:,.0f} | {res['rows_per_s_wall_median'][b]:,.0f} "
+            f"| {res['numpy_baseline_rows_per_s_cpu_median'][b]:,.0f} | {res['speedup_vs_numpy_median'][b]:.1f}x |"
+        )
+    print(
+        f"\nreport(): {res['report_ms_median']:.2f} ms median; "
+        f"RSS {mem['rss_before_mib']:.1f} MiB (after warm-up) -> {mem['rss_after_mib']:.1f} MiB "
+        f"after {mem['rows']:,} rows; "
+        f"state {mem['state_bytes_before']:,} -> {mem['state_bytes_after']:,} bytes\n"
+    )
     logger.info("wrote %s", args.out)
 
 

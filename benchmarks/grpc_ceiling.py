@@ -25,12 +25,12 @@ import grpc
 import numpy as np
 import uvloop
 
-from driftserve.bench.payload import NUMPY_DTYPES
 from benchmarks.naive_server import Model, RequestError, Servicer, load_repository
 from driftserve.api import grpc_service_pb2 as pb
 from driftserve.api import grpc_service_pb2_grpc as pb_grpc
-from driftserve.server.app import GenericHandlersOnly
+from driftserve.bench.payload import NUMPY_DTYPES
 from driftserve.core.heap import freeze_startup_heap
+from driftserve.server.app import GenericHandlersOnly
 
 
 def _canned(model: Model, rows: int) -> pb.ModelInferResponse:
@@ -53,29 +53,35 @@ class CeilingServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.meta = Servicer(models, 0.0, 0.0, 1)
         self.replies: dict[tuple[str, int], pb.ModelInferResponse] = {}
 
-    async def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext  # noqa: N802
-                         ) -> pb.ServerLiveResponse:
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
-    async def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext  # noqa: N802
-                          ) -> pb.ServerReadyResponse:
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=True)
 
-    async def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext  # noqa: N802
-                         ) -> pb.ModelReadyResponse:
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelReadyResponse:
         return pb.ModelReadyResponse(ready=request.name in self.models)
 
-    async def ServerMetadata(self, request: pb.ServerMetadataRequest,  # noqa: N802
-                             context: grpc.aio.ServicerContext) -> pb.ServerMetadataResponse:
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(name="grpc-ceiling", version="0.1.0")
 
-    async def ModelMetadata(self, request: pb.ModelMetadataRequest,  # noqa: N802
-                            context: grpc.aio.ServicerContext) -> pb.ModelMetadataResponse:
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelMetadataResponse:
         await self._check_model(request.name, request.version, context)
         return self.meta.ModelMetadata(request, context)
 
-    async def ModelConfig(self, request: pb.ModelConfigRequest,  # noqa: N802
-                          context: grpc.aio.ServicerContext) -> pb.ModelConfigResponse:
+    async def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelConfigResponse:
         await self._check_model(request.name, request.version, context)
         return self.meta.ModelConfig(request, context)
 
@@ -87,8 +93,9 @@ class CeilingServicer(pb_grpc.GRPCInferenceServiceServicer):
         except RequestError as exc:
             await context.abort(exc.code, str(exc))
 
-    async def ModelInfer(self, request: pb.ModelInferRequest,  # noqa: N802
-                         context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInferResponse:
         if self.yield_once:
             await asyncio.sleep(0)
         rows = request.inputs[0].shape[0] if request.inputs and request.inputs[0].shape else 1

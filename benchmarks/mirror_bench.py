@@ -28,10 +28,10 @@ import grpc
 import yaml
 
 from benchmarks.common import start_driftserve, start_sidecar
-from driftserve.bench.report import machine
 from benchmarks.perf_analyzer_runner import median_run, round_order, run_perf_analyzer, throughput_ratios
 from driftserve.api import grpc_service_pb2 as pb
 from driftserve.api import grpc_service_pb2_grpc as pb_grpc
+from driftserve.core.machine import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -67,13 +67,17 @@ def cpu_seconds(pid: int) -> float:
 def success_count(target: str, model: str) -> int:
     """Requests a model's served version completed successfully, from ModelStatistics."""
     with grpc.insecure_channel(target) as channel:
-        stats = pb_grpc.GRPCInferenceServiceStub(channel).ModelStatistics(
-            pb.ModelStatisticsRequest(name=model)).model_stats[0]
+        stats = (
+            pb_grpc.GRPCInferenceServiceStub(channel)
+            .ModelStatistics(pb.ModelStatisticsRequest(name=model))
+            .model_stats[0]
+        )
     return stats.inference_stats.success.count
 
 
-def measure(server_target: str, server_pid: int, sidecar_pid: int, name: str, concurrency: int,
-            window_ms: int) -> dict[str, float]:
+def measure(
+    server_target: str, server_pid: int, sidecar_pid: int, name: str, concurrency: int, window_ms: int
+) -> dict[str, float]:
     """One perf_analyzer run plus the server's and the sidecar's CPU per request it served."""
     requests_before = success_count(server_target, name)
     server_before, sidecar_before = cpu_seconds(server_pid), cpu_seconds(sidecar_pid)
@@ -107,12 +111,16 @@ def main(argv: list[str] | None = None) -> int:
                 for model, concurrency in CASES:
                     for variant in order:
                         name = f"{model}_{variant}"
-                        result = measure(server.target, server.proc.pid, sidecar.proc.pid, name, concurrency,
-                                         args.window_ms)  # fmt: skip
+                        result = measure(
+                            server.target, server.proc.pid, sidecar.proc.pid, name, concurrency, args.window_ms
+                        )
                         runs.setdefault(name, []).append(result)
-                        print(f"round {round_index + 1} {name} c={concurrency}: {result['throughput_rps']:.0f} rps, "
-                              f"p99 {result['p99_ms']:.2f} ms, server CPU "
-                              f"{result['server_cpu_us_per_request']:.0f} µs/request", flush=True)
+                        print(
+                            f"round {round_index + 1} {name} c={concurrency}: {result['throughput_rps']:.0f} rps, "
+                            f"p99 {result['p99_ms']:.2f} ms, server CPU "
+                            f"{result['server_cpu_us_per_request']:.0f} µs/request",
+                            flush=True,
+                        )
         finally:
             server.stop()
             sidecar.stop()
@@ -141,10 +149,22 @@ def main(argv: list[str] | None = None) -> int:
             f"{mirrored['sidecar_cpu_us_per_request']:.0f} |"
         )
     lines.append("")
-    (args.out / "mirror.json").write_text(json.dumps(
-        {"command": command, "machine": info, "rounds": args.rounds, "order": "ABBA", "runs": runs, "median": median,
-         "round_throughput_ratios": round_ratios, "throughput_ratio": ratios, "date": dt.date.today().isoformat()},
-        indent=2))  # fmt: skip
+    (args.out / "mirror.json").write_text(
+        json.dumps(
+            {
+                "command": command,
+                "machine": info,
+                "rounds": args.rounds,
+                "order": "ABBA",
+                "runs": runs,
+                "median": median,
+                "round_throughput_ratios": round_ratios,
+                "throughput_ratio": ratios,
+                "date": dt.date.today().isoformat(),
+            },
+            indent=2,
+        )
+    )
     (args.out / "mirror.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0

@@ -10,8 +10,9 @@ import csv
 import statistics
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence, TypeVar
+from typing import TypeVar
 
 import grpc
 
@@ -23,12 +24,34 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "perf_analyzer.sh"
 
 
-def run_perf_analyzer(target: str, model: str, concurrency: int, window_ms: int,
-                      stability_percent: int = 60, extra_args: list[str] | None = None) -> dict[str, float]:
+def run_perf_analyzer(
+    target: str,
+    model: str,
+    concurrency: int,
+    window_ms: int,
+    stability_percent: int = 60,
+    extra_args: list[str] | None = None,
+) -> dict[str, float]:
     """One perf_analyzer measurement at a fixed concurrency; latencies in ms, rates per second."""
     with tempfile.NamedTemporaryFile(suffix=".csv") as out:
-        cmd = [str(SCRIPT), "-i", "grpc", "-u", target, "-m", model, "--concurrency-range", str(concurrency),
-               "-p", str(window_ms), "-s", str(stability_percent), "-f", out.name, *(extra_args or [])]
+        cmd = [
+            str(SCRIPT),
+            "-i",
+            "grpc",
+            "-u",
+            target,
+            "-m",
+            model,
+            "--concurrency-range",
+            str(concurrency),
+            "-p",
+            str(window_ms),
+            "-s",
+            str(stability_percent),
+            "-f",
+            out.name,
+            *(extra_args or []),
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
         if result.returncode != 0:
             raise RuntimeError(f"perf_analyzer failed for {model}:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
@@ -47,8 +70,11 @@ def run_perf_analyzer(target: str, model: str, concurrency: int, window_ms: int,
 def batch_counts(target: str, model: str) -> tuple[int, int]:
     """(inference_count, execution_count) of a model's served version, from ModelStatistics."""
     with grpc.insecure_channel(target) as channel:
-        stats = pb_grpc.GRPCInferenceServiceStub(channel).ModelStatistics(
-            pb.ModelStatisticsRequest(name=model)).model_stats[0]
+        stats = (
+            pb_grpc.GRPCInferenceServiceStub(channel)
+            .ModelStatistics(pb.ModelStatisticsRequest(name=model))
+            .model_stats[0]
+        )
     return stats.inference_count, stats.execution_count
 
 

@@ -26,8 +26,8 @@ from pathlib import Path
 import yaml
 
 from benchmarks.common import start_driftserve, start_grpc_ceiling, start_naive
-from driftserve.bench.report import machine
 from benchmarks.perf_analyzer_runner import median_run, round_order, run_perf_analyzer, throughput_ratios
+from driftserve.core.machine import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -53,12 +53,15 @@ def throughput_repository(source: Path, dest: Path) -> Path:
     return dest
 
 
-def _versus_row(label: str, level: int, d: dict[str, float], n: dict[str, float], c: dict[str, float],
-                ratio: float) -> str:
+def _versus_row(
+    label: str, level: int, d: dict[str, float], n: dict[str, float], c: dict[str, float], ratio: float
+) -> str:
     """One row of the side-by-side table: a driftserve config, the naive server and the ceiling."""
-    return (f"| {label} | {level} | {d['throughput_rps']:.0f} | {n['throughput_rps']:.0f} | {ratio:.2f}× | "
-            f"{c['throughput_rps']:.0f} | {d['p50_ms']:.2f} / {d['p99_ms']:.2f} | "
-            f"{n['p50_ms']:.2f} / {n['p99_ms']:.2f} | {c['p50_ms']:.2f} / {c['p99_ms']:.2f} |")
+    return (
+        f"| {label} | {level} | {d['throughput_rps']:.0f} | {n['throughput_rps']:.0f} | {ratio:.2f}× | "
+        f"{c['throughput_rps']:.0f} | {d['p50_ms']:.2f} / {d['p99_ms']:.2f} | "
+        f"{n['p50_ms']:.2f} / {n['p99_ms']:.2f} | {c['p50_ms']:.2f} / {c['p99_ms']:.2f} |"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,41 +78,55 @@ def main(argv: list[str] | None = None) -> int:
         server = start_driftserve(args.model_repository, Path(tmp))
         naive = start_naive(args.model_repository, Path(tmp))
         ceiling = start_grpc_ceiling(args.model_repository, Path(tmp))
-        tuned = start_driftserve(throughput_repository(args.model_repository, Path(tmp) / "throughput"),
-                                 Path(tmp), label=THROUGHPUT)
+        tuned = start_driftserve(
+            throughput_repository(args.model_repository, Path(tmp) / "throughput"), Path(tmp), label=THROUGHPUT
+        )
         try:
             for process in (server, naive, ceiling, tuned):
                 process.wait_ready()
             for model in MODELS:
                 for level in LEVELS:
-                    results.setdefault(model, {})[level] = run_perf_analyzer(server.target, model, level, args.window_ms)
+                    results.setdefault(model, {})[level] = run_perf_analyzer(
+                        server.target, model, level, args.window_ms
+                    )
             # The naive and ceiling servers declare no batch dimension, so perf_analyzer needs the
             # shape; all three then receive the same [1, 30] requests from the same client.
             shape = ["--shape", "input:1,30"]
-            contenders = [("driftserve", server.target, None), ("naive", naive.target, shape),
-                          (CEILING, ceiling.target, shape)]
+            contenders = [
+                ("driftserve", server.target, None),
+                ("naive", naive.target, shape),
+                (CEILING, ceiling.target, shape),
+            ]
             for round_index in range(args.versus_rounds):
                 for model in MODELS:
                     for level in VERSUS_LEVELS:
                         here = contenders + ([(THROUGHPUT, tuned.target, None)] if model == THROUGHPUT_MODEL else [])
                         for label, target, extra in round_order(here, round_index):
                             runs.setdefault(model, {}).setdefault(label, {}).setdefault(level, []).append(
-                                run_perf_analyzer(target, model, level, args.window_ms, extra_args=extra))
+                                run_perf_analyzer(target, model, level, args.window_ms, extra_args=extra)
+                            )
         finally:
             server.stop()
             naive.stop()
             ceiling.stop()
             tuned.stop()
-    versus = {model: {label: {level: median_run(rs) for level, rs in by_level.items()}
-                      for label, by_level in by_label.items()}
-              for model, by_label in runs.items()}
+    versus = {
+        model: {
+            label: {level: median_run(rs) for level, rs in by_level.items()} for label, by_level in by_label.items()
+        }
+        for model, by_label in runs.items()
+    }
     # driftserve / naive within each round (same machine state), then the median over rounds.
-    ratio_rounds = {model: {level: throughput_ratios(by_label["driftserve"][level], by_label["naive"][level])
-                            for level in VERSUS_LEVELS}
-                    for model, by_label in runs.items()}
-    throughput_rounds = {level: throughput_ratios(runs[THROUGHPUT_MODEL][THROUGHPUT][level],
-                                                  runs[THROUGHPUT_MODEL]["naive"][level])
-                         for level in VERSUS_LEVELS}
+    ratio_rounds = {
+        model: {
+            level: throughput_ratios(by_label["driftserve"][level], by_label["naive"][level]) for level in VERSUS_LEVELS
+        }
+        for model, by_label in runs.items()
+    }
+    throughput_rounds = {
+        level: throughput_ratios(runs[THROUGHPUT_MODEL][THROUGHPUT][level], runs[THROUGHPUT_MODEL]["naive"][level])
+        for level in VERSUS_LEVELS
+    }
     info = machine()
     command = "python -m benchmarks.perf_analyzer_sweep " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [
@@ -139,22 +156,51 @@ def main(argv: list[str] | None = None) -> int:
     for model, by_label in versus.items():
         for level in VERSUS_LEVELS:
             n, c = by_label["naive"][level], by_label[CEILING][level]
-            lines.append(_versus_row(model, level, by_label["driftserve"][level], n, c,
-                                     statistics.median(ratio_rounds[model][level])))
+            lines.append(
+                _versus_row(
+                    model, level, by_label["driftserve"][level], n, c, statistics.median(ratio_rounds[model][level])
+                )
+            )
             if THROUGHPUT in by_label:
-                lines.append(_versus_row(f"{model}, throughput config", level, by_label[THROUGHPUT][level], n, c,
-                                         statistics.median(throughput_rounds[level])))
+                lines.append(
+                    _versus_row(
+                        f"{model}, throughput config",
+                        level,
+                        by_label[THROUGHPUT][level],
+                        n,
+                        c,
+                        statistics.median(throughput_rounds[level]),
+                    )
+                )
     batching_text = ", ".join(f"{k}: {v}" for k, v in THROUGHPUT_BATCHING.items() if k != "enabled")
-    lines += ["", f"Throughput config: `batching: {{{batching_text}}}` in the MLP's `config.yaml` "
-              "(the example ships `max_queue_delay_us: 500, preferred_batch_sizes: [32, 64]`).", ""]
-    (args.out / "perf_analyzer.json").write_text(json.dumps(
-        {"command": command, "machine": info, "results": results, "versus_naive": versus,
-         "versus_runs": runs, "versus_ratio_rounds": ratio_rounds,
-         "versus_ratio_median": {m: {lv: statistics.median(r) for lv, r in by.items()} for m, by in ratio_rounds.items()},
-         "throughput_config": {"model": THROUGHPUT_MODEL, "batching": THROUGHPUT_BATCHING,
-                               "ratio_rounds": throughput_rounds,
-                               "ratio_median": {lv: statistics.median(r) for lv, r in throughput_rounds.items()}}},
-        indent=2))
+    lines += [
+        "",
+        f"Throughput config: `batching: {{{batching_text}}}` in the MLP's `config.yaml` "
+        "(the example ships `max_queue_delay_us: 500, preferred_batch_sizes: [32, 64]`).",
+        "",
+    ]
+    (args.out / "perf_analyzer.json").write_text(
+        json.dumps(
+            {
+                "command": command,
+                "machine": info,
+                "results": results,
+                "versus_naive": versus,
+                "versus_runs": runs,
+                "versus_ratio_rounds": ratio_rounds,
+                "versus_ratio_median": {
+                    m: {lv: statistics.median(r) for lv, r in by.items()} for m, by in ratio_rounds.items()
+                },
+                "throughput_config": {
+                    "model": THROUGHPUT_MODEL,
+                    "batching": THROUGHPUT_BATCHING,
+                    "ratio_rounds": throughput_rounds,
+                    "ratio_median": {lv: statistics.median(r) for lv, r in throughput_rounds.items()},
+                },
+            },
+            indent=2,
+        )
+    )
     (args.out / "perf_analyzer.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0

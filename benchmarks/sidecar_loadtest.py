@@ -54,11 +54,16 @@ def _batch(rows: int, rng: np.random.Generator) -> driftserve_pb2.MirrorBatch:
     sizes = [rows // requests] * requests
     sizes[-1] += rows - sum(sizes)
     return driftserve_pb2.MirrorBatch(
-        model=MODEL, version="1", rows=rows,
+        model=MODEL,
+        version="1",
+        rows=rows,
         inputs=[driftserve_pb2.Tensor(name="input", datatype="FP32", shape=[rows, N_FEATURES], data=x.tobytes())],
-        request_ids=[str(i) for i in range(requests)], request_rows=sizes,
-        arrival_unix_s=[time.time()] * requests, latency_s=[0.001] * requests, sender="loadtest",
-    )  # fmt: skip
+        request_ids=[str(i) for i in range(requests)],
+        request_rows=sizes,
+        arrival_unix_s=[time.time()] * requests,
+        latency_s=[0.001] * requests,
+        sender="loadtest",
+    )
 
 
 def publish(address: str, rows_per_batch: int, duration_s: float, seed: int = 1) -> dict[str, Any]:
@@ -82,8 +87,13 @@ def publish(address: str, rows_per_batch: int, duration_s: float, seed: int = 1)
     with grpc.insecure_channel(address) as channel:
         summary = driftserve_pb2_grpc.MirrorStub(channel).Publish(stream(), timeout=duration_s + 60)
     elapsed = time.perf_counter() - started
-    return {"rows_per_batch": rows_per_batch, "sent_batches": sent, "accepted_batches": summary.batches,
-            "accepted_rows": summary.rows, "elapsed_s": elapsed}  # fmt: skip
+    return {
+        "rows_per_batch": rows_per_batch,
+        "sent_batches": sent,
+        "accepted_batches": summary.batches,
+        "accepted_rows": summary.rows,
+        "elapsed_s": elapsed,
+    }
 
 
 def _metrics(http_port: int) -> dict[tuple[str, str], float]:
@@ -100,8 +110,17 @@ def _metrics(http_port: int) -> dict[tuple[str, str], float]:
 def _start_sidecar(repository: Path) -> Child:
     sidecar = start_child(
         "sidecar",
-        ["sidecar", "--model-repository", str(repository), "--listen", "127.0.0.1:0", "--http-port", "0",
-         "--log-level", "WARNING"],
+        [
+            "sidecar",
+            "--model-repository",
+            str(repository),
+            "--listen",
+            "127.0.0.1:0",
+            "--http-port",
+            "0",
+            "--log-level",
+            "WARNING",
+        ],
         output="keep",
     )
     if not sidecar.wait_ready():
@@ -113,9 +132,23 @@ def _run_one(announced: dict[str, str], proc: Any, rows_per_batch: int, duration
     port = int(announced["http_port"])
     before = _metrics(port)
     cpu_before = proc.cpu_times()
-    child = subprocess.run([sys.executable, "-m", "benchmarks.sidecar_loadtest", "publish", "--address", announced["address"],
-                            "--rows-per-batch", str(rows_per_batch), "--duration-s", str(duration_s)],
-                           capture_output=True, text=True, check=True)  # fmt: skip
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.sidecar_loadtest",
+            "publish",
+            "--address",
+            announced["address"],
+            "--rows-per-batch",
+            str(rows_per_batch),
+            "--duration-s",
+            str(duration_s),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     sent = json.loads(child.stdout.strip().splitlines()[-1])
     drain_started = time.perf_counter()
     while _metrics(port).get(("driftserve_sidecar_queue_batches", f"model={MODEL}"), 0.0) > 0:
@@ -124,14 +157,23 @@ def _run_one(announced: dict[str, str], proc: Any, rows_per_batch: int, duration
     after = _metrics(port)
     cpu_after = proc.cpu_times()
     done = after[("driftserve_sidecar_ingest_duration_seconds_count", "stage=update")] - before.get(
-        ("driftserve_sidecar_ingest_duration_seconds_count", "stage=update"), 0.0)
-    dropped = after[("driftserve_sidecar_rejected_rows_total", "reason=queue_full")] - before[
-        ("driftserve_sidecar_rejected_rows_total", "reason=queue_full")]
+        ("driftserve_sidecar_ingest_duration_seconds_count", "stage=update"), 0.0
+    )
+    dropped = (
+        after[("driftserve_sidecar_rejected_rows_total", "reason=queue_full")]
+        - before[("driftserve_sidecar_rejected_rows_total", "reason=queue_full")]
+    )
     wall = sent["elapsed_s"] + drain_s
     cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
-    return {**sent, "drain_s": drain_s, "ingested_rows": done * rows_per_batch, "dropped_rows": dropped,
-            "ingested_rows_per_s": done * rows_per_batch / wall, "sidecar_cpu_s": cpu,
-            "rows_per_sidecar_cpu_s": done * rows_per_batch / cpu if cpu else float("nan")}  # fmt: skip
+    return {
+        **sent,
+        "drain_s": drain_s,
+        "ingested_rows": done * rows_per_batch,
+        "dropped_rows": dropped,
+        "ingested_rows_per_s": done * rows_per_batch / wall,
+        "sidecar_cpu_s": cpu,
+        "rows_per_sidecar_cpu_s": done * rows_per_batch / cpu if cpu else float("nan"),
+    }
 
 
 def run(batch_sizes: list[int], duration_s: float, soak_s: float, rounds: int) -> dict[str, Any]:
@@ -145,9 +187,22 @@ def run(batch_sizes: list[int], duration_s: float, soak_s: float, rounds: int) -
         try:
             throughput = [_run_one(announced, proc, size, duration_s) for _ in range(rounds) for size in batch_sizes]
             rss: list[tuple[float, int]] = []
-            soak = subprocess.Popen([sys.executable, "-m", "benchmarks.sidecar_loadtest", "publish", "--address",
-                                     announced["address"], "--rows-per-batch", str(max(batch_sizes)),
-                                     "--duration-s", str(soak_s)], stdout=subprocess.PIPE, text=True)  # fmt: skip
+            soak = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.sidecar_loadtest",
+                    "publish",
+                    "--address",
+                    announced["address"],
+                    "--rows-per-batch",
+                    str(max(batch_sizes)),
+                    "--duration-s",
+                    str(soak_s),
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             started = time.monotonic()
             while soak.poll() is None:
                 rss.append((round(time.monotonic() - started, 1), proc.memory_info().rss))
@@ -155,9 +210,13 @@ def run(batch_sizes: list[int], duration_s: float, soak_s: float, rounds: int) -
             soak_result = json.loads((soak.communicate()[0] or "{}").strip().splitlines()[-1])
         finally:
             exit_code = sidecar.terminate(30)
-    return {"throughput": throughput, "soak": {**soak_result, "rss_bytes": rss}, "sidecar_exit_code": exit_code,
-            "machine": machine(),
-            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+    return {
+        "throughput": throughput,
+        "soak": {**soak_result, "rss_bytes": rss},
+        "sidecar_exit_code": exit_code,
+        "machine": machine(),
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

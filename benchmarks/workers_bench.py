@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import start_driftserve
-from driftserve.bench.report import machine
 from benchmarks.perf_analyzer_runner import median_run, run_perf_analyzer
+from driftserve.core.machine import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -43,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         servers = {}
         try:
             for n in counts:
-                servers[n] = start_driftserve(args.model_repository, Path(tmp), ["--workers", str(n)], label=f"workers{n}")
+                servers[n] = start_driftserve(
+                    args.model_repository, Path(tmp), ["--workers", str(n)], label=f"workers{n}"
+                )
             for server in servers.values():
                 server.wait_ready(timeout_s=300)
             for round_index in range(args.rounds):
@@ -51,8 +53,11 @@ def main(argv: list[str] | None = None) -> int:
                     for n, server in servers.items():
                         result = run_perf_analyzer(server.target, model, args.concurrency, args.window_ms)
                         runs.setdefault(f"{model}|{n}", []).append(result)
-                        print(f"round {round_index + 1} {model} workers={n}: {result['throughput_rps']:.0f} rps, "
-                              f"p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms", flush=True)
+                        print(
+                            f"round {round_index + 1} {model} workers={n}: {result['throughput_rps']:.0f} rps, "
+                            f"p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms",
+                            flush=True,
+                        )
         finally:
             for server in servers.values():
                 server.stop()
@@ -72,11 +77,14 @@ def main(argv: list[str] | None = None) -> int:
         base = median[f"{model}|{counts[0]}"]["throughput_rps"]
         for n in counts:
             m = median[f"{model}|{n}"]
-            lines.append(f"| {model} | {n} | {m['throughput_rps']:.0f} | {m['throughput_rps'] / base:.2f}× | "
-                         f"{m['p50_ms']:.2f} | {m['p99_ms']:.2f} |")
+            lines.append(
+                f"| {model} | {n} | {m['throughput_rps']:.0f} | {m['throughput_rps'] / base:.2f}× | "
+                f"{m['p50_ms']:.2f} | {m['p99_ms']:.2f} |"
+            )
     lines.append("")
-    (args.out / f"{args.tag}.json").write_text(json.dumps(
-        {"command": command, "machine": info, "runs": runs, "median": median}, indent=2))
+    (args.out / f"{args.tag}.json").write_text(
+        json.dumps({"command": command, "machine": info, "runs": runs, "median": median}, indent=2)
+    )
     (args.out / f"{args.tag}.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0

@@ -23,7 +23,9 @@ DEFAULT_SIDECAR_HTTP_PORT = 8004
 def add_run_flags(parser: argparse.ArgumentParser) -> None:
     """The flags ``run`` adds to ``serve``'s: where the sidecar listens."""
     parser.add_argument(
-        "--sidecar-listen", default=DEFAULT_SIDECAR_LISTEN, help=f"sidecar gRPC address [default {DEFAULT_SIDECAR_LISTEN}]"
+        "--sidecar-listen",
+        default=DEFAULT_SIDECAR_LISTEN,
+        help=f"sidecar gRPC address [default {DEFAULT_SIDECAR_LISTEN}]",
     )
     parser.add_argument(
         "--sidecar-http-port",
@@ -40,8 +42,15 @@ def run_server_and_sidecar(args: argparse.Namespace) -> int:
     settings = server_settings(args)
     configure_logging(settings.log_level)
     sidecar_argv = [
-        "sidecar", "--model-repository", str(settings.model_repository), "--listen", args.sidecar_listen,
-        "--http-port", str(args.sidecar_http_port), "--log-level", settings.log_level,
+        "sidecar",
+        "--model-repository",
+        str(settings.model_repository),
+        "--listen",
+        args.sidecar_listen,
+        "--http-port",
+        str(args.sidecar_http_port),
+        "--log-level",
+        settings.log_level,
     ]
     sidecar = start_child("sidecar", sidecar_argv)
     server = start_child("server", serve_argv(settings))

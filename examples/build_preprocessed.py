@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -30,12 +29,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import yaml
+from skl2onnx import to_onnx
+from skl2onnx.common.data_types import FloatTensorType, Int64TensorType
 from sklearn.datasets import load_breast_cancer
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
-from skl2onnx import to_onnx
-from skl2onnx.common.data_types import FloatTensorType, Int64TensorType
 
 from driftserve.core.preprocessing import (
     NumpyPreprocessor,
@@ -44,7 +43,6 @@ from driftserve.core.preprocessing import (
     fit_spec,
     fuse_into_model,
 )
-
 from examples.files import npz_bytes as _npz_bytes
 from examples.files import write_atomic as _write_atomic
 
@@ -193,7 +191,11 @@ def build_preprocessed_models(out: Path, force: bool = False) -> list[Path]:
         _write_atomic(model_dir / "config.yaml", config.encode())
         logger.info(
             "built %s: %d raw -> %d model columns, holdout accuracy %.4f, max |p - p_sklearn| %.1e",
-            name, len(names), spec.output_width, float(np.mean(labels == y_holdout)), prob_diff,
+            name,
+            len(names),
+            spec.output_width,
+            float(np.mean(labels == y_holdout)),
+            prob_diff,
         )
     return list(dirs.values())
 

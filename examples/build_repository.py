@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from skl2onnx import to_onnx
+from skl2onnx.common.data_types import FloatTensorType, Int64TensorType
 from sklearn.base import BaseEstimator
 from sklearn.datasets import load_breast_cancer
 from sklearn.exceptions import ConvergenceWarning
@@ -40,8 +42,6 @@ from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
-from skl2onnx import to_onnx
-from skl2onnx.common.data_types import FloatTensorType, Int64TensorType
 
 from examples.build_preprocessed import build_preprocessed_models
 from examples.files import npz_bytes as _npz_bytes
@@ -114,9 +114,7 @@ def _logistic_regression(c: float) -> Callable[[], BaseEstimator]:
 
 def _mlp() -> BaseEstimator:
     # Few epochs on purpose: the model exists to cost compute at serving time, not to be best.
-    return MLPClassifier(
-        hidden_layer_sizes=(1024, 1024), random_state=0, max_iter=40, early_stopping=False
-    )
+    return MLPClassifier(hidden_layer_sizes=(1024, 1024), random_state=0, max_iter=40, early_stopping=False)
 
 
 @dataclass(frozen=True)
@@ -225,7 +223,10 @@ def _build_model(model_dir: Path, spec: _ModelSpec, split: _Split) -> None:
         _write_atomic(model_dir / str(version) / "model.onnx", model_bytes)
         logger.info(
             "built %s: holdout accuracy %.4f, max |p_onnx - p_sklearn| %.1e, %d bytes",
-            where, accuracy, prob_diff, len(model_bytes),
+            where,
+            accuracy,
+            prob_diff,
+            len(model_bytes),
         )
     parts = {"train": (split.x_train, split.y_train), "holdout": (split.x_holdout, split.y_holdout)}
     for part, (x, y) in parts.items():
@@ -242,7 +243,10 @@ def _write_reference_profile(model_dir: Path, version: int) -> None:
     tmp = model_dir / "data" / f".{PROFILE_FILENAME}.tmp-{os.getpid()}"
     try:
         profile_command(
-            data=model_dir / "data" / "train.npz", out=tmp, categorical=[], bins=PROFILE_BINS,
+            data=model_dir / "data" / "train.npz",
+            out=tmp,
+            categorical=[],
+            bins=PROFILE_BINS,
             outputs_from_model=model_dir / str(version) / "model.onnx",
         )
         os.replace(tmp, model_dir / "data" / PROFILE_FILENAME)
@@ -267,16 +271,10 @@ def build_repository(out: Path, force: bool = False) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help="repository root (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--force", action="store_true", help="rebuild models that are already complete"
-    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="repository root (default: %(default)s)")
+    parser.add_argument("--force", action="store_true", help="rebuild models that are already complete")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     build_repository(args.out, force=args.force)
     return 0
 

@@ -14,13 +14,21 @@ import pytest
 import yaml
 
 from driftserve.core.config import load_model_config
-
 from examples.build_repository import build_repository, load_split
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXPECTED_VERSIONS = {"breast_cancer_lr": {1, 2}, "breast_cancer_mlp": {1}}
 MODEL_VERSIONS = [(name, v) for name, vs in EXPECTED_VERSIONS.items() for v in sorted(vs)]
-CONFIG_KEYS = {"platform", "max_batch_size", "version_policy", "instances", "runtime", "batching", "deployment", "drift"}
+CONFIG_KEYS = {
+    "platform",
+    "max_batch_size",
+    "version_policy",
+    "instances",
+    "runtime",
+    "batching",
+    "deployment",
+    "drift",
+}
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +169,10 @@ def test_rerun_without_force_keeps_files(second_build: Path) -> None:
     before = _mtimes(second_build)
     subprocess.run(
         [sys.executable, "-m", "examples.build_repository", "--out", str(second_build)],
-        cwd=REPO_ROOT, check=True, capture_output=True, timeout=60,
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     assert _mtimes(second_build) == before
 

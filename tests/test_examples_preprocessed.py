@@ -10,8 +10,8 @@ import onnxruntime as ort
 import pytest
 import yaml
 
-from examples.build_preprocessed import MODEL_NAMES, build_preprocessed_models
 from driftserve.core.preprocessing import PreparedModel, PreprocessingError, parse_spec, prepare_model
+from examples.build_preprocessed import MODEL_NAMES, build_preprocessed_models
 
 CONFIG_KEYS = {"platform", "max_batch_size", "version_policy", "instances", "runtime", "batching", "preprocessing"}
 

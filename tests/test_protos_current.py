@@ -15,10 +15,7 @@ def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
     spec.loader.exec_module(gen)
     generated = gen.generate(tmp_path)
     assert generated, "no generated files"
-    stale = [
-        p.name for p in generated
-        if p.read_bytes() != (ROOT / "driftserve" / "api" / p.name).read_bytes()
-    ]
+    stale = [p.name for p in generated if p.read_bytes() != (ROOT / "driftserve" / "api" / p.name).read_bytes()]
     assert not stale, f"driftserve/api/ is stale for {stale}: run `python scripts/gen_protos.py`"
     committed = {p.name for p in (ROOT / "driftserve" / "api").glob("*_pb2*.py*")}
     assert committed == {p.name for p in generated}

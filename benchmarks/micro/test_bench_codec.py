@@ -13,13 +13,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from driftserve.api import grpc_service_pb2 as pb
-from driftserve.server.batcher import Batcher
 from driftserve.core.config import BatchingConfig
-from driftserve.server.grpc_v2 import decode_request, encode_response
+from driftserve.core.tensors import decode_raw, encode_raw
+from driftserve.server.batcher import Batcher
 from driftserve.server.dataplane import InferenceResponse
+from driftserve.server.grpc_v2 import decode_request, encode_response
 from driftserve.server.metrics import ServerMetrics
 from driftserve.server.statistics import ModelStatistics
-from driftserve.core.tensors import decode_raw, encode_raw
 from driftserve.server.v2_wire import ResponseEncoder
 
 
@@ -34,8 +34,10 @@ def test_decode_raw_fp32(benchmark: Any, rows: int) -> None:
 def test_decode_v2_request_message(benchmark: Any, rows: int) -> None:
     x = np.random.default_rng(0).random((rows, 30)).astype(np.float32)
     wire = pb.ModelInferRequest(
-        model_name="m", inputs=[pb.ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=x.shape)],
-        raw_input_contents=[x.tobytes()]).SerializeToString()
+        model_name="m",
+        inputs=[pb.ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=x.shape)],
+        raw_input_contents=[x.tobytes()],
+    ).SerializeToString()
 
     def parse_and_decode() -> Any:
         return decode_request(pb.ModelInferRequest.FromString(wire))
@@ -82,8 +84,12 @@ def test_batcher_overhead_per_request(benchmark: Any, concurrent: int) -> None:
     x = np.zeros((1, 30), np.float32)
 
     async def make() -> Batcher:
-        return Batcher(_EchoModel(), BatchingConfig(max_queue_delay_us=0), ModelStatistics(),  # type: ignore[arg-type]
-                       ServerMetrics(CollectorRegistry()))
+        return Batcher(
+            _EchoModel(),
+            BatchingConfig(max_queue_delay_us=0),
+            ModelStatistics(),  # type: ignore[arg-type]
+            ServerMetrics(CollectorRegistry()),
+        )
 
     batcher = loop.run_until_complete(make())
 

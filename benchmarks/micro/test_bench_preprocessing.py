@@ -26,7 +26,13 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from driftserve.core.preprocessing import NumpyPreprocessor, PreprocessingSpec, compile_preprocessor, fuse_into_model, parse_spec
+from driftserve.core.preprocessing import (
+    NumpyPreprocessor,
+    PreprocessingSpec,
+    compile_preprocessor,
+    fuse_into_model,
+    parse_spec,
+)
 
 N_FEATURES = 30
 BATCHES = (1, 32, 1024)
@@ -39,7 +45,12 @@ def _spec() -> PreprocessingSpec:
     steps: list[dict[str, Any]] = []
     for i, name in enumerate(features[:27]):
         if i < 10:
-            ops: list[Any] = [{"impute": {"value": 1.0}}, {"clip": {"min": 0.0}}, "log1p", {"standardize": {"mean": 1.0, "std": 0.5}}]
+            ops: list[Any] = [
+                {"impute": {"value": 1.0}},
+                {"clip": {"min": 0.0}},
+                "log1p",
+                {"standardize": {"mean": 1.0, "std": 0.5}},
+            ]
         elif i < 20:
             ops = [{"clip": {"min": 0.0}}, "log1p", {"standardize": {"mean": 0.7, "std": 0.3}}]
         else:
@@ -82,9 +93,14 @@ def _model(width: int, identity: bool) -> onnx.ModelProto:
     else:
         w = rng.normal(size=(width, 2)).astype(np.float32)
         inits = [onnx.numpy_helper.from_array(w, "w"), onnx.numpy_helper.from_array(np.zeros(2, np.float32), "b")]
-        nodes = [helper.make_node("Gemm", ["input", "w", "b"], ["logits"]), helper.make_node("Softmax", ["logits"], ["out"], axis=1)]
+        nodes = [
+            helper.make_node("Gemm", ["input", "w", "b"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["out"], axis=1),
+        ]
         out = helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 2])
-    model = helper.make_model(helper.make_graph(nodes, "m", [inp], [out], initializer=inits), opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(
+        helper.make_graph(nodes, "m", [inp], [out], initializer=inits), opset_imports=[helper.make_opsetid("", 17)]
+    )
     model.ir_version = 8
     return model
 

@@ -21,14 +21,19 @@ EXTRA_HINT = "pip install 'driftserve[bench]'"
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     t = p.add_argument_group("target")
-    t.add_argument("--target", action="append", metavar="[LABEL=]HOST:PORT",
-                   help=f"server to measure (default {DEFAULT_TARGET}); repeat to add "
-                        "baselines, measured interleaved")
-    t.add_argument("--allow-remote", action="store_true",
-                   help="allow non-loopback targets (off: this tool measures local servers)")
+    t.add_argument(
+        "--target",
+        action="append",
+        metavar="[LABEL=]HOST:PORT",
+        help=f"server to measure (default {DEFAULT_TARGET}); repeat to add baselines, measured interleaved",
+    )
+    t.add_argument(
+        "--allow-remote", action="store_true", help="allow non-loopback targets (off: this tool measures local servers)"
+    )
     t.add_argument("--protocol", choices=("native", "v2"), default="v2")
-    t.add_argument("--streaming", action="store_true",
-                   help="use PredictStream / ModelStreamInfer instead of unary calls")
+    t.add_argument(
+        "--streaming", action="store_true", help="use PredictStream / ModelStreamInfer instead of unary calls"
+    )
     t.add_argument("--model", required=True)
     t.add_argument("--model-version", default="")
     d = p.add_argument_group("payload")
@@ -42,20 +47,23 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     mode.add_argument("--concurrency", type=int, help="closed loop: this many virtual clients")
     mode.add_argument("--rate", type=float, help="open loop: requests per second")
     mode.add_argument("--sweep", help="closed:1,2,4,...  or  open:100,200,...")
-    mode.add_argument("--find-max-rate", action="store_true",
-                      help="search the highest open-loop rate meeting --slo")
+    mode.add_argument("--find-max-rate", action="store_true", help="search the highest open-loop rate meeting --slo")
     load.add_argument("--arrival", choices=("constant", "poisson"), default="constant")
     load.add_argument("--start-rate", type=float, default=100.0, help="first rate of the search")
     load.add_argument("--max-steps", type=int, default=8, help="rates the search may try")
-    load.add_argument("--no-confirm", action="store_true",
-                      help="do not re-measure a failing rate before the search believes it")
+    load.add_argument(
+        "--no-confirm", action="store_true", help="do not re-measure a failing rate before the search believes it"
+    )
     load.add_argument("--warmup-s", type=float, default=1.0)
     load.add_argument("--duration-s", type=float, default=5.0)
     load.add_argument("--timeout-s", type=float, default=10.0, help="per-request deadline")
     load.add_argument("--max-outstanding", type=int, default=10_000)
-    load.add_argument("--lag-threshold-ms", type=float, default=2.0,
-                      help="warn when sends run later than this behind schedule at p99 "
-                           "(timers have 1 ms resolution)")
+    load.add_argument(
+        "--lag-threshold-ms",
+        type=float,
+        default=2.0,
+        help="warn when sends run later than this behind schedule at p99 (timers have 1 ms resolution)",
+    )
     load.add_argument("--workers", type=int, default=0, help="generator processes (0: auto)")
     load.add_argument("--seed", type=int, default=0)
     s = p.add_argument_group("SLO and output")
@@ -69,8 +77,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `bench` subcommand; its `func` returns the exit code."""
-    p = subparsers.add_parser("bench", help="latency-SLO load generator",
-                              description=__doc__.splitlines()[0])
+    p = subparsers.add_parser("bench", help="latency-SLO load generator", description=__doc__.splitlines()[0])
     _add_arguments(p)
     p.set_defaults(func=run_bench)
 

@@ -8,14 +8,13 @@ import sys
 from typing import Any
 
 from driftserve.bench.defaults import DEFAULT_TARGET, EXIT_OK, EXIT_SLO_VIOLATED, EXIT_USAGE
-from driftserve.bench.payload import PayloadError, TensorSpec, build_arrays, parse_shape, \
-    serialize_requests
-from driftserve.bench.report import machine, markdown_table, plot_latency, write_json
+from driftserve.bench.payload import PayloadError, TensorSpec, build_arrays, parse_shape, serialize_requests
+from driftserve.bench.report import markdown_table, plot_latency, write_json
 from driftserve.bench.runner import LoadError, LoadSpec, RunResult, run_load
-from driftserve.bench.server_info import TargetError, check_target, fetch_input_specs, \
-    wait_connected
+from driftserve.bench.server_info import TargetError, check_target, fetch_input_specs, wait_connected
 from driftserve.bench.slo import SLO, SLOError, Verdict, evaluate, load_slo_file, parse_slo
 from driftserve.bench.sweep import Runner, SweepError, find_max_rate, parse_sweep, sweep
+from driftserve.core.machine import machine
 
 logger = logging.getLogger(__name__)
 
@@ -65,20 +64,31 @@ def _validate(args: argparse.Namespace, slo: SLO | None) -> None:
     if slo and slo.rate_rps and args.rate and slo.rate_rps != args.rate:
         raise UsageError(f"--rate {args.rate:g} contradicts the SLO's rate {slo.rate_rps:g} rps")
     if slo and slo.rate_rps and (args.concurrency or args.sweep):
-        raise UsageError(f"the SLO is judged at {slo.rate_rps:g} rps (open loop); drop "
-                         "--concurrency/--sweep or the SLO's @rate")
+        raise UsageError(
+            f"the SLO is judged at {slo.rate_rps:g} rps (open loop); drop --concurrency/--sweep or the SLO's @rate"
+        )
     if args.sweep:
         parse_sweep(args.sweep)
 
 
-def _base_spec(args: argparse.Namespace, label: str, target: str,
-               requests: tuple[bytes, ...]) -> LoadSpec:
+def _base_spec(args: argparse.Namespace, label: str, target: str, requests: tuple[bytes, ...]) -> LoadSpec:
     return LoadSpec(
-        target=target, model=args.model, requests=requests, protocol=args.protocol,
-        version=args.model_version, streaming=args.streaming, arrival=args.arrival,
-        warmup_s=args.warmup_s, duration_s=args.duration_s, timeout_s=args.timeout_s,
-        max_outstanding=args.max_outstanding, lag_threshold_s=args.lag_threshold_ms / 1e3,
-        workers=args.workers, seed=args.seed, label=label, rows_per_request=args.rows_per_request,
+        target=target,
+        model=args.model,
+        requests=requests,
+        protocol=args.protocol,
+        version=args.model_version,
+        streaming=args.streaming,
+        arrival=args.arrival,
+        warmup_s=args.warmup_s,
+        duration_s=args.duration_s,
+        timeout_s=args.timeout_s,
+        max_outstanding=args.max_outstanding,
+        lag_threshold_s=args.lag_threshold_ms / 1e3,
+        workers=args.workers,
+        seed=args.seed,
+        label=label,
+        rows_per_request=args.rows_per_request,
     )
 
 
@@ -93,8 +103,7 @@ def run(args: argparse.Namespace) -> int:
             wait_connected(target, min(args.timeout_s, 10.0))
         tensor_specs = _specs(args, targets[0][1])
         arrays = build_arrays(tensor_specs, args.rows_per_request, args.data, seed=args.seed)
-        requests = tuple(serialize_requests(arrays, tensor_specs, args.protocol, args.model,
-                                            args.model_version))
+        requests = tuple(serialize_requests(arrays, tensor_specs, args.protocol, args.model, args.model_version))
         specs = [_base_spec(args, label, target, requests) for label, target in targets]
         return _execute(args, specs, slo)
     except (SLOError, UsageError, TargetError, PayloadError, SweepError, LoadError) as exc:
@@ -102,10 +111,10 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
 
-def _run_search(args: argparse.Namespace, specs: list[LoadSpec], slo: SLO, runner: Runner,
-                output: dict[str, Any]) -> tuple[list[RunResult], int]:
-    searches = [find_max_rate(s, slo, args.start_rate, args.max_steps, runner,
-                              not args.no_confirm) for s in specs]
+def _run_search(
+    args: argparse.Namespace, specs: list[LoadSpec], slo: SLO, runner: Runner, output: dict[str, Any]
+) -> tuple[list[RunResult], int]:
+    searches = [find_max_rate(s, slo, args.start_rate, args.max_steps, runner, not args.no_confirm) for s in specs]
     output["max_rate"] = [s.to_dict() for s in searches]
     for s in searches:
         found = "none" if s.max_rate_rps is None else f"{s.max_rate_rps:g} rps"
@@ -126,8 +135,9 @@ def _load_levels(args: argparse.Namespace, slo: SLO | None) -> tuple[str, list[f
     return "closed", [args.concurrency or 1]
 
 
-def _run_levels(args: argparse.Namespace, specs: list[LoadSpec], slo: SLO | None,
-                runner: Runner, output: dict[str, Any]) -> tuple[list[RunResult], int]:
+def _run_levels(
+    args: argparse.Namespace, specs: list[LoadSpec], slo: SLO | None, runner: Runner, output: dict[str, Any]
+) -> tuple[list[RunResult], int]:
     mode, levels = _load_levels(args, slo)
     results = sweep(specs, mode, levels, runner)
     verdicts: list[tuple[RunResult, Verdict]] = []
@@ -136,11 +146,12 @@ def _run_levels(args: argparse.Namespace, specs: list[LoadSpec], slo: SLO | None
             continue
         verdict = evaluate(slo, result.percentiles_us(), result.error_rate)
         verdicts.append((result, verdict))
-        print(f"{result.label} {result.mode} {result.level:g}: SLO {verdict.slo} "
-              f"{'PASS' if verdict.passed else 'FAIL'} " + "; ".join(
-                  f"{o.objective}: {o.measured:g} {o.unit}" for o in verdict.results))
-    output["verdicts"] = [{"label": r.label, "level": r.level, **v.to_dict()}
-                          for r, v in verdicts]
+        print(
+            f"{result.label} {result.mode} {result.level:g}: SLO {verdict.slo} "
+            f"{'PASS' if verdict.passed else 'FAIL'} "
+            + "; ".join(f"{o.objective}: {o.measured:g} {o.unit}" for o in verdict.results)
+        )
+    output["verdicts"] = [{"label": r.label, "level": r.level, **v.to_dict()} for r, v in verdicts]
     violated = any(not v.passed for r, v in verdicts if r.label == specs[0].label)
     return results, EXIT_SLO_VIOLATED if violated else EXIT_OK
 
@@ -151,8 +162,7 @@ def _execute(args: argparse.Namespace, specs: list[LoadSpec], slo: SLO | None) -
     def runner(spec: LoadSpec) -> RunResult:
         return run_load(spec, progress=progress)
 
-    output: dict[str, Any] = {"machine": machine(), "command": sys.argv,
-                              "slo": slo.label if slo else None}
+    output: dict[str, Any] = {"machine": machine(), "command": sys.argv, "slo": slo.label if slo else None}
     if args.find_max_rate:
         assert slo is not None  # checked in _validate
         results, exit_code = _run_search(args, specs, slo, runner, output)
@@ -163,8 +173,7 @@ def _execute(args: argparse.Namespace, specs: list[LoadSpec], slo: SLO | None) -
             print(f"warning: {result.label}: {warning}", file=sys.stderr)
     if results and all(r.ok == 0 for r in results):
         # Nothing succeeded anywhere: a wrong model, payload or protocol, not a latency verdict.
-        print("error: no request succeeded; check --model, --protocol and the payload options",
-              file=sys.stderr)
+        print("error: no request succeeded; check --model, --protocol and the payload options", file=sys.stderr)
         exit_code = EXIT_USAGE
     table = markdown_table(results)
     print(table)
@@ -178,5 +187,3 @@ def _execute(args: argparse.Namespace, specs: list[LoadSpec], slo: SLO | None) -
     if args.plot:
         plot_latency(results, args.plot, f"{args.model} ({args.protocol})")
     return exit_code
-
-

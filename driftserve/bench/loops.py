@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import numpy as np
 
@@ -26,9 +26,7 @@ Send = Callable[[int], Awaitable[str]]
 MAX_SCHEDULED_REQUESTS = 20_000_000
 
 
-def arrival_offsets(
-    rate_rps: float, duration_s: float, distribution: str, seed: int, phase: float = 0.0
-) -> np.ndarray:
+def arrival_offsets(rate_rps: float, duration_s: float, distribution: str, seed: int, phase: float = 0.0) -> np.ndarray:
     """Send times (seconds from the start) for an open-loop run, bounded in count.
 
     `constant` spaces requests 1/rate apart, shifted by `phase` of one interval (so that several

@@ -60,8 +60,7 @@ def concrete_shape(spec: TensorSpec, rows: int) -> tuple[int, ...]:
         dims[0] = rows
     if any(d == -1 for d in dims):
         raise PayloadError(
-            f"input {spec.name!r} has variable dimensions beyond the first {spec.shape}; "
-            "give a concrete --shape"
+            f"input {spec.name!r} has variable dimensions beyond the first {spec.shape}; give a concrete --shape"
         )
     return tuple(dims)
 
@@ -82,8 +81,7 @@ def _load_rows(path: Path, spec: TensorSpec, single_input: bool) -> np.ndarray:
         raise PayloadError(f"data file {path}: array {key!r} has no rows")
     if spec.shape[1:] and tuple(rows.shape[1:]) != tuple(spec.shape[1:]):
         raise PayloadError(
-            f"data file {path}: rows of shape {rows.shape[1:]} do not fit input "
-            f"{spec.name!r} of shape {spec.shape}"
+            f"data file {path}: rows of shape {rows.shape[1:]} do not fit input {spec.name!r} of shape {spec.shape}"
         )
     return rows.astype(NUMPY_DTYPES[spec.datatype], copy=False)
 
@@ -110,14 +108,10 @@ def build_arrays(
     for spec in specs:
         if spec.datatype not in NUMPY_DTYPES:
             raise PayloadError(
-                f"input {spec.name!r} has datatype {spec.datatype!r}; supported: "
-                f"{', '.join(NUMPY_DTYPES)}"
+                f"input {spec.name!r} has datatype {spec.datatype!r}; supported: {', '.join(NUMPY_DTYPES)}"
             )
     rng = np.random.default_rng(seed)
-    sources = {
-        s.name: _load_rows(Path(data_file), s, len(specs) == 1) if data_file else None
-        for s in specs
-    }
+    sources = {s.name: _load_rows(Path(data_file), s, len(specs) == 1) if data_file else None for s in specs}
     pool: list[dict[str, np.ndarray]] = []
     for _ in range(pool_size):
         payload: dict[str, np.ndarray] = {}
@@ -134,7 +128,10 @@ def build_arrays(
 
 
 def serialize_requests(
-    arrays: list[dict[str, np.ndarray]], specs: list[TensorSpec], protocol: str, model: str,
+    arrays: list[dict[str, np.ndarray]],
+    specs: list[TensorSpec],
+    protocol: str,
+    model: str,
     version: str = "",
 ) -> list[bytes]:
     """Serialized PredictRequest (native) or ModelInferRequest (v2, raw inputs) per payload."""
@@ -144,9 +141,7 @@ def serialize_requests(
             msg = driftserve_pb2.PredictRequest(model=model, version=version)
             for spec in specs:
                 arr = payload[spec.name]
-                msg.inputs.add(
-                    name=spec.name, datatype=spec.datatype, shape=arr.shape, data=arr.tobytes()
-                )
+                msg.inputs.add(name=spec.name, datatype=spec.datatype, shape=arr.shape, data=arr.tobytes())
             out.append(msg.SerializeToString())
         elif protocol == "v2":
             req = grpc_service_pb2.ModelInferRequest(model_name=model, model_version=version)

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import platform
-import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from driftserve.bench.runner import RunResult
-from driftserve.core.machine import machine
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +21,10 @@ def write_json(path: str | Path, payload: dict[str, Any]) -> None:
 
 def markdown_table(results: Sequence[RunResult]) -> str:
     """One row per run: load, throughput, percentiles, errors, server breakdown, generator CPU."""
-    head = ("| target | mode | load | rps | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors "
-            "| srv queue µs | srv infer µs | rows/exec | gen CPU |")
+    head = (
+        "| target | mode | load | rps | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors "
+        "| srv queue µs | srv infer µs | rows/exec | gen CPU |"
+    )
     rows = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
         load = f"c={r.level:g}" if r.mode == "closed" else f"{r.level:g} rps"
@@ -60,8 +59,14 @@ def plot_latency(results: Sequence[RunResult], path: str | Path, title: str) -> 
         runs = sorted(runs, key=lambda r: r.level)
         xs = [r.throughput_rps for r in runs]
         for pct, style in (("p50", "--"), ("p99", "-")):
-            ax.plot(xs, [r.latency_ms[pct] for r in runs], style, marker="o", color=f"C{index}",
-                    label=f"{label} {mode} {pct}")
+            ax.plot(
+                xs,
+                [r.latency_ms[pct] for r in runs],
+                style,
+                marker="o",
+                color=f"C{index}",
+                label=f"{label} {mode} {pct}",
+            )
     ax.set_xlabel("achieved throughput (requests/s)")
     ax.set_ylabel("latency (ms)")
     ax.set_yscale("log")

@@ -57,7 +57,7 @@ class LoadSpec:
     label: str = ""
     rows_per_request: int = 1
 
-    def with_load(self, mode: str, level: float) -> "LoadSpec":
+    def with_load(self, mode: str, level: float) -> LoadSpec:
         """The same spec at another concurrency (closed) or rate (open)."""
         if mode == "closed":
             return replace(self, mode="closed", concurrency=int(level))
@@ -124,14 +124,26 @@ def _split(total: int, parts: int, index: int) -> int:
 def _worker_configs(spec: LoadSpec, n: int) -> list[WorkerConfig]:
     configs = []
     for i in range(n):
-        configs.append(WorkerConfig(
-            index=i, target=spec.target, protocol=spec.protocol, streaming=spec.streaming,
-            requests=spec.requests, mode=spec.mode, concurrency=_split(spec.concurrency, n, i),
-            rate_rps=spec.rate_rps / n, arrival=spec.arrival, seed=spec.seed * 1_000 + i,
-            phase=i / n, warmup_s=spec.warmup_s, duration_s=spec.duration_s,
-            timeout_s=spec.timeout_s, max_outstanding=max(1, spec.max_outstanding // n),
-            lag_threshold_s=spec.lag_threshold_s,
-        ))
+        configs.append(
+            WorkerConfig(
+                index=i,
+                target=spec.target,
+                protocol=spec.protocol,
+                streaming=spec.streaming,
+                requests=spec.requests,
+                mode=spec.mode,
+                concurrency=_split(spec.concurrency, n, i),
+                rate_rps=spec.rate_rps / n,
+                arrival=spec.arrival,
+                seed=spec.seed * 1_000 + i,
+                phase=i / n,
+                warmup_s=spec.warmup_s,
+                duration_s=spec.duration_s,
+                timeout_s=spec.timeout_s,
+                max_outstanding=max(1, spec.max_outstanding // n),
+                lag_threshold_s=spec.lag_threshold_s,
+            )
+        )
     return [c for c in configs if c.mode == "open" or c.concurrency > 0]
 
 
@@ -141,8 +153,12 @@ def _run_workers(spec: LoadSpec, configs: list[WorkerConfig], progress: bool) ->
     start_at = ctx.Value("d", 0.0, lock=False)
     counters = [ctx.Value("q", 0, lock=False) for _ in configs]
     procs = [
-        ctx.Process(target=worker_process, args=(c, ready, go, start_at, counters[k], results),
-                    daemon=True, name=f"loadgen-{c.index}")
+        ctx.Process(
+            target=worker_process,
+            args=(c, ready, go, start_at, counters[k], results),
+            daemon=True,
+            name=f"loadgen-{c.index}",
+        )
         for k, c in enumerate(configs)
     ]
     for p in procs:
@@ -152,15 +168,20 @@ def _run_workers(spec: LoadSpec, configs: list[WorkerConfig], progress: bool) ->
             try:
                 ready.get(timeout=WORKER_START_TIMEOUT_S)
             except queue.Empty:
-                raise LoadError(f"workers did not start within {WORKER_START_TIMEOUT_S:g} s")
+                raise LoadError(f"workers did not start within {WORKER_START_TIMEOUT_S:g} s") from None
         start_at.value = time.monotonic() + START_MARGIN_S
         go.set()
         total_s = spec.warmup_s + spec.duration_s
         deadline = start_at.value + total_s + spec.timeout_s + 30.0
         reports: list[Any] = []
-        bar = tqdm(total=round(total_s, 1), unit="s", disable=not progress, leave=False,
-                   desc=f"{spec.label or spec.target} {spec.mode} {spec.level:g}",
-                   bar_format="{desc}: {bar} {n:.1f}/{total:.1f}s {postfix}")
+        bar = tqdm(
+            total=round(total_s, 1),
+            unit="s",
+            disable=not progress,
+            leave=False,
+            desc=f"{spec.label or spec.target} {spec.mode} {spec.level:g}",
+            bar_format="{desc}: {bar} {n:.1f}/{total:.1f}s {postfix}",
+        )
         with bar:
             while len(reports) < len(procs):
                 try:
@@ -188,8 +209,7 @@ def _check_alive(procs: list[Any], configs: list[WorkerConfig], reported: set[in
     for proc, cfg in zip(procs, configs):
         if cfg.index not in reported and not proc.is_alive():
             proc.join(timeout=1.0)  # its report may still be in flight in the queue
-            raise LoadError(f"load generator worker {cfg.index} exited with code "
-                            f"{proc.exitcode} without a report")
+            raise LoadError(f"load generator worker {cfg.index} exited with code {proc.exitcode} without a report")
 
 
 def run_load(spec: LoadSpec, progress: bool = False, server_stats: bool = True) -> RunResult:
@@ -212,17 +232,23 @@ def run_load(spec: LoadSpec, progress: bool = False, server_stats: bool = True) 
     pct = merged.percentiles_us()
     names = ("p50", "p90", "p99", "p99.9", "max")
     result = RunResult(
-        label=spec.label or spec.target, mode=spec.mode, level=spec.level,
-        protocol=spec.protocol, streaming=spec.streaming, duration_s=round(elapsed, 3),
-        requests=merged.total, ok=merged.ok, errors=merged.errors,
+        label=spec.label or spec.target,
+        mode=spec.mode,
+        level=spec.level,
+        protocol=spec.protocol,
+        streaming=spec.streaming,
+        duration_s=round(elapsed, 3),
+        requests=merged.total,
+        ok=merged.ok,
+        errors=merged.errors,
         throughput_rps=round(merged.ok / elapsed, 1),
         latency_ms={n: round(pct[p] / 1_000.0, 4) for n, p in zip(names, PERCENTILES)},
         mean_ms=round(merged.latency.get_mean_value() / 1_000.0, 4),
-        lag_p99_ms=round(merged.lag.get_value_at_percentile(99) / 1_000.0, 3)
-        if merged.lag.get_total_count() else 0.0,
+        lag_p99_ms=round(merged.lag.get_value_at_percentile(99) / 1_000.0, 3) if merged.lag.get_total_count() else 0.0,
         late_sends=merged.late_sends,
         loadgen_cpu_cores=round((merged.cpu_s + parent_cpu) / elapsed, 3),
-        workers=len(configs), server=breakdown(before, after),
+        workers=len(configs),
+        server=breakdown(before, after),
         latency_hdr=merged.latency.encode().decode("ascii"),
     )
     _add_warnings(result, spec, merged.max_lag_s)
@@ -251,5 +277,4 @@ def _add_warnings(result: RunResult, spec: LoadSpec, max_lag_s: float) -> None:
             f"{result.workers} workers; it may be the bottleneck"
         )
     if result.requests and result.ok == 0:
-        result.warnings.append("no request succeeded: " + ", ".join(
-            f"{k}={v}" for k, v in result.errors.items()))
+        result.warnings.append("no request succeeded: " + ", ".join(f"{k}={v}" for k, v in result.errors.items()))

@@ -10,8 +10,8 @@ from typing import Any
 
 import grpc
 
-from driftserve.bench.payload import TensorSpec
 from driftserve.api import grpc_service_pb2, grpc_service_pb2_grpc
+from driftserve.bench.payload import TensorSpec
 
 logger = logging.getLogger(__name__)
 

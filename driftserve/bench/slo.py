@@ -21,9 +21,10 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import yaml
 
@@ -148,9 +149,7 @@ def _parse_one(text: str) -> tuple[Objective | None, float | None, float | None]
     return Objective(pct, limit_us, m["op"] == "<="), rate, None
 
 
-def _combine(
-    parsed: Iterable[tuple[Objective | None, float | None, float | None]], source: str
-) -> SLO:
+def _combine(parsed: Iterable[tuple[Objective | None, float | None, float | None]], source: str) -> SLO:
     objectives: list[Objective] = []
     rates: set[float] = set()
     budget: float | None = None
@@ -162,9 +161,7 @@ def _combine(
         if error_budget is not None:
             budget = error_budget if budget is None else min(budget, error_budget)
     if len(rates) > 1:
-        raise SLOError(
-            f"SLO {source!r} names several rates {sorted(rates)}; one SLO is judged at one rate"
-        )
+        raise SLOError(f"SLO {source!r} names several rates {sorted(rates)}; one SLO is judged at one rate")
     if not objectives and budget is None:
         raise SLOError(f"SLO {source!r} has no objectives: {_EXAMPLES}")
     return SLO(tuple(objectives), rates.pop() if rates else None, budget)
@@ -264,8 +261,6 @@ def evaluate(slo: SLO, percentile_us: Mapping[float, float], error_rate: float) 
         )
     budget = DEFAULT_MAX_ERROR_RATE if slo.max_error_rate is None else slo.max_error_rate
     verdict.results.append(
-        ObjectiveResult(
-            f"errors<={budget * 100:g}%", round(error_rate, 6), budget, "share", error_rate <= budget
-        )
+        ObjectiveResult(f"errors<={budget * 100:g}%", round(error_rate, 6), budget, "share", error_rate <= budget)
     )
     return verdict

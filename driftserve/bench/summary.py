@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from driftserve.bench.runner import RunResult
 from driftserve.bench.sweep import MaxRateSearch
@@ -50,33 +51,38 @@ def _breakdown(results: Sequence[RunResult], label: str) -> list[str]:
     rows = [r for r in results if r.label == label and r.server is not None]
     if not rows:
         return [f"({label} reported no ModelStatistics.)"]
-    lines = ["| load | queue µs | compute_input µs | compute_infer µs | compute_output µs | "
-             "rows / execution |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| load | queue µs | compute_input µs | compute_infer µs | compute_output µs | rows / execution |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         s = r.server
         assert s is not None
-        lines.append(f"| c={r.level:g} | {s.queue_us:.0f} | {s.compute_input_us:.0f} | "
-                     f"{s.compute_infer_us:.0f} | {s.compute_output_us:.0f} | "
-                     f"{s.avg_batch_size:.2f} |")
+        lines.append(
+            f"| c={r.level:g} | {s.queue_us:.0f} | {s.compute_input_us:.0f} | "
+            f"{s.compute_infer_us:.0f} | {s.compute_output_us:.0f} | "
+            f"{s.avg_batch_size:.2f} |"
+        )
     return lines
 
 
-def summary_markdown(measured: Sequence[dict[str, Any]], info: dict[str, Any], command: str,
-                     labels: Sequence[str]) -> str:
+def summary_markdown(
+    measured: Sequence[dict[str, Any]], info: dict[str, Any], command: str, labels: Sequence[str]
+) -> str:
     """Every model's sweeps side by side, the max-rate searches and the c=1 medians."""
     cand, base = labels
     out = [
-        f"# {cand} vs {base}: latency SLOs, side by side", "",
+        f"# {cand} vs {base}: latency SLOs, side by side",
+        "",
         f"- command: `{command}`",
         f"- machine: {info['nproc']} cores, {info['cpu']}, Python {info['python']}",
         f"- date (UTC): {info['date_utc']}",
         "- every load level ran against both servers back to back (interleaved); ratios are "
-        "within one run. Open-loop latency counts from each request's scheduled send time.", "",
+        "within one run. Open-loop latency counts from each request's scheduled send time.",
+        "",
     ]
-    max_rows = ["| model | SLO | " + f"{cand} max rps | {base} max rps | ratio |",
-                "|---|---|---|---|---|"]
-    p50_rows = [f"| model | {cand} p50 ms (c=1) | {base} p50 ms (c=1) | ratio ({base}/{cand}) |",
-                "|---|---|---|---|"]
+    max_rows = ["| model | SLO | " + f"{cand} max rps | {base} max rps | ratio |", "|---|---|---|---|---|"]
+    p50_rows = [f"| model | {cand} p50 ms (c=1) | {base} p50 ms (c=1) | ratio ({base}/{cand}) |", "|---|---|---|---|"]
     for m in measured:
         out += [f"## {m['model']}", "", "### Closed loop", ""]
         out += _side_by_side(m["closed"], labels, "concurrency")
@@ -89,18 +95,28 @@ def summary_markdown(measured: Sequence[dict[str, Any]], info: dict[str, Any], c
         for slo in dict.fromkeys(s.slo for s in searches):
             chosen = [s for s in searches if s.slo == slo]
             found = {s.label: s.max_rate_rps for s in chosen}
-            fmt = {s.label: "none" if s.max_rate_rps is None
-                   else f"{'≥' if not s.bounded else ''}{s.max_rate_rps:.0f}" for s in chosen}
+            fmt = {
+                s.label: "none" if s.max_rate_rps is None else f"{'≥' if not s.bounded else ''}{s.max_rate_rps:.0f}"
+                for s in chosen
+            }
             exact = all(s.bounded for s in chosen)
             ratio = _ratio(found.get(cand), found.get(base)) if exact else "–"
-            max_rows.append(f"| {m['model']} | {slo} | {fmt.get(cand, '–')} | "
-                            f"{fmt.get(base, '–')} | {ratio} |")
+            max_rows.append(f"| {m['model']} | {slo} | {fmt.get(cand, '–')} | {fmt.get(base, '–')} | {ratio} |")
         ones = {r.label: r for r in m["closed"] if r.level == 1}
         if cand in ones and base in ones:
             c, b = ones[cand].latency_ms["p50"], ones[base].latency_ms["p50"]
             p50_rows.append(f"| {m['model']} | {c:.3f} | {b:.3f} | {_ratio(b, c)} |")
-    out += ["## Highest open-loop rate meeting the SLO", "", *max_rows, "",
-            "(searched by doubling then bisecting, a bounded number of runs; '≥' means no rate "
-            "tried failed, 'none' that even the lowest rate tried failed)", "", "## Median latency at concurrency 1", "",
-            *p50_rows, ""]
+    out += [
+        "## Highest open-loop rate meeting the SLO",
+        "",
+        *max_rows,
+        "",
+        "(searched by doubling then bisecting, a bounded number of runs; '≥' means no rate "
+        "tried failed, 'none' that even the lowest rate tried failed)",
+        "",
+        "## Median latency at concurrency 1",
+        "",
+        *p50_rows,
+        "",
+    ]
     return "\n".join(out)

@@ -7,8 +7,9 @@ so slow drift of the machine affects both alike and their ratio stays honest.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from driftserve.bench.runner import LoadSpec, RunResult, run_load
 from driftserve.bench.slo import SLO, Verdict, evaluate
@@ -41,15 +42,20 @@ def parse_sweep(text: str) -> tuple[str, list[float]]:
     return mode, values
 
 
-def sweep(specs: Sequence[LoadSpec], mode: str, levels: Sequence[float],
-          runner: Runner = run_load) -> list[RunResult]:
+def sweep(specs: Sequence[LoadSpec], mode: str, levels: Sequence[float], runner: Runner = run_load) -> list[RunResult]:
     """Run every level against every spec, interleaved (level by level, target by target)."""
     results = []
     for level in levels:
         for spec in specs:
             result = runner(spec.with_load(mode, level))
-            logger.info("%s %s %g: %.0f rps p99 %.3f ms", result.label, mode, level,
-                        result.throughput_rps, result.latency_ms["p99"])
+            logger.info(
+                "%s %s %g: %.0f rps p99 %.3f ms",
+                result.label,
+                mode,
+                level,
+                result.throughput_rps,
+                result.latency_ms["p99"],
+            )
             results.append(result)
     return results
 
@@ -68,16 +74,31 @@ class MaxRateSearch:
     @property
     def bounded(self) -> bool:
         """Whether a rate above the answer failed, so `max_rate_rps` is bracketed, not a floor."""
-        return any(not v.passed and (self.max_rate_rps is None or r.level > self.max_rate_rps)
-                   for r, v in self.prior + self.steps)
+        return any(
+            not v.passed and (self.max_rate_rps is None or r.level > self.max_rate_rps)
+            for r, v in self.prior + self.steps
+        )
 
     def to_dict(self) -> dict[str, Any]:
         def rows(runs: list[tuple[RunResult, Verdict]]) -> list[dict[str, Any]]:
-            return [{"rate_rps": r.level, "throughput_rps": r.throughput_rps,
-                     "p99_ms": r.latency_ms["p99"], "passed": v.passed} for r, v in runs]
+            return [
+                {
+                    "rate_rps": r.level,
+                    "throughput_rps": r.throughput_rps,
+                    "p99_ms": r.latency_ms["p99"],
+                    "passed": v.passed,
+                }
+                for r, v in runs
+            ]
 
-        return {"label": self.label, "slo": self.slo, "max_rate_rps": self.max_rate_rps,
-                "bounded": self.bounded, "prior": rows(self.prior), "steps": rows(self.steps)}
+        return {
+            "label": self.label,
+            "slo": self.slo,
+            "max_rate_rps": self.max_rate_rps,
+            "bounded": self.bounded,
+            "prior": rows(self.prior),
+            "steps": rows(self.steps),
+        }
 
 
 def _next_rate(passed: float | None, failed: float | None, start_rps: float) -> float:
@@ -94,10 +115,15 @@ def _close_enough(passed: float | None, failed: float | None) -> bool:
     return passed is not None and failed is not None and failed - passed <= max(1.0, 0.05 * passed)
 
 
-def find_max_rate(spec: LoadSpec, slo: SLO, start_rps: float = 100.0,
-                  max_steps: int = DEFAULT_MAX_STEPS, runner: Runner = run_load,
-                  confirm_failures: bool = True,
-                  prior: Sequence[RunResult] = ()) -> MaxRateSearch:
+def find_max_rate(
+    spec: LoadSpec,
+    slo: SLO,
+    start_rps: float = 100.0,
+    max_steps: int = DEFAULT_MAX_STEPS,
+    runner: Runner = run_load,
+    confirm_failures: bool = True,
+    prior: Sequence[RunResult] = (),
+) -> MaxRateSearch:
     """Highest open-loop rate meeting `slo`: double from `start_rps` until a failure, then
     bisect between the last pass and the first failure; at most `max_steps` rates.
 
@@ -110,8 +136,11 @@ def find_max_rate(spec: LoadSpec, slo: SLO, start_rps: float = 100.0,
     if start_rps <= 0 or max_steps < 0:
         raise SweepError("start rate must be positive and max steps non-negative")
     search = MaxRateSearch(spec.label or spec.target, slo.label, None)
-    search.prior = [(r, evaluate(slo, r.percentiles_us(), r.error_rate)) for r in prior
-                    if r.mode == "open" and r.label == search.label]
+    search.prior = [
+        (r, evaluate(slo, r.percentiles_us(), r.error_rate))
+        for r in prior
+        if r.mode == "open" and r.label == search.label
+    ]
     failures = [r.level for r, v in search.prior if not v.passed]
     failed: float | None = min(failures) if failures else None
     passes = [r.level for r, v in search.prior if v.passed and (failed is None or r.level < failed)]
@@ -132,11 +161,15 @@ def find_max_rate(spec: LoadSpec, slo: SLO, start_rps: float = 100.0,
     return search
 
 
-def _measure(search: MaxRateSearch, spec: LoadSpec, slo: SLO, rate: float,
-             runner: Runner) -> bool:
+def _measure(search: MaxRateSearch, spec: LoadSpec, slo: SLO, rate: float, runner: Runner) -> bool:
     result = runner(spec.with_load("open", rate))
     verdict = evaluate(slo, result.percentiles_us(), result.error_rate)
     search.steps.append((result, verdict))
-    logger.info("%s at %.0f rps: p99 %.3f ms, %s", search.label, rate, result.latency_ms["p99"],
-                "pass" if verdict.passed else "fail")
+    logger.info(
+        "%s at %.0f rps: p99 %.3f ms, %s",
+        search.label,
+        rate,
+        result.latency_ms["p99"],
+        "pass" if verdict.passed else "fail",
+    )
     return verdict.passed

@@ -18,10 +18,10 @@ import grpc
 import psutil
 import uvloop
 
+from driftserve.api import driftserve_pb2, grpc_service_pb2
 from driftserve.bench.loops import arrival_offsets, closed_loop, open_loop
 from driftserve.bench.payload import with_request_id
 from driftserve.bench.tally import OK, Tally
-from driftserve.api import driftserve_pb2, grpc_service_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +66,7 @@ class WorkerConfig:
 class UnarySender:
     """`send(i)` as one unary RPC on pre-serialized bytes; the status name is the result."""
 
-    def __init__(self, channel: grpc.aio.Channel, method: str, requests: tuple[bytes, ...],
-                 timeout_s: float) -> None:
+    def __init__(self, channel: grpc.aio.Channel, method: str, requests: tuple[bytes, ...], timeout_s: float) -> None:
         self._call = channel.unary_unary(method)
         self._requests = requests
         self._timeout_s = timeout_s
@@ -83,10 +82,12 @@ class UnarySender:
 class StreamSender:
     """`send(i)` over one long-lived bidirectional stream, replies matched by request id."""
 
-    def __init__(self, channel: grpc.aio.Channel, method: str, protocol: str,
-                 requests: tuple[bytes, ...], timeout_s: float) -> None:
-        parse = (driftserve_pb2.PredictStreamResponse if protocol == "native"
-                 else grpc_service_pb2.ModelStreamInferResponse).FromString
+    def __init__(
+        self, channel: grpc.aio.Channel, method: str, protocol: str, requests: tuple[bytes, ...], timeout_s: float
+    ) -> None:
+        parse = (
+            driftserve_pb2.PredictStreamResponse if protocol == "native" else grpc_service_pb2.ModelStreamInferResponse
+        ).FromString
         self._call_factory = channel.stream_stream(method, response_deserializer=parse)
         self._protocol = protocol
         self._requests = requests
@@ -145,7 +146,7 @@ class StreamSender:
         self._outbox.put_nowait(with_request_id(self._requests[i % len(self._requests)], rid))
         try:
             return await asyncio.wait_for(future, self._timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._pending.pop(rid, None)
             return "DEADLINE_EXCEEDED"
 
@@ -188,19 +189,15 @@ async def run_worker(cfg: WorkerConfig, start_at: float, progress: Any = None) -
         if cfg.mode == "closed":
             await closed_loop(sender, cfg.concurrency, measure_from, end, tally, on_done)
         else:
-            offsets = arrival_offsets(
-                cfg.rate_rps, cfg.warmup_s + cfg.duration_s, cfg.arrival, cfg.seed, cfg.phase
-            )
-            await open_loop(sender, offsets + start_at, measure_from, tally,
-                            cfg.max_outstanding, on_done)
+            offsets = arrival_offsets(cfg.rate_rps, cfg.warmup_s + cfg.duration_s, cfg.arrival, cfg.seed, cfg.phase)
+            await open_loop(sender, offsets + start_at, measure_from, tally, cfg.max_outstanding, on_done)
         cpu_s = sum(proc.cpu_times()[:2]) - cpu0
         if isinstance(sender, StreamSender):
             await sender.close()
     return tally.to_report(cpu_s=cpu_s, elapsed_s=time.monotonic() - start_at)
 
 
-def worker_process(cfg: WorkerConfig, ready: Any, go: Any, start_at: Any, progress: Any,
-                   results: Any) -> None:
+def worker_process(cfg: WorkerConfig, ready: Any, go: Any, start_at: Any, progress: Any, results: Any) -> None:
     """Process entry point: signal readiness, wait for the common start, run, report."""
     logging.basicConfig(level=logging.WARNING)
     ready.put(cfg.index)

@@ -44,8 +44,19 @@ DEFAULT_INLINE_WHEN_IDLE_US = 150
 MAX_INSTANCES = 64
 
 V2Datatype = Literal[
-    "BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64",
-    "FP16", "FP32", "FP64", "BYTES",
+    "BOOL",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BYTES",
 ]
 
 
@@ -75,7 +86,7 @@ class VersionPolicy(StrictModel):
     specific: SpecificPolicy | None = None
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "VersionPolicy":
+    def _exactly_one(self) -> VersionPolicy:
         chosen = [k for k in ("latest", "all", "specific") if getattr(self, k) is not None]
         if len(chosen) != 1:
             raise ValueError(f"give exactly one of latest, all, specific (got {chosen or 'none'})")
@@ -112,24 +123,34 @@ class BatchingConfig(StrictModel):
     """Dynamic batching of concurrent requests (see driftserve.server.batcher)."""
 
     enabled: bool = True
-    max_queue_delay_us: int = Field(DEFAULT_MAX_QUEUE_DELAY_US, ge=0, description="Longest wait of the oldest request before its batch closes.")
-    preferred_batch_sizes: list[int] = Field(default_factory=list, description="Batch sizes (rows) that close a batch at once.")
-    max_queue_size: int = Field(DEFAULT_MAX_QUEUE_SIZE, ge=1, description="Queued requests beyond which new ones are refused.")
+    max_queue_delay_us: int = Field(
+        DEFAULT_MAX_QUEUE_DELAY_US, ge=0, description="Longest wait of the oldest request before its batch closes."
+    )
+    preferred_batch_sizes: list[int] = Field(
+        default_factory=list, description="Batch sizes (rows) that close a batch at once."
+    )
+    max_queue_size: int = Field(
+        DEFAULT_MAX_QUEUE_SIZE, ge=1, description="Queued requests beyond which new ones are refused."
+    )
     default_timeout_us: int = Field(0, ge=0, description="Queueing budget when a request gives none (0 = none).")
     priority_levels: int = Field(0, ge=0, le=16, description="Number of priority levels (0 = one FIFO queue).")
-    default_priority_level: int = Field(0, ge=0, description="Level of requests with priority 0 (0 = the lowest level).")
+    default_priority_level: int = Field(
+        0, ge=0, description="Level of requests with priority 0 (0 = the lowest level)."
+    )
     adaptive_delay: bool = Field(
-        True, description="Close a batch once queued plus running requests reach the recent peak in flight, "
+        True,
+        description="Close a batch once queued plus running requests reach the recent peak in flight, "
         "and stop waiting out the delay after a wait gathered no other request, until requests overlap again.",
     )
     inline_when_idle_us: int = Field(
-        DEFAULT_INLINE_WHEN_IDLE_US, ge=0,
+        DEFAULT_INLINE_WHEN_IDLE_US,
+        ge=0,
         description="Run a batch on the event loop, without the worker-thread hop, when nothing else is "
         "queued or running and recent batches took less than this (0 = always use worker threads).",
     )
 
     @model_validator(mode="after")
-    def _check(self) -> "BatchingConfig":
+    def _check(self) -> BatchingConfig:
         if any(size < 1 for size in self.preferred_batch_sizes):
             raise ValueError("preferred_batch_sizes must all be >= 1")
         if self.default_priority_level > self.priority_levels:
@@ -149,12 +170,14 @@ class WarmupConfig(StrictModel):
 class DeploymentConfig(StrictModel):
     """Which loaded version answers requests that name none, plus canary and shadow versions."""
 
-    served_version: int | None = Field(None, description="Version for requests without one; default the highest loaded.")
+    served_version: int | None = Field(
+        None, description="Version for requests without one; default the highest loaded."
+    )
     canary: dict[int, float] = Field(default_factory=dict, description="Version -> share of unpinned traffic (0..1).")
     shadow_version: int | None = Field(None, description="Version the drift sidecar runs on mirrored inputs.")
 
     @model_validator(mode="after")
-    def _check(self) -> "DeploymentConfig":
+    def _check(self) -> DeploymentConfig:
         if any(not 0.0 <= w <= 1.0 for w in self.canary.values()):
             raise ValueError("canary weights must lie in [0, 1]")
         if sum(self.canary.values()) > 1.0 + 1e-9:
@@ -167,7 +190,11 @@ class ModelConfig(StrictModel):
 
     name: str | None = Field(None, description="Must equal the directory name when given.")
     platform: Literal["onnxruntime_onnx"] = "onnxruntime_onnx"
-    max_batch_size: int | None = Field(None, ge=0, description="Rows per batch; 0 = no batch dimension; default 64 when the graph's first dims are dynamic.")
+    max_batch_size: int | None = Field(
+        None,
+        ge=0,
+        description="Rows per batch; 0 = no batch dimension; default 64 when the graph's first dims are dynamic.",
+    )
     version_policy: VersionPolicy = Field(default_factory=lambda: VersionPolicy(latest=LatestPolicy()))
     instances: int = Field(1, ge=1, le=MAX_INSTANCES)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)

@@ -45,7 +45,7 @@ class _WarnAlert(_Strict):
 
     @model_validator(mode="after")
     def _warn_not_above_alert(self) -> _WarnAlert:
-        warn, alert = getattr(self, "warn"), getattr(self, "alert")
+        warn, alert = self.warn, self.alert
         if warn > alert:
             raise ValueError(f"warn ({warn}) must be <= alert ({alert})")
         return self

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -133,8 +134,7 @@ class ModelVersion:
             if extra:
                 parts.append(f"unexpected input(s) {extra}")
             raise InvalidArgument(
-                f"model '{self.name}' version {self.version}: {'; '.join(parts)}; "
-                f"expected exactly {list(self.inputs)}"
+                f"model '{self.name}' version {self.version}: {'; '.join(parts)}; expected exactly {list(self.inputs)}"
             )
         rows = -1
         batched = self.batched
@@ -142,21 +142,21 @@ class ModelVersion:
             array = inputs[name]
             if array.dtype != dtype and not (is_bytes and array.dtype.kind in "OSU"):
                 raise InvalidArgument(
-                    f"input '{name}': datatype {_v2_name(array.dtype)} but model '{self.name}' "
-                    f"expects {spec.datatype}"
+                    f"input '{name}': datatype {_v2_name(array.dtype)} but model '{self.name}' expects {spec.datatype}"
                 )
             if is_bytes:
                 inputs[name] = array = _as_text(array, name)
             shape = array.shape
             body = shape[1:] if batched else shape
-            if (body != fixed_body or (batched and not shape)) if fixed_body is not None else (
-                len(shape) != len(spec.dims) + batched
-                or any(d != -1 and d != s for d, s in zip(spec.dims, body))
+            if (
+                (body != fixed_body or (batched and not shape))
+                if fixed_body is not None
+                else (
+                    len(shape) != len(spec.dims) + batched or any(d != -1 and d != s for d, s in zip(spec.dims, body))
+                )
             ):
                 want = ([-1] if self.batched else []) + list(spec.dims)
-                raise InvalidArgument(
-                    f"input '{name}': shape {list(shape)} does not match the model's {want}"
-                )
+                raise InvalidArgument(f"input '{name}': shape {list(shape)} does not match the model's {want}")
             if batched:
                 if shape[0] < 1:
                     raise InvalidArgument(f"input '{name}': batch dimension is {shape[0]}; need >= 1 row")
@@ -167,8 +167,7 @@ class ModelVersion:
                     )
                 if rows not in (-1, shape[0]):
                     raise InvalidArgument(
-                        f"inputs disagree on the batch size: input '{name}' has {shape[0]} rows, "
-                        f"another has {rows}"
+                        f"inputs disagree on the batch size: input '{name}' has {shape[0]} rows, another has {rows}"
                     )
                 rows = shape[0]
         if self._preprocessor is not None:
@@ -187,8 +186,7 @@ class ModelVersion:
         unknown = [n for n in requested if n not in self.outputs]
         if unknown:
             raise InvalidArgument(
-                f"requested output(s) {unknown} not produced by model '{self.name}'; "
-                f"available: {self.output_names}"
+                f"requested output(s) {unknown} not produced by model '{self.name}'; available: {self.output_names}"
             )
         return list(requested)
 
@@ -282,20 +280,14 @@ def _merge_declared(
     for tensor in declared:
         found = graph.get(tensor.name)
         if found is None:
-            raise ConfigError(
-                f"{path}: config declares {kind} '{tensor.name}' but the graph has {list(graph)}"
-            )
+            raise ConfigError(f"{path}: config declares {kind} '{tensor.name}' but the graph has {list(graph)}")
         if found.datatype != tensor.datatype:
             raise ConfigError(
-                f"{path}: {kind} '{tensor.name}' is {found.datatype} in the graph, "
-                f"{tensor.datatype} in the config"
+                f"{path}: {kind} '{tensor.name}' is {found.datatype} in the graph, {tensor.datatype} in the config"
             )
-        if len(found.dims) != len(tensor.dims) or any(
-            g != -1 and g != c for g, c in zip(found.dims, tensor.dims)
-        ):
+        if len(found.dims) != len(tensor.dims) or any(g != -1 and g != c for g, c in zip(found.dims, tensor.dims)):
             raise ConfigError(
-                f"{path}: {kind} '{tensor.name}' has dims {list(found.dims)} in the graph, "
-                f"{tensor.dims} in the config"
+                f"{path}: {kind} '{tensor.name}' has dims {list(found.dims)} in the graph, {tensor.dims} in the config"
             )
         merged[tensor.name] = TensorSpec(tensor.name, tensor.datatype, tuple(tensor.dims))
     if kind == "input" and set(merged) != set(graph):

@@ -104,7 +104,7 @@ def start_process(
     child = Child(name, process)
     sink: IO[str] | None = None
     if output not in ("relay", "keep"):
-        sink = Path(output).open("a")
+        sink = Path(output).open("a")  # noqa: SIM115 - the reader thread closes it at EOF
     child.reader = threading.Thread(target=_read, args=(child, output, sink), daemon=True, name=f"read-{name}")
     child.reader.start()
     return child

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import struct
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -77,8 +77,7 @@ def numpy_dtype(datatype: str, what: str) -> np.dtype:
         return V2_TO_NUMPY[datatype]
     except KeyError:
         raise InvalidArgument(
-            f"{what}: unsupported datatype '{datatype}'; expected one of "
-            f"{', '.join(sorted(V2_TO_NUMPY))}"
+            f"{what}: unsupported datatype '{datatype}'; expected one of {', '.join(sorted(V2_TO_NUMPY))}"
         ) from None
 
 
@@ -121,10 +120,7 @@ def decode_contents(datatype: str, shape: Sequence[int], contents: object, what:
     field = V2_TO_CONTENTS_FIELD[datatype]
     values = getattr(contents, field)
     if len(values) != count:
-        raise InvalidArgument(
-            f"{what}: {len(values)} values in contents.{field} but shape {list(shape)} "
-            f"needs {count}"
-        )
+        raise InvalidArgument(f"{what}: {len(values)} values in contents.{field} but shape {list(shape)} needs {count}")
     if datatype == "BYTES":
         array = np.empty(count, dtype=np.object_)
         array[:] = list(values)
@@ -171,9 +167,7 @@ def _decode_bytes_elements(data: bytes, count: int, what: str) -> np.ndarray:
         out[i] = bytes(view[offset : offset + length])
         offset += length
     if offset != len(data):
-        raise InvalidArgument(
-            f"{what}: {len(data) - offset} trailing bytes after {count} BYTES elements"
-        )
+        raise InvalidArgument(f"{what}: {len(data) - offset} trailing bytes after {count} BYTES elements")
     return out
 
 

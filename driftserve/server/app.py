@@ -21,11 +21,11 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 
 from driftserve.api import driftserve_pb2, driftserve_pb2_grpc, grpc_service_pb2
 from driftserve.api._pool import reflection_pool
+from driftserve.core.heap import freeze_startup_heap
 from driftserve.server.dataplane import DataPlane
 from driftserve.server.grpc_common import InferenceBoundary
 from driftserve.server.grpc_native import PredictorServicer
 from driftserve.server.grpc_v2 import InferenceServicer, add_inference_servicer
-from driftserve.core.heap import freeze_startup_heap
 from driftserve.server.metrics import ServerMetrics
 from driftserve.server.repository import ModelRepository
 from driftserve.server.settings import ServerSettings
@@ -116,7 +116,11 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, GenericHandlersOnly(server))
     # enable_server_reflection would register its method; the aio servicer is what it would add.
-    reflection_names = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+    reflection_names = (
+        *SERVICE_NAMES,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    )
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
         reflection.aio.ReflectionServicer(reflection_names, pool=reflection_pool()), GenericHandlersOnly(server)
     )

@@ -11,7 +11,8 @@ batches of 8 without waiting out a delay sized for 32). And after a batch waited
 delay and still held a single request, batches close at once until a request arrives while others
 are queued or running; at low load waiting only adds latency.
 A cheap batch with nothing else queued runs on the event loop itself (``inline_when_idle_us``),
-which saves the two thread hand-offs that dominate latency at low load. While one batch computes on a worker thread, the next one fills. Requests
+which saves the two thread hand-offs that dominate latency at low load. While one batch computes
+on a worker thread, the next one fills. Requests
 are never split; a request whose deadline passes in the queue fails with DEADLINE_EXCEEDED before
 any compute; a cancelled RPC leaves the queue; a full queue refuses at once (load shedding). An
 error fails exactly the requests of its batch, and output rows are counted back per request.
@@ -22,20 +23,27 @@ With batching disabled each request is its own batch, and the same queue bound s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from driftserve.core.config import BatchingConfig
-from driftserve.core.errors import DeadlineExceeded, DriftserveError, ModelExecutionError, ResourceExhausted, Unavailable
-from driftserve.server.metrics import HistogramRecorder, ServerMetrics, counter_writer
+from driftserve.core.errors import (
+    DeadlineExceeded,
+    DriftserveError,
+    ModelExecutionError,
+    ResourceExhausted,
+    Unavailable,
+)
 from driftserve.core.model import ModelVersion
+from driftserve.server.metrics import HistogramRecorder, ServerMetrics, counter_writer
 from driftserve.server.statistics import ModelStatistics
 
 logger = logging.getLogger(__name__)
@@ -97,9 +105,7 @@ class Batcher:
         # Future and their callbacks per batch, all on the event loop thread.)
         self._jobs: queue.SimpleQueue[tuple[list[_Pending], int] | None] = queue.SimpleQueue()
         self._threads = [
-            threading.Thread(
-                target=self._worker, name=f"batch-{model.name}-{model.version}_{i}", daemon=True
-            )
+            threading.Thread(target=self._worker, name=f"batch-{model.name}-{model.version}_{i}", daemon=True)
             for i in range(model.instances)
         ]
         for thread in self._threads:
@@ -202,18 +208,16 @@ class Batcher:
                 await asyncio.wait_for(self._idle.wait(), max(deadline - self._loop.time(), 0.001))
             except TimeoutError:
                 break
-        for queue in self._queues:
-            while queue:
-                item = queue.popleft()
+        for waiting in self._queues:
+            while waiting:
+                item = waiting.popleft()
                 if item.queued:
                     self._dequeue(item)
                     if not item.future.done():
                         item.future.set_exception(Unavailable("model unloaded before the request ran"))
         self._task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        except asyncio.CancelledError:
-            pass
         self._stop_workers()
 
     def _stop_workers(self) -> None:
@@ -255,11 +259,11 @@ class Batcher:
 
     def _oldest_arrival_ns(self) -> int | None:
         oldest = None
-        for queue in self._queues:
-            while queue and not queue[0].queued:
-                queue.popleft()
-            if queue and (oldest is None or queue[0].arrival_ns < oldest):
-                oldest = queue[0].arrival_ns
+        for waiting in self._queues:
+            while waiting and not waiting[0].queued:
+                waiting.popleft()
+            if waiting and (oldest is None or waiting[0].arrival_ns < oldest):
+                oldest = waiting[0].arrival_ns
         return oldest
 
     def _closes_now(self) -> bool:
@@ -287,15 +291,15 @@ class Batcher:
         """Pop requests by priority then arrival, up to the row limit, never splitting one."""
         batch: list[_Pending] = []
         rows = 0
-        for queue in self._queues:
-            while queue:
-                item = queue[0]
+        for waiting in self._queues:
+            while waiting:
+                item = waiting[0]
                 if not item.queued:
-                    queue.popleft()
+                    waiting.popleft()
                     continue
                 if rows + item.rows > self._max_rows or (batch and not self._enabled):
                     return batch
-                queue.popleft()
+                waiting.popleft()
                 self._dequeue(item)
                 batch.append(item)
                 rows += item.rows
@@ -372,10 +376,7 @@ class Batcher:
         if len(batch) == 1:
             merged = batch[0].inputs
         else:
-            merged = {
-                name: np.concatenate([item.inputs[name] for item in batch], axis=0)
-                for name in batch[0].inputs
-            }
+            merged = {name: np.concatenate([item.inputs[name] for item in batch], axis=0) for name in batch[0].inputs}
         t1 = time.perf_counter_ns()
         outputs = self.model.run(merged, instance)
         t2 = time.perf_counter_ns()

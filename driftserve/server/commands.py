@@ -7,6 +7,7 @@ import argparse
 from driftserve.core.commandline import configure_logging, settings_from_args
 from driftserve.server.settings import ServerSettings
 
+
 def add_serve_flags(parser: argparse.ArgumentParser) -> None:
     """The flags of ``serve`` (and ``run``); each overrides its ``DRIFTSERVE_*`` variable."""
     parser.add_argument("--model-repository", help="model repository directory [DRIFTSERVE_MODEL_REPOSITORY]")

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import grpc
 
-from driftserve.server.dataplane import DataPlane, InferenceRequest, InferenceResponse
 from driftserve.core.errors import DriftserveError
+from driftserve.server.dataplane import DataPlane, InferenceRequest, InferenceResponse
 from driftserve.server.metrics import HistogramRecorder, ServerMetrics, counter_writer
 
 logger = logging.getLogger(__name__)
@@ -123,9 +124,7 @@ async def abort_on_error(context: grpc.aio.ServicerContext, call: Callable[[], A
         await context.abort(exc.code, exc.message)
 
 
-async def stream_concurrently(
-    requests: Any, handle: Callable[[Any], Any], max_inflight: int
-) -> Any:
+async def stream_concurrently(requests: Any, handle: Callable[[Any], Any], max_inflight: int) -> Any:
     """Handle each message of a request stream as its own task and yield replies as they finish.
 
     Requests of one stream can then share a batch; replies carry their request id, so order is

@@ -8,10 +8,10 @@ import grpc
 
 from driftserve.api import driftserve_pb2 as pb
 from driftserve.api import driftserve_pb2_grpc as pb_grpc
-from driftserve.server.dataplane import InferenceRequest, InferenceResponse
 from driftserve.core.errors import InvalidArgument
-from driftserve.server.grpc_common import InferenceBoundary, stream_concurrently
 from driftserve.core.tensors import decode_raw, encode_raw, v2_datatype
+from driftserve.server.dataplane import InferenceRequest, InferenceResponse
+from driftserve.server.grpc_common import InferenceBoundary, stream_concurrently
 
 PROTOCOL = "native"
 STREAM_MAX_INFLIGHT = 512
@@ -60,7 +60,9 @@ class PredictorServicer(pb_grpc.PredictorServicer):
     async def PredictStream(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
         async def handle(message: pb.PredictRequest) -> pb.PredictStreamResponse:
             return await self.boundary.serve_for_stream(
-                PROTOCOL, message, decode_request,
+                PROTOCOL,
+                message,
+                decode_request,
                 lambda r: pb.PredictStreamResponse(response=encode_response(r), request_id=r.request_id),
                 lambda m, code, text: pb.PredictStreamResponse(
                     error_code=code.value[0], error_message=text, request_id=m.request_id

@@ -10,15 +10,15 @@ from typing import Any
 
 import grpc
 
+from driftserve import __version__
 from driftserve.api import grpc_service_pb2 as pb
 from driftserve.api import grpc_service_pb2_grpc as pb_grpc
 from driftserve.api import model_config_pb2 as mc
-from driftserve import __version__
-from driftserve.server.dataplane import InferenceRequest, InferenceResponse
 from driftserve.core.errors import DriftserveError, InvalidArgument, NotFound
+from driftserve.core.tensors import decode_contents, decode_raw, encode_raw
+from driftserve.server.dataplane import InferenceRequest, InferenceResponse
 from driftserve.server.grpc_common import InferenceBoundary, abort_on_error, stream_concurrently
 from driftserve.server.repository import ModelRepository
-from driftserve.core.tensors import decode_contents, decode_raw, encode_raw
 from driftserve.server.v2_wire import ResponseEncoder, describe_outputs, serialize_infer_response
 
 PROTOCOL = "v2"
@@ -87,7 +87,7 @@ def _int_parameter(parameters: Any, key: str) -> int:
     return value
 
 
-def add_inference_servicer(servicer: "InferenceServicer", server: grpc.aio.Server) -> None:
+def add_inference_servicer(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
     """Register GRPCInferenceService like the generated ``add_..._to_server``, built from the
     service descriptor, except that ModelInfer's serializer passes pre-encoded bytes through
     (``driftserve.server.v2_wire``) and the service is a generic handler only."""
@@ -102,9 +102,7 @@ def add_inference_servicer(servicer: "InferenceServicer", server: grpc.aio.Serve
     for method in service.methods:
         request_class = getattr(pb, method.input_type.name)
         response_class = getattr(pb, method.output_type.name)
-        serializer = (
-            serialize_infer_response if method.name == "ModelInfer" else response_class.SerializeToString
-        )
+        serializer = serialize_infer_response if method.name == "ModelInfer" else response_class.SerializeToString
         handlers[method.name] = factories[(method.client_streaming, method.server_streaming)](
             getattr(servicer, method.name),
             request_deserializer=request_class.FromString,
@@ -123,23 +121,33 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.started = False
         self._encoder = ResponseEncoder()
 
-    async def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext) -> pb.ServerLiveResponse:
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
-    async def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext) -> pb.ServerReadyResponse:
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self.started and self.boundary.dataplane.accepting)
 
-    async def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext) -> pb.ModelReadyResponse:
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelReadyResponse:
         try:
             self.repository.route(request.name, request.version)
         except DriftserveError:
             return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=self.boundary.dataplane.accepting)
 
-    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext) -> pb.ServerMetadataResponse:
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS)
 
-    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext) -> pb.ModelMetadataResponse:
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelMetadataResponse:
         async def body() -> pb.ModelMetadataResponse:
             served = self.repository.route(request.name, request.version)
             model = served.model
@@ -149,8 +157,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 name=model.name,
                 versions=[str(v) for v in sorted(self.repository.entry(model.name).versions)],
                 platform=model.config.platform,
-                inputs=[meta(name=s.name, datatype=s.datatype, shape=batch + list(s.dims)) for s in model.inputs.values()],
-                outputs=[meta(name=s.name, datatype=s.datatype, shape=batch + list(s.dims)) for s in model.outputs.values()],
+                inputs=[
+                    meta(name=s.name, datatype=s.datatype, shape=batch + list(s.dims)) for s in model.inputs.values()
+                ],
+                outputs=[
+                    meta(name=s.name, datatype=s.datatype, shape=batch + list(s.dims)) for s in model.outputs.values()
+                ],
             )
 
         return await abort_on_error(context, body)
@@ -162,7 +174,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelStreamInfer(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
         async def handle(message: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
             return await self.boundary.serve_for_stream(
-                PROTOCOL, message, decode_request,
+                PROTOCOL,
+                message,
+                decode_request,
                 lambda r: pb.ModelStreamInferResponse(infer_response=encode_response(r)),
                 lambda m, code, text: pb.ModelStreamInferResponse(
                     error_message=f"{code.name}: {text}",
@@ -173,7 +187,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         async for reply in stream_concurrently(request_iterator, handle, STREAM_MAX_INFLIGHT):
             yield reply
 
-    async def ModelConfig(self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext) -> pb.ModelConfigResponse:
+    async def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelConfigResponse:
         async def body() -> pb.ModelConfigResponse:
             return pb.ModelConfigResponse(config=self._model_config(request.name, request.version))
 
@@ -184,9 +200,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         model, config = served.model, served.model.config
         policy = config.version_policy
         if policy.latest is not None:
-            version_policy = mc.ModelVersionPolicy(latest=mc.ModelVersionPolicy.Latest(num_versions=policy.latest.num_versions))
+            version_policy = mc.ModelVersionPolicy(
+                latest=mc.ModelVersionPolicy.Latest(num_versions=policy.latest.num_versions)
+            )
         elif policy.specific is not None:
-            version_policy = mc.ModelVersionPolicy(specific=mc.ModelVersionPolicy.Specific(versions=policy.specific.versions))
+            version_policy = mc.ModelVersionPolicy(
+                specific=mc.ModelVersionPolicy.Specific(versions=policy.specific.versions)
+            )
         else:
             version_policy = mc.ModelVersionPolicy(all=mc.ModelVersionPolicy.All())
         result = mc.ModelConfig(
@@ -195,9 +215,19 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             backend="onnxruntime",
             version_policy=version_policy,
             max_batch_size=model.max_batch_size,
-            input=[mc.ModelInput(name=s.name, data_type=_config_type(s.datatype), dims=s.dims) for s in model.inputs.values()],
-            output=[mc.ModelOutput(name=s.name, data_type=_config_type(s.datatype), dims=s.dims) for s in model.outputs.values()],
-            instance_group=[mc.ModelInstanceGroup(name=f"{model.name}_cpu", count=model.instances, kind=mc.ModelInstanceGroup.KIND_CPU)],
+            input=[
+                mc.ModelInput(name=s.name, data_type=_config_type(s.datatype), dims=s.dims)
+                for s in model.inputs.values()
+            ],
+            output=[
+                mc.ModelOutput(name=s.name, data_type=_config_type(s.datatype), dims=s.dims)
+                for s in model.outputs.values()
+            ],
+            instance_group=[
+                mc.ModelInstanceGroup(
+                    name=f"{model.name}_cpu", count=model.instances, kind=mc.ModelInstanceGroup.KIND_CPU
+                )
+            ],
             default_model_filename="model.onnx",
         )
         batching = config.batching
@@ -217,7 +247,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             )
         return result
 
-    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext) -> pb.ModelStatisticsResponse:
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelStatisticsResponse:
         async def body() -> pb.ModelStatisticsResponse:
             if request.name:
                 entry = self.repository.entry(request.name)
@@ -236,7 +268,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         return await abort_on_error(context, body)
 
-    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext) -> pb.RepositoryIndexResponse:
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryIndexResponse:
         async def body() -> pb.RepositoryIndexResponse:
             index = pb.RepositoryIndexResponse.ModelIndex
             rows = [
@@ -248,14 +282,18 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         return await abort_on_error(context, body)
 
-    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext) -> pb.RepositoryModelLoadResponse:
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryModelLoadResponse:
         async def body() -> pb.RepositoryModelLoadResponse:
             await self.repository.load(request.model_name)
             return pb.RepositoryModelLoadResponse()
 
         return await abort_on_error(context, body)
 
-    async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest, context: grpc.aio.ServicerContext) -> pb.RepositoryModelUnloadResponse:
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryModelUnloadResponse:
         async def body() -> pb.RepositoryModelUnloadResponse:
             await self.repository.unload(request.model_name)
             return pb.RepositoryModelUnloadResponse()

@@ -15,8 +15,30 @@ from prometheus_client.values import MutexValue
 
 # 25 µs .. 1 s, roughly x2 per step with the sub-millisecond range finer.
 LATENCY_BUCKETS_S = (
-    25e-6, 50e-6, 75e-6, 100e-6, 150e-6, 200e-6, 300e-6, 400e-6, 500e-6, 750e-6,
-    1e-3, 1.5e-3, 2e-3, 3e-3, 5e-3, 7.5e-3, 10e-3, 15e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1.0,
+    25e-6,
+    50e-6,
+    75e-6,
+    100e-6,
+    150e-6,
+    200e-6,
+    300e-6,
+    400e-6,
+    500e-6,
+    750e-6,
+    1e-3,
+    1.5e-3,
+    2e-3,
+    3e-3,
+    5e-3,
+    7.5e-3,
+    10e-3,
+    15e-3,
+    25e-3,
+    50e-3,
+    100e-3,
+    250e-3,
+    500e-3,
+    1.0,
 )
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024)
 MODEL_STATES = ("LOADING", "READY", "UNAVAILABLE", "UNLOADING")

@@ -14,6 +14,7 @@ stream reconnects with exponential backoff. Serving never waits on any of it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -28,9 +29,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from driftserve.api import driftserve_pb2 as pb
 from driftserve.api import driftserve_pb2_grpc as pb_grpc
+from driftserve.core.tensors import encode_raw, v2_datatype
 from driftserve.server.dataplane import InferenceRequest
 from driftserve.server.repository import ModelRepository, ServedVersion
-from driftserve.core.tensors import encode_raw, v2_datatype
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ _Column = tuple[int, str, np.ndarray, memoryview | None, int, tuple[int, ...], n
 class _Lane:
     """Per model version: the staging being filled, drained spares, and cached counter children."""
 
-    __slots__ = ("model", "version", "open", "spares", "sent", "dropped", "sampled_out", "rows_sent")
+    __slots__ = ("dropped", "model", "open", "rows_sent", "sampled_out", "sent", "spares", "version")
 
     def __init__(self, model: str, version: str, counters: tuple[Any, Any, Any, Any]) -> None:
         self.model = model
@@ -71,14 +72,16 @@ class _Lane:
 class _Staging:
     """Columnar rows of one model version with one tensor layout, copied in by ``append``."""
 
-    __slots__ = ("lane", "layout", "capacity", "nbytes", "n", "records", "_buffers", "_batched", "_columns")
+    __slots__ = ("_batched", "_buffers", "_columns", "capacity", "lane", "layout", "n", "nbytes", "records")
 
     def __init__(self, lane: _Lane, layout: Layout, capacity: int, batched: bool) -> None:
         self.lane = lane
         self.layout = layout
         self.capacity = capacity
-        self._buffers = tuple([(name, np.empty((capacity, *shape), dtype), shape, dtype) for name, dtype, shape in part]
-                              for part in layout)  # fmt: skip
+        self._buffers = tuple(
+            [(name, np.empty((capacity, *shape), dtype), shape, dtype) for name, dtype, shape in part]
+            for part in layout
+        )
         self.nbytes = sum(buf.nbytes for part in self._buffers for _, buf, _, _ in part)
         self._batched = batched
         self._columns: dict[int, list[_Column]] = {}  # by request row count
@@ -196,7 +199,8 @@ class MirrorPublisher:
             "driftserve_mirror_connected", "1 while a Publish stream to the sidecar is open.", registry=registry
         )
         self.queue_depth = Gauge(
-            "driftserve_mirror_queue_depth_records", "Records that were waiting at the last flush to the sidecar.",
+            "driftserve_mirror_queue_depth_records",
+            "Records that were waiting at the last flush to the sidecar.",
             registry=registry,
         )
 
@@ -241,13 +245,18 @@ class MirrorPublisher:
             self._wakeup.set()
 
     def _lane(self, name: str, version: int) -> _Lane:
-        counters = (self.records.labels(name, "sent"), self.records.labels(name, "dropped"),
-                    self.records.labels(name, "sampled_out"), self.rows_sent.labels(name))  # fmt: skip
+        counters = (
+            self.records.labels(name, "sent"),
+            self.records.labels(name, "dropped"),
+            self.records.labels(name, "sampled_out"),
+            self.rows_sent.labels(name),
+        )
         lane = self._lanes[(name, version)] = _Lane(name, str(version), counters)
         return lane
 
-    def _restage(self, lane: _Lane, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
-                 rows: int, batched: bool) -> _Staging | None:  # fmt: skip
+    def _restage(
+        self, lane: _Lane, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray], rows: int, batched: bool
+    ) -> _Staging | None:
         """Seal the lane's staging (full, or another layout) and open one that takes this request.
 
         Returns it with the request's rows copied in, or None when the byte budget is used up.
@@ -293,10 +302,8 @@ class MirrorPublisher:
         """Stop sending; what is still staged is dropped and counted."""
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         self._drop_all()
 
     # ------------------------------------------------------------------ background sender
@@ -334,10 +341,8 @@ class MirrorPublisher:
             if self._staged_rows < self.flush_rows:
                 # Flush every interval, or as soon as flush_rows rows are waiting.
                 self._wakeup.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), self.flush_interval_s)
-                except TimeoutError:
-                    pass
             if call.done():
                 raise asyncio.InvalidStateError("sidecar closed the stream")
             if not self._staged_rows:
@@ -393,8 +398,9 @@ def _layout(inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray], batch
     skip = 1 if batched else 0
 
     def part(tensors: dict[str, np.ndarray]) -> TensorLayout:
-        return tuple((name, _OBJECT if a.dtype.kind in "OSU" else a.dtype, a.shape[skip:])
-                     for name, a in tensors.items())  # fmt: skip
+        return tuple(
+            (name, _OBJECT if a.dtype.kind in "OSU" else a.dtype, a.shape[skip:]) for name, a in tensors.items()
+        )
 
     return part(inputs), part(outputs)
 

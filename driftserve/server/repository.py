@@ -16,11 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from driftserve.server.batcher import Batcher
 from driftserve.core.config import MODEL_FILENAME, ModelConfig, load_model_config
 from driftserve.core.errors import ConfigError, DriftserveError, InvalidArgument, NotFound, Unavailable
-from driftserve.server.metrics import ServerMetrics
 from driftserve.core.model import ModelVersion, load_model_version
+from driftserve.server.batcher import Batcher
+from driftserve.server.metrics import ServerMetrics
 from driftserve.server.statistics import ModelStatistics
 
 logger = logging.getLogger(__name__)
@@ -78,19 +78,20 @@ class ModelRepository:
         self.metrics = metrics
         self.models: dict[str, ModelEntry] = {}
         self._load_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="model-load")
+        # Retired versions draining in the background; held so the loop does not drop the tasks.
+        self._retiring: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ discovery
     def scan(self) -> list[str]:
         """Names of the model directories under the root (hidden and ``_`` folders skipped)."""
         if not self.root.is_dir():
             raise ConfigError(f"model repository {self.root} is not a directory")
-        return sorted(
-            p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
-        )
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
 
     def _versions_on_disk(self, model_dir: Path) -> list[int]:
         return sorted(
-            int(p.name) for p in model_dir.iterdir()
+            int(p.name)
+            for p in model_dir.iterdir()
             if p.is_dir() and p.name.isdigit() and (p / MODEL_FILENAME).is_file()
         )
 
@@ -125,8 +126,12 @@ class ModelRepository:
                 loaded = await asyncio.gather(
                     *(
                         loop.run_in_executor(
-                            self._load_executor, load_model_version, name, v,
-                            model_dir / str(v) / MODEL_FILENAME, config,
+                            self._load_executor,
+                            load_model_version,
+                            name,
+                            v,
+                            model_dir / str(v) / MODEL_FILENAME,
+                            config,
                         )
                         for v in chosen
                     ),
@@ -161,7 +166,9 @@ class ModelRepository:
                 self.metrics.set_model_state(name, str(version), READY)
             logger.info("model %s serving versions %s", name, sorted(new_versions))
         for served in retired:
-            loop.create_task(served.batcher.close())
+            task = loop.create_task(served.batcher.close())
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
 
     async def unload(self, name: str) -> None:
         """Stop serving a model; in-flight and queued requests finish first."""
@@ -183,9 +190,7 @@ class ModelRepository:
 
     async def close(self) -> None:
         """Drain every batcher (used at shutdown, after the gRPC server stopped)."""
-        await asyncio.gather(
-            *(s.batcher.close() for e in self.models.values() for s in e.versions.values())
-        )
+        await asyncio.gather(*(s.batcher.close() for e in self.models.values() for s in e.versions.values()))
         self._load_executor.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ lookup and routing
@@ -208,9 +213,7 @@ class ModelRepository:
                 state, reason = entry.states.get(int(version), ("", ""))
                 if state:
                     raise Unavailable(f"model '{name}' version {version} is {state}: {reason}")
-                raise NotFound(
-                    f"model '{name}' has no version {version}; served versions: {sorted(entry.versions)}"
-                )
+                raise NotFound(f"model '{name}' has no version {version}; served versions: {sorted(entry.versions)}")
             return served
         canary = entry.config.deployment.canary if entry.config else {}
         if canary:

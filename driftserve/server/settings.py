@@ -15,8 +15,15 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_GRACE_PERIOD_S = 10.0
 # The settings that a child `serve` process (a worker, the server of `run`) inherits as flags.
 SERVE_FLAG_FIELDS = (
-    "model_repository", "host", "grpc_port", "metrics_port", "log_level",
-    "max_receive_message_bytes", "grace_period_s", "mirror_address", "workers",
+    "model_repository",
+    "host",
+    "grpc_port",
+    "metrics_port",
+    "log_level",
+    "max_receive_message_bytes",
+    "grace_period_s",
+    "mirror_address",
+    "workers",
 )
 
 
@@ -28,12 +35,18 @@ class ServerSettings(BaseSettings):
     model_repository: Path = Field(description="Directory with <model>/config.yaml and <model>/<version>/model.onnx.")
     host: str = Field("0.0.0.0", description="Address the gRPC and metrics servers bind to.")
     grpc_port: int = Field(DEFAULT_GRPC_PORT, ge=0, le=65535, description="gRPC port (0 = pick a free one).")
-    metrics_port: int = Field(DEFAULT_METRICS_PORT, ge=-1, le=65535, description="Prometheus port (0 = free one, -1 = off).")
+    metrics_port: int = Field(
+        DEFAULT_METRICS_PORT, ge=-1, le=65535, description="Prometheus port (0 = free one, -1 = off)."
+    )
     log_level: str = Field("INFO", description="Python logging level name.")
     max_receive_message_bytes: int = Field(DEFAULT_MAX_MESSAGE_BYTES, ge=1024, description="Largest request accepted.")
     max_send_message_bytes: int = Field(DEFAULT_MAX_MESSAGE_BYTES, ge=1024, description="Largest response sent.")
-    grace_period_s: float = Field(DEFAULT_GRACE_PERIOD_S, ge=0, description="How long in-flight requests may finish at shutdown.")
-    mirror_address: str | None = Field(None, description="Drift sidecar address (host:port or unix:path); unset = no mirroring.")
+    grace_period_s: float = Field(
+        DEFAULT_GRACE_PERIOD_S, ge=0, description="How long in-flight requests may finish at shutdown."
+    )
+    mirror_address: str | None = Field(
+        None, description="Drift sidecar address (host:port or unix:path); unset = no mirroring."
+    )
     workers: int = Field(1, ge=1, le=64, description="Server processes sharing the gRPC port (SO_REUSEPORT).")
     reuse_port: bool = Field(False, description="Bind with SO_REUSEPORT; set for the processes that --workers starts.")
 

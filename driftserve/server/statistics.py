@@ -46,9 +46,7 @@ class ModelStatistics:
     compute_output: Duration = field(default_factory=Duration)
     batches: dict[int, BatchDurations] = field(default_factory=dict)
 
-    def record_batch(
-        self, rows: int, requests: int, input_ns: int, infer_ns: int, output_ns: int
-    ) -> None:
+    def record_batch(self, rows: int, requests: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
         """One execution of ``rows`` rows from ``requests`` requests."""
         self.execution_count += 1
         self.inference_count += rows

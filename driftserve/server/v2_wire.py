@@ -11,13 +11,14 @@ number order, so the bytes are exactly what ``SerializeToString`` of the equival
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
 from driftserve.api import grpc_service_pb2 as pb
-from driftserve.server.dataplane import InferenceResponse
 from driftserve.core.tensors import encode_raw, v2_datatype
+from driftserve.server.dataplane import InferenceResponse
 
 # Field tags (field number << 3 | wire type 2, length-delimited) of ModelInferResponse.
 _ID_TAG = b"\x1a"  # 3: id

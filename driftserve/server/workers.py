@@ -32,8 +32,7 @@ def run_workers(settings: ServerSettings) -> int:
     env = {MULTIPROC_ENV: metrics_dir}
     argv = serve_argv(settings, grpc_port=port, metrics_port=-1, workers=1)
     children = [
-        start_child(f"worker-{i}", argv, {**env, "DRIFTSERVE_REUSE_PORT": "true"})
-        for i in range(settings.workers)
+        start_child(f"worker-{i}", argv, {**env, "DRIFTSERVE_REUSE_PORT": "true"}) for i in range(settings.workers)
     ]
     httpd = None
     try:

@@ -17,16 +17,15 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
-
-from driftserve.api._pool import reflection_pool
 from prometheus_client import CollectorRegistry
 
 from driftserve.api import driftserve_pb2, driftserve_pb2_grpc
+from driftserve.api._pool import reflection_pool
+from driftserve.core.heap import freeze_startup_heap
 from driftserve.sidecar.http_api import SidecarHttpServer
 from driftserve.sidecar.monitor_service import MirrorServicer, MonitorServicer
 from driftserve.sidecar.settings import SidecarSettings
 from driftserve.sidecar.state import SidecarState
-from driftserve.core.heap import freeze_startup_heap
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +84,9 @@ async def create_sidecar(settings: SidecarSettings, registry: CollectorRegistry 
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server,
-        pool=reflection_pool()
+        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+        pool=reflection_pool(),
     )
     address, port = _bind(server, settings.listen)
     running = RunningSidecar(server, address, port, -1, state, health)
@@ -94,7 +94,9 @@ async def create_sidecar(settings: SidecarSettings, registry: CollectorRegistry 
     state.start()
     await server.start()
     if settings.http_port >= 0:
-        running.http = SidecarHttpServer(state, registry, settings.http_host, settings.http_port, settings.report_interval_s)
+        running.http = SidecarHttpServer(
+            state, registry, settings.http_host, settings.http_port, settings.report_interval_s
+        )
         running.http.start()
         running.http_port = running.http.port
     await running._set_health(health_pb2.HealthCheckResponse.SERVING)
@@ -107,8 +109,11 @@ async def serve(settings: SidecarSettings) -> int:
     running = await create_sidecar(settings)
     freeze_startup_heap()
     # Same ready-line prefix as the server, so one supervisor (driftserve.core.processes) reads both.
-    print(f"DRIFTSERVE_READY role=sidecar address={running.address} grpc_port={running.port} "
-          f"http_port={running.http_port}", flush=True)  # fmt: skip
+    print(
+        f"DRIFTSERVE_READY role=sidecar address={running.address} grpc_port={running.port} "
+        f"http_port={running.http_port}",
+        flush=True,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-
 from driftserve.core.commandline import configure_logging, settings_from_args
 from driftserve.sidecar.settings import DEFAULT_LISTEN, SidecarSettings
 
@@ -33,8 +32,8 @@ def _cmd_sidecar(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     import uvloop
 
-    from driftserve.sidecar.app import serve
     from driftserve.core.errors import ConfigError
+    from driftserve.sidecar.app import serve
 
     try:
         return uvloop.run(serve(settings))
@@ -55,8 +54,10 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"driftserve drift profile: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out}: {len(profile.features)} features, {len(profile.outputs)} outputs, "
-          f"{profile.features[0].n_rows if profile.features else 0} rows")  # fmt: skip
+    print(
+        f"wrote {args.out}: {len(profile.features)} features, {len(profile.outputs)} outputs, "
+        f"{profile.features[0].n_rows if profile.features else 0} rows"
+    )
     return 0
 
 
@@ -73,12 +74,27 @@ def print_report(report: Any, out: TextIO, only_flagged: bool = False) -> None:
     for f in report.features:
         if only_flagged and f.status in ("ok", "insufficient"):
             continue
-        rows.append((f.feature, f.kind, f.window, str(f.window_rows), _fmt(f.psi), _fmt(f.psi_expected),
-                     _fmt(f.ks_statistic), _fmt(f.ks_pvalue_corrected, 3), _fmt(f.missing_share, 3), f.status))  # fmt: skip
+        rows.append(
+            (
+                f.feature,
+                f.kind,
+                f.window,
+                str(f.window_rows),
+                _fmt(f.psi),
+                _fmt(f.psi_expected),
+                _fmt(f.ks_statistic),
+                _fmt(f.ks_pvalue_corrected, 3),
+                _fmt(f.missing_share, 3),
+                f.status,
+            )
+        )
     if len(rows) > 1:
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         for r in rows:
-            print("  ".join(c.ljust(w) if i < 3 or i == 9 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))), file=out)
+            print(
+                "  ".join(c.ljust(w) if i < 3 or i == 9 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))),
+                file=out,
+            )
     else:
         print("  (no features to show)", file=out)
     for f in report.features:
@@ -86,10 +102,13 @@ def print_report(report: Any, out: TextIO, only_flagged: bool = False) -> None:
             print(f"ALERT {f.feature} ({f.window}): {'; '.join(f.reasons)}", file=out)
     if report.HasField("shadow"):
         s = report.shadow
-        print(f"shadow v{s.shadow_version} vs primary v{s.primary_version or '?'}: {s.rows} rows, agreement "
-              f"{_fmt(s.agreement)}, |delta| mean {_fmt(s.mean_abs_delta, 6)} max {_fmt(s.max_abs_delta, 6)}, "
-              f"p50 latency primary {_fmt(s.primary_latency_p50_s * 1e3, 3)} ms shadow "
-              f"{_fmt(s.shadow_latency_p50_s * 1e3, 3)} ms, errors {s.errors}", file=out)  # fmt: skip
+        print(
+            f"shadow v{s.shadow_version} vs primary v{s.primary_version or '?'}: {s.rows} rows, agreement "
+            f"{_fmt(s.agreement)}, |delta| mean {_fmt(s.mean_abs_delta, 6)} max {_fmt(s.max_abs_delta, 6)}, "
+            f"p50 latency primary {_fmt(s.primary_latency_p50_s * 1e3, 3)} ms shadow "
+            f"{_fmt(s.shadow_latency_p50_s * 1e3, 3)} ms, errors {s.errors}",
+            file=out,
+        )
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -100,8 +119,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     try:
         with grpc.insecure_channel(args.address) as channel:
             stub = driftserve_pb2_grpc.MonitorStub(channel)
-            models = [args.model] if args.model else list(
-                stub.ListModels(driftserve_pb2.ListModelsRequest(), timeout=args.timeout_s).models
+            models = (
+                [args.model]
+                if args.model
+                else list(stub.ListModels(driftserve_pb2.ListModelsRequest(), timeout=args.timeout_s).models)
             )
             if not models:
                 print(f"the sidecar at {args.address} monitors no models", file=sys.stderr)
@@ -128,7 +149,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     side.add_argument("--log-level", help="logging level [default INFO]")
     side.add_argument("--report-interval-s", type=float, help="seconds between drift evaluations [default 1]")
     side.add_argument("--queue-batches", type=int, help="batches queued per model before dropping [default 256]")
-    side.add_argument("--no-shadow", dest="shadow", action="store_false", default=None, help="do not run shadow versions")
+    side.add_argument(
+        "--no-shadow", dest="shadow", action="store_false", default=None, help="do not run shadow versions"
+    )
     side.add_argument("--grace-period-s", type=float, help="time open streams get at shutdown [default 1]")
     side.set_defaults(func=_cmd_sidecar)
 
@@ -148,4 +171,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     rep.add_argument("--only-flagged", action="store_true", help="show only features in warn or alert")
     rep.add_argument("--timeout-s", type=float, default=DEFAULT_REPORT_TIMEOUT_S, help="RPC timeout [default 10]")
     rep.set_defaults(func=_cmd_report)
-

@@ -67,7 +67,7 @@ def _feature_row(item: FeatureWindowReport, config: DriftConfig | None) -> str:
         f'<tr title="{_esc(title)}"><td>{_esc(item.feature)}</td><td>{_esc(item.source)}</td>'
         f"<td>{_badge(item.status)}</td>"
         f'<td>{bar(excess, 2 * psi_alert, item.status, f"psi {item.feature}")}</td><td class="n">{_num(item.psi)}</td>'
-        f'<td>{bar(item.ks_statistic, 2 * ks_min, item.status, f"ks {item.feature}")}</td>'
+        f"<td>{bar(item.ks_statistic, 2 * ks_min, item.status, f'ks {item.feature}')}</td>"
         f'<td class="n">{_num(item.ks_statistic)}</td><td class="n">{_num(item.ks_pvalue_corrected, 3)}</td>'
         f'<td class="n">{_num(item.missing_share, 3)}</td><td class="n">{item.window_rows}</td></tr>'
     )
@@ -81,17 +81,21 @@ def _shadow_section(stats: ShadowStats) -> str:
         ("rows compared", str(stats.rows)),
         ("agreement", f"{bar(agreement, 1.0, status, 'agreement', 0.95)} {_num(agreement)}"),
         ("mean / max |delta|", f"{_num(stats.mean_abs_delta, 6)} / {_num(stats.max_abs_delta, 6)}"),
-        ("latency p50 primary / shadow", f"{_num(stats.primary_latency_p50_s * 1e3, 3)} ms / "
-                                         f"{_num(stats.shadow_latency_p50_s * 1e3, 3)} ms"),
+        (
+            "latency p50 primary / shadow",
+            f"{_num(stats.primary_latency_p50_s * 1e3, 3)} ms / {_num(stats.shadow_latency_p50_s * 1e3, 3)} ms",
+        ),
         ("errors", str(stats.errors)),
-    ]  # fmt: skip
+    ]
     body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     return f"<h3>Shadow comparison</h3><table>{body}</table>"
 
 
 def _model_section(report: ModelReport, config: DriftConfig | None, window: str) -> str:
-    items = sorted((i for i in report.items if i.window == window),
-                   key=lambda i: (STATUS_ORDER.get(i.status, 9), i.source, i.feature))  # fmt: skip
+    items = sorted(
+        (i for i in report.items if i.window == window),
+        key=lambda i: (STATUS_ORDER.get(i.status, 9), i.source, i.feature),
+    )
     alerts = [i for i in report.items if i.status == "alert"]
     parts = [
         f'<section id="{_esc(report.model)}"><h2>{_esc(report.model)} {_badge(overall_status(report))}</h2>',
@@ -99,11 +103,15 @@ def _model_section(report: ModelReport, config: DriftConfig | None, window: str)
         f"{items[0].window_rows if items else 0} rows.</p>",
     ]
     if alerts:
-        lines = "".join(f"<li><b>{_esc(a.feature)}</b> ({_esc(a.window)}): {_esc('; '.join(a.reasons))}</li>" for a in alerts)
+        lines = "".join(
+            f"<li><b>{_esc(a.feature)}</b> ({_esc(a.window)}): {_esc('; '.join(a.reasons))}</li>" for a in alerts
+        )
         parts.append(f"<h3>Alerts</h3><ul>{lines}</ul>")
     if items:
-        head = ("<tr><th>feature</th><th>kind</th><th>status</th><th>PSI excess</th><th>PSI</th><th>KS</th>"
-                "<th>KS</th><th>p (corr.)</th><th>missing</th><th>rows</th></tr>")  # fmt: skip
+        head = (
+            "<tr><th>feature</th><th>kind</th><th>status</th><th>PSI excess</th><th>PSI</th><th>KS</th>"
+            "<th>KS</th><th>p (corr.)</th><th>missing</th><th>rows</th></tr>"
+        )
         parts.append(f"<table>{head}{''.join(_feature_row(i, config) for i in items)}</table>")
     if report.shadow is not None:
         parts.append(_shadow_section(report.shadow))

@@ -33,7 +33,9 @@ _HTML = "text/html; charset=utf-8"
 class SidecarHttpServer:
     """Owns the HTTP server thread; ``port`` is the bound port (useful with port 0)."""
 
-    def __init__(self, state: SidecarState, registry: CollectorRegistry, host: str, port: int, refresh_s: float) -> None:
+    def __init__(
+        self, state: SidecarState, registry: CollectorRegistry, host: str, port: int, refresh_s: float
+    ) -> None:
         handler = type("Handler", (_Handler,), {"state": state, "registry": registry, "refresh_s": refresh_s})
         self._httpd = ThreadingHTTPServer((host, port), handler)
         self._httpd.daemon_threads = True
@@ -56,7 +58,7 @@ class _Handler(BaseHTTPRequestHandler):
     refresh_s: float
     server_version = "driftserve-sidecar"
 
-    def do_GET(self) -> None:  # noqa: N802 (stdlib naming)
+    def do_GET(self) -> None:
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         path = url.path.rstrip("/") or "/"
@@ -73,8 +75,10 @@ class _Handler(BaseHTTPRequestHandler):
             elif path == "/healthz":
                 self._send(HTTPStatus.OK, "text/plain", b"ok\n")
             else:
-                self._json(HTTPStatus.NOT_FOUND, {"error": f"no such path {url.path!r}; try /dashboard, /metrics, "
-                                                           "/api/drift or /api/drift/<model>"})  # fmt: skip
+                self._json(
+                    HTTPStatus.NOT_FOUND,
+                    {"error": f"no such path {url.path!r}; try /dashboard, /metrics, /api/drift or /api/drift/<model>"},
+                )
         except (BrokenPipeError, ConnectionResetError):
             logger.debug("HTTP client %s went away", self.client_address)
 
@@ -113,5 +117,5 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+    def log_message(self, format: str, *args: Any) -> None:
         logger.debug("http %s " + format, self.client_address[0], *args)

@@ -70,8 +70,11 @@ def _decode_tensors(tensors: list[driftserve_pb2.Tensor], rows: int, what: str) 
         except InvalidArgument as exc:
             raise RejectedBatch(MALFORMED, exc.message) from None
         if array.ndim == 0 or array.shape[0] != rows:
-            raise RejectedBatch(MALFORMED, f"{label}: shape {list(array.shape)} but the batch says rows={rows}; "
-                                           "the first dimension must equal rows")  # fmt: skip
+            raise RejectedBatch(
+                MALFORMED,
+                f"{label}: shape {list(array.shape)} but the batch says rows={rows}; "
+                "the first dimension must equal rows",
+            )
         decoded[tensor.name] = array
     return decoded
 
@@ -81,14 +84,17 @@ def feature_matrix(inputs: dict[str, np.ndarray], rows: int, n_features: int) ->
     columns: list[np.ndarray] = []
     for name, array in inputs.items():
         if array.dtype.kind not in "fiub":
-            raise RejectedBatch(MALFORMED, f"input '{name}': dtype {array.dtype} cannot be drift-monitored; "
-                                           "expected a numeric tensor")  # fmt: skip
+            raise RejectedBatch(
+                MALFORMED, f"input '{name}': dtype {array.dtype} cannot be drift-monitored; expected a numeric tensor"
+            )
         columns.append(array.reshape(rows, -1))
     width = sum(c.shape[1] for c in columns)
     if width != n_features:
         shapes = {name: list(a.shape) for name, a in inputs.items()}
-        raise RejectedBatch(WIDTH_MISMATCH, f"inputs {shapes} give {width} feature columns per row; "
-                                            f"the reference profile has {n_features} features")  # fmt: skip
+        raise RejectedBatch(
+            WIDTH_MISMATCH,
+            f"inputs {shapes} give {width} feature columns per row; the reference profile has {n_features} features",
+        )
     if len(columns) == 1 and columns[0].dtype in (np.float32, np.float64):
         return columns[0]
     return np.concatenate([c.astype(np.float64, copy=False) for c in columns], axis=1)
@@ -107,8 +113,9 @@ def decode_batch(message: driftserve_pb2.MirrorBatch, n_features: int | None) ->
     inputs = _decode_tensors(list(message.inputs), rows, "input")
     outputs = _decode_tensors(list(message.outputs), rows, "output")
     features = feature_matrix(inputs, rows, n_features) if n_features is not None else None
-    return MirroredBatch(message.model, message.version, rows, features, inputs, outputs,
-                         request_rows, list(message.latency_s))  # fmt: skip
+    return MirroredBatch(
+        message.model, message.version, rows, features, inputs, outputs, request_rows, list(message.latency_s)
+    )
 
 
 class BatchWorker:
@@ -118,8 +125,13 @@ class BatchWorker:
     so that a bug triggered by one batch never stops the worker.
     """
 
-    def __init__(self, name: str, handle: Callable[[MirroredBatch], None], max_batches: int,
-                 on_error: Callable[[MirroredBatch], None]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        name: str,
+        handle: Callable[[MirroredBatch], None],
+        max_batches: int,
+        on_error: Callable[[MirroredBatch], None],
+    ) -> None:
         self.name = name
         self._handle = handle
         self._on_error = on_error

@@ -30,14 +30,23 @@ class IngestMetrics:
         self.batches = Counter("driftserve_sidecar_batches_total", "Mirrored batches accepted.", registry=registry)
         self.rows = Counter("driftserve_sidecar_rows_total", "Mirrored rows accepted.", registry=registry)
         self.rejected = Counter(
-            "driftserve_sidecar_rejected_rows_total", "Mirrored rows dropped, by reason.", ("reason",), registry=registry
+            "driftserve_sidecar_rejected_rows_total",
+            "Mirrored rows dropped, by reason.",
+            ("reason",),
+            registry=registry,
         )
         self.duration = Histogram(
-            "driftserve_sidecar_ingest_duration_seconds", "Time to ingest one batch, by stage (decode on the event "
-            "loop, update in the model's worker).", ("stage",), buckets=DURATION_BUCKETS, registry=registry,
-        )  # fmt: skip
+            "driftserve_sidecar_ingest_duration_seconds",
+            "Time to ingest one batch, by stage (decode on the event loop, update in the model's worker).",
+            ("stage",),
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
         self.queue_depth = Gauge(
-            "driftserve_sidecar_queue_batches", "Batches waiting for a model's ingest worker.", ("model",), registry=registry
+            "driftserve_sidecar_queue_batches",
+            "Batches waiting for a model's ingest worker.",
+            ("model",),
+            registry=registry,
         )
         self.streams = Gauge("driftserve_sidecar_streams", "Open Mirror/Publish streams.", registry=registry)
         for reason in REASONS:
@@ -48,17 +57,37 @@ class ShadowMetrics:
     """Shadow gauges, counters and the latency histogram, built on an injected registry."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.agreement = Gauge("driftserve_shadow_agreement_ratio", "Share of rows where primary and shadow decide alike.",
-                               ("model",), registry=registry)  # fmt: skip
-        self.abs_delta = Gauge("driftserve_shadow_abs_delta", "Absolute difference of float outputs (stat: mean or max).",
-                               ("model", "stat"), registry=registry)  # fmt: skip
-        self.latency = Histogram("driftserve_shadow_latency_seconds", "Per-request latency: primary (server, end to end) "
-                                 "and shadow (inference in the sidecar).", ("model", "role"),
-                                 buckets=LATENCY_BUCKETS, registry=registry)  # fmt: skip
-        self.rows = Counter("driftserve_shadow_rows_total", "Rows run through the shadow version.", ("model",), registry=registry)
-        self.errors = Counter("driftserve_shadow_errors_total", "Shadow batches that failed.", ("model",), registry=registry)
-        self.dropped = Counter("driftserve_shadow_dropped_rows_total", "Rows not shadowed because its queue was full.",
-                               ("model",), registry=registry)  # fmt: skip
+        self.agreement = Gauge(
+            "driftserve_shadow_agreement_ratio",
+            "Share of rows where primary and shadow decide alike.",
+            ("model",),
+            registry=registry,
+        )
+        self.abs_delta = Gauge(
+            "driftserve_shadow_abs_delta",
+            "Absolute difference of float outputs (stat: mean or max).",
+            ("model", "stat"),
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "driftserve_shadow_latency_seconds",
+            "Per-request latency: primary (server, end to end) and shadow (inference in the sidecar).",
+            ("model", "role"),
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.rows = Counter(
+            "driftserve_shadow_rows_total", "Rows run through the shadow version.", ("model",), registry=registry
+        )
+        self.errors = Counter(
+            "driftserve_shadow_errors_total", "Shadow batches that failed.", ("model",), registry=registry
+        )
+        self.dropped = Counter(
+            "driftserve_shadow_dropped_rows_total",
+            "Rows not shadowed because its queue was full.",
+            ("model",),
+            registry=registry,
+        )
 
 
 class DriftMetrics:
@@ -68,19 +97,33 @@ class DriftMetrics:
         labels = ("model", "feature", "window")
         self.psi = Gauge("driftserve_drift_psi", "PSI over coarse bins.", labels, registry=registry)
         self.psi_expected = Gauge(
-            "driftserve_drift_psi_expected", "PSI expected with no drift at this window size.", labels, registry=registry
+            "driftserve_drift_psi_expected",
+            "PSI expected with no drift at this window size.",
+            labels,
+            registry=registry,
         )
-        self.ks_statistic = Gauge("driftserve_drift_ks_statistic", "Binned two-sample KS statistic.", labels, registry=registry)
-        self.ks_pvalue = Gauge("driftserve_drift_ks_pvalue", "Asymptotic KS p-value (uncorrected).", labels, registry=registry)
+        self.ks_statistic = Gauge(
+            "driftserve_drift_ks_statistic", "Binned two-sample KS statistic.", labels, registry=registry
+        )
+        self.ks_pvalue = Gauge(
+            "driftserve_drift_ks_pvalue", "Asymptotic KS p-value (uncorrected).", labels, registry=registry
+        )
         self.ks_pvalue_corrected = Gauge(
-            "driftserve_drift_ks_pvalue_corrected", "KS p-value after multiple-test correction.", labels, registry=registry
+            "driftserve_drift_ks_pvalue_corrected",
+            "KS p-value after multiple-test correction.",
+            labels,
+            registry=registry,
         )
         self.window_rows = Gauge("driftserve_drift_window_rows", "Rows in the window.", labels, registry=registry)
-        self.missing_share = Gauge("driftserve_drift_missing_share", "Share of missing values in the window.", labels, registry=registry)
+        self.missing_share = Gauge(
+            "driftserve_drift_missing_share", "Share of missing values in the window.", labels, registry=registry
+        )
         self.alert = Gauge(
             "driftserve_drift_alert", "Alert level: 0 ok, 1 warn, 2 alert, -1 too few rows.", labels, registry=registry
         )
-        self.rows = Counter("driftserve_drift_rows_total", "Rows ingested by the drift detector.", ("model",), registry=registry)
+        self.rows = Counter(
+            "driftserve_drift_rows_total", "Rows ingested by the drift detector.", ("model",), registry=registry
+        )
         self._published_rows: dict[str, int] = {}
         self._lock = threading.Lock()
 

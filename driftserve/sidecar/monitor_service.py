@@ -64,31 +64,48 @@ def window_filter(window: str) -> tuple[str, ...]:
 def feature_to_proto(item: FeatureWindowReport) -> driftserve_pb2.FeatureDrift:
     """One feature/window item as the wire message."""
     return driftserve_pb2.FeatureDrift(
-        feature=item.feature, kind=item.source, window=item.window, window_rows=item.window_rows,
-        psi=item.psi, psi_expected=item.psi_expected, ks_statistic=item.ks_statistic, ks_bound=item.ks_bound,
-        ks_pvalue=item.ks_pvalue, ks_pvalue_corrected=item.ks_pvalue_corrected, missing_share=item.missing_share,
-        reference_missing_share=item.reference_missing_share, unseen_categories=item.unseen_categories,
-        status=item.status, reasons=item.reasons,
-    )  # fmt: skip
+        feature=item.feature,
+        kind=item.source,
+        window=item.window,
+        window_rows=item.window_rows,
+        psi=item.psi,
+        psi_expected=item.psi_expected,
+        ks_statistic=item.ks_statistic,
+        ks_bound=item.ks_bound,
+        ks_pvalue=item.ks_pvalue,
+        ks_pvalue_corrected=item.ks_pvalue_corrected,
+        missing_share=item.missing_share,
+        reference_missing_share=item.reference_missing_share,
+        unseen_categories=item.unseen_categories,
+        status=item.status,
+        reasons=item.reasons,
+    )
 
 
 def shadow_to_proto(stats: ShadowStats) -> driftserve_pb2.ShadowReport:
     """The shadow comparison as the wire message (NaN where nothing was measured yet)."""
     return driftserve_pb2.ShadowReport(
-        primary_version=stats.primary_version, shadow_version=stats.shadow_version, rows=stats.rows,
-        agreement=stats.agreement, mean_abs_delta=stats.mean_abs_delta, max_abs_delta=stats.max_abs_delta,
-        primary_latency_p50_s=stats.primary_latency_p50_s, shadow_latency_p50_s=stats.shadow_latency_p50_s,
+        primary_version=stats.primary_version,
+        shadow_version=stats.shadow_version,
+        rows=stats.rows,
+        agreement=stats.agreement,
+        mean_abs_delta=stats.mean_abs_delta,
+        max_abs_delta=stats.max_abs_delta,
+        primary_latency_p50_s=stats.primary_latency_p50_s,
+        shadow_latency_p50_s=stats.shadow_latency_p50_s,
         errors=stats.errors,
-    )  # fmt: skip
+    )
 
 
 def report_to_proto(report: ModelReport, windows: tuple[str, ...] = WINDOWS) -> driftserve_pb2.DriftReport:
     """A model report as the wire message, limited to ``windows``."""
     message = driftserve_pb2.DriftReport(
-        model=report.model, generated_unix_s=report.generated_unix_s, rows_seen=report.rows_seen,
+        model=report.model,
+        generated_unix_s=report.generated_unix_s,
+        rows_seen=report.rows_seen,
         batches_seen=report.batches_seen,
         features=[feature_to_proto(i) for i in report.items if i.window in windows],
-    )  # fmt: skip
+    )
     if report.shadow is not None:
         message.shadow.CopyFrom(shadow_to_proto(report.shadow))
     return message

@@ -32,7 +32,10 @@ class SidecarSettings(BaseSettings):
     http_port: int = Field(DEFAULT_HTTP_PORT, ge=-1, le=65535, description="HTTP port (0 = free one, -1 = off).")
     log_level: str = Field("INFO", description="Python logging level name.")
     report_interval_s: float = Field(
-        DEFAULT_REPORT_INTERVAL_S, gt=0, le=3600, description="Seconds between drift evaluations (one hysteresis step each)."
+        DEFAULT_REPORT_INTERVAL_S,
+        gt=0,
+        le=3600,
+        description="Seconds between drift evaluations (one hysteresis step each).",
     )
     queue_batches: int = Field(
         DEFAULT_QUEUE_BATCHES, ge=1, description="Mirrored batches queued per model before new ones are dropped."
@@ -41,8 +44,12 @@ class SidecarSettings(BaseSettings):
         DEFAULT_SHADOW_QUEUE_BATCHES, ge=1, description="Batches queued for a shadow model before new ones are dropped."
     )
     shadow: bool = Field(True, description="Run deployment.shadow_version models on mirrored inputs.")
-    max_receive_message_bytes: int = Field(DEFAULT_MAX_MESSAGE_BYTES, ge=1024, description="Largest MirrorBatch accepted.")
-    grace_period_s: float = Field(DEFAULT_GRACE_PERIOD_S, ge=0, description="Time open streams get to finish at shutdown.")
+    max_receive_message_bytes: int = Field(
+        DEFAULT_MAX_MESSAGE_BYTES, ge=1024, description="Largest MirrorBatch accepted."
+    )
+    grace_period_s: float = Field(
+        DEFAULT_GRACE_PERIOD_S, ge=0, description="Time open streams get to finish at shutdown."
+    )
 
     @field_validator("listen")
     @classmethod

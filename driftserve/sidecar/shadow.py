@@ -12,6 +12,7 @@ every float output both versions produce with the same shape.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import threading
@@ -22,10 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from driftserve.sidecar.ingest import BatchWorker, MirroredBatch
-from driftserve.sidecar.metrics import ShadowMetrics
 from driftserve.core.errors import DriftserveError
 from driftserve.core.model import ModelVersion
+from driftserve.sidecar.ingest import BatchWorker, MirroredBatch
+from driftserve.sidecar.metrics import ShadowMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -133,12 +134,16 @@ class ShadowRunner:
             agreement = self._agreeing / self._decided if self._decided else math.nan
             mean_delta = self._delta_sum / self._delta_count if self._delta_count else math.nan
             stats = ShadowStats(
-                primary_version=self._primary_version, shadow_version=str(self.shadow.version), rows=self._rows,
-                agreement=agreement, mean_abs_delta=mean_delta,
+                primary_version=self._primary_version,
+                shadow_version=str(self.shadow.version),
+                rows=self._rows,
+                agreement=agreement,
+                mean_abs_delta=mean_delta,
                 max_abs_delta=self._delta_max if self._delta_count else math.nan,
-                primary_latency_p50_s=_median(self._primary_latency), shadow_latency_p50_s=_median(self._shadow_latency),
+                primary_latency_p50_s=_median(self._primary_latency),
+                shadow_latency_p50_s=_median(self._shadow_latency),
                 errors=self._errors,
-            )  # fmt: skip
+            )
         self._metrics.agreement.labels(self.model).set(stats.agreement)
         self._metrics.abs_delta.labels(self.model, "mean").set(stats.mean_abs_delta)
         self._metrics.abs_delta.labels(self.model, "max").set(stats.max_abs_delta)
@@ -149,7 +154,7 @@ class ShadowRunner:
         parts: list[dict[str, np.ndarray]] = []
         latencies: list[float] = []
         try:
-            for start, stop in zip(bounds[:-1], bounds[1:]):
+            for start, stop in itertools.pairwise(bounds):
                 feed = {name: array[start:stop] for name, array in batch.inputs.items()}
                 self.shadow.validate(feed)
                 started = time.perf_counter()
@@ -157,7 +162,9 @@ class ShadowRunner:
                 latencies.append(time.perf_counter() - started)
         except DriftserveError as exc:
             self._count_error(batch)
-            logger.warning("shadow model=%s version=%s failed on mirrored inputs: %s", self.model, self.shadow.version, exc.message)
+            logger.warning(
+                "shadow model=%s version=%s failed on mirrored inputs: %s", self.model, self.shadow.version, exc.message
+            )
             return
         shadow_out = {n: np.concatenate([p[n] for p in parts]) for n in parts[0]} if len(parts) > 1 else parts[0]
         result = compare_outputs(batch.outputs, shadow_out, batch.rows)

@@ -19,18 +19,24 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from driftserve.api import driftserve_pb2
+from driftserve.core.config import CONFIG_FILENAME, MODEL_FILENAME, ModelConfig, load_model_config
+from driftserve.core.errors import ConfigError
+from driftserve.core.model import load_model_version
 from driftserve.sidecar.drift.actions import AlertDispatcher
 from driftserve.sidecar.drift.detector import DriftReportData, FeatureWindowReport, ModelDriftMonitor
 from driftserve.sidecar.drift.profile import ReferenceProfile
 from driftserve.sidecar.ingest import (
-    QUEUE_FULL, UNKNOWN_MODEL, UPDATE_ERROR, BatchWorker, MirroredBatch, RejectedBatch, decode_batch,
-)  # fmt: skip
-from driftserve.sidecar.settings import SidecarSettings
+    QUEUE_FULL,
+    UNKNOWN_MODEL,
+    UPDATE_ERROR,
+    BatchWorker,
+    MirroredBatch,
+    RejectedBatch,
+    decode_batch,
+)
 from driftserve.sidecar.metrics import DriftMetrics, IngestMetrics, ShadowMetrics
+from driftserve.sidecar.settings import SidecarSettings
 from driftserve.sidecar.shadow import ShadowRunner, ShadowStats
-from driftserve.core.config import CONFIG_FILENAME, MODEL_FILENAME, ModelConfig, load_model_config
-from driftserve.core.errors import ConfigError
-from driftserve.core.model import load_model_version
 
 logger = logging.getLogger(__name__)
 
@@ -115,15 +121,19 @@ class SidecarState:
                 continue
             if model is not None:
                 self._add(model)
-        logger.info("monitoring %s", {n: ("drift" if m.monitor else "") + (" shadow" if m.shadow else "")
-                                      for n, m in self.models.items()})  # fmt: skip
+        logger.info(
+            "monitoring %s",
+            {n: ("drift" if m.monitor else "") + (" shadow" if m.shadow else "") for n, m in self.models.items()},
+        )
 
     def _load_model(self, model_dir: Path) -> MonitoredModel | None:
         config = load_model_config(model_dir)
         name = model_dir.name
         shadow_version = config.deployment.shadow_version if self._settings.shadow else None
         if config.drift is None and shadow_version is None:
-            logger.info("model %s has no drift section in %s and no shadow version; not monitored", name, CONFIG_FILENAME)
+            logger.info(
+                "model %s has no drift section in %s and no shadow version; not monitored", name, CONFIG_FILENAME
+            )
             return None
         monitor = dispatcher = None
         n_features = None
@@ -137,14 +147,20 @@ class SidecarState:
         if shadow_version is not None:
             path = model_dir / str(shadow_version) / MODEL_FILENAME
             if not path.is_file():
-                raise ConfigError(f"{model_dir / CONFIG_FILENAME}: deployment.shadow_version {shadow_version} has no {path}")
+                raise ConfigError(
+                    f"{model_dir / CONFIG_FILENAME}: deployment.shadow_version {shadow_version} has no {path}"
+                )
             version = load_model_version(name, shadow_version, path, config)
             shadow = ShadowRunner(name, version, self._settings.shadow_queue_batches, self._shadow_metrics)
         return MonitoredModel(name, config, monitor, n_features, dispatcher, shadow)
 
     def _add(self, model: MonitoredModel) -> None:
-        model.worker = BatchWorker(f"ingest-{model.name}", lambda b, m=model: self._ingest(m, b),
-                                   self._settings.queue_batches, lambda b: self._count(UPDATE_ERROR, b.rows))  # fmt: skip
+        model.worker = BatchWorker(
+            f"ingest-{model.name}",
+            lambda b, m=model: self._ingest(m, b),
+            self._settings.queue_batches,
+            lambda b: self._count(UPDATE_ERROR, b.rows),
+        )
         self.metrics.queue_depth.labels(model.name).set_function(model.worker.qsize)
         self.models[model.name] = model
 
@@ -179,8 +195,11 @@ class SidecarState:
             self._count(UNKNOWN_MODEL, rows)
             if message.model not in self._unknown_seen and len(self._unknown_seen) < _MAX_REMEMBERED_UNKNOWN:
                 self._unknown_seen.add(message.model)
-                logger.warning("mirrored batches for model %r ignored: not monitored here (monitored: %s)",
-                               message.model, sorted(self.models))  # fmt: skip
+                logger.warning(
+                    "mirrored batches for model %r ignored: not monitored here (monitored: %s)",
+                    message.model,
+                    sorted(self.models),
+                )
             return 0
         started = time.perf_counter()
         try:
@@ -193,7 +212,9 @@ class SidecarState:
         assert model.worker is not None
         if not model.worker.offer(batch):
             self._count(QUEUE_FULL, batch.rows)
-            self._log_limited(model.name, QUEUE_FULL, f"ingest queue full ({self._settings.queue_batches} batches); dropping")
+            self._log_limited(
+                model.name, QUEUE_FULL, f"ingest queue full ({self._settings.queue_batches} batches); dropping"
+            )
             return 0
         self.metrics.batches.inc()
         self.metrics.rows.inc(batch.rows)
@@ -262,10 +283,13 @@ class SidecarState:
                 assert model.dispatcher is not None
                 model.dispatcher.dispatch(data)
             model.latest = ModelReport(
-                model=model.name, generated_unix_s=now, rows_seen=data.rows_total if data else 0,
-                batches_seen=model.batches_seen, items=data.items if data else [],
+                model=model.name,
+                generated_unix_s=now,
+                rows_seen=data.rows_total if data else 0,
+                batches_seen=model.batches_seen,
+                items=data.items if data else [],
                 shadow=model.shadow.snapshot() if model.shadow is not None else None,
-            )  # fmt: skip
+            )
             model.latest_monotonic = time.monotonic()
             return model.latest
 
@@ -277,4 +301,3 @@ class SidecarState:
                 self.refresh_all(interval / 2)
             except Exception:  # the refresher must outlive any one bad evaluation
                 logger.exception("drift report evaluation failed")
-

@@ -39,8 +39,9 @@ def report_to_json(report: ModelReport, windows: tuple[str, ...] = WINDOWS) -> d
         "rows_seen": report.rows_seen,
         "batches_seen": report.batches_seen,
         "status": overall_status(report),
-        "alerts": [{"feature": i.feature, "window": i.window, "reasons": i.reasons}
-                   for i in items if i.status == "alert"],  # fmt: skip
+        "alerts": [
+            {"feature": i.feature, "window": i.window, "reasons": i.reasons} for i in items if i.status == "alert"
+        ],
         "features": [_feature_json(i) for i in items],
         "shadow": _clean(asdict(report.shadow)) if report.shadow is not None else None,
     }

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import onnx
@@ -21,8 +21,10 @@ def write_linear_model(path: Path, seed: int = 0) -> None:
     weights = numpy_helper.from_array(rng.standard_normal((N_FEATURES, 2)).astype(np.float32), "W")
     bias = numpy_helper.from_array(np.zeros(2, dtype=np.float32), "B")
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["input", "W"], ["logits"]),
-         helper.make_node("Add", ["logits", "B"], ["probabilities"])],
+        [
+            helper.make_node("MatMul", ["input", "W"], ["logits"]),
+            helper.make_node("Add", ["logits", "B"], ["probabilities"]),
+        ],
         "linear",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, N_FEATURES])],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2])],
@@ -47,9 +49,19 @@ class NaiveServer:
 
     def __init__(self, repository: Path, *extra: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.naive_server", "--model-repository",
-             str(repository), "--port", "0", *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.naive_server",
+                "--model-repository",
+                str(repository),
+                "--port",
+                "0",
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()

@@ -27,12 +27,19 @@ def test_metadata_gives_the_input_spec(naive_server) -> None:
     assert fetch_input_specs(naive_server.target, "linear", "", 5.0) == SPEC
 
 
-@pytest.mark.parametrize(("protocol", "streaming"),
-                         [("v2", False), ("native", False), ("native", True), ("v2", True)])
+@pytest.mark.parametrize(("protocol", "streaming"), [("v2", False), ("native", False), ("native", True), ("v2", True)])
 def test_closed_loop_counts_without_errors(naive_server, protocol: str, streaming: bool) -> None:
-    spec = LoadSpec(target=naive_server.target, model="linear", requests=_requests(protocol, rows=4),
-                    protocol=protocol, streaming=streaming, concurrency=2, warmup_s=0.2,
-                    duration_s=1.0, workers=1)
+    spec = LoadSpec(
+        target=naive_server.target,
+        model="linear",
+        requests=_requests(protocol, rows=4),
+        protocol=protocol,
+        streaming=streaming,
+        concurrency=2,
+        warmup_s=0.2,
+        duration_s=1.0,
+        workers=1,
+    )
     result = run_load(spec)
     assert result.errors == {}
     assert result.requests == result.ok > 0
@@ -42,8 +49,16 @@ def test_closed_loop_counts_without_errors(naive_server, protocol: str, streamin
 
 
 def test_errors_are_counted_by_status_code(naive_server) -> None:
-    spec = LoadSpec(target=naive_server.target, model="missing", requests=_requests("v2", "missing"),
-                    protocol="v2", mode="open", rate_rps=50, warmup_s=0.0, duration_s=1.0)
+    spec = LoadSpec(
+        target=naive_server.target,
+        model="missing",
+        requests=_requests("v2", "missing"),
+        protocol="v2",
+        mode="open",
+        rate_rps=50,
+        warmup_s=0.0,
+        duration_s=1.0,
+    )
     result = run_load(spec)
     assert result.ok == 0
     assert result.errors == {"NOT_FOUND": result.requests}
@@ -52,9 +67,16 @@ def test_errors_are_counted_by_status_code(naive_server) -> None:
 
 
 def test_streaming_errors_are_counted_by_status_code(naive_server) -> None:
-    spec = LoadSpec(target=naive_server.target, model="missing",
-                    requests=_requests("native", "missing"), protocol="native", streaming=True,
-                    concurrency=1, warmup_s=0.0, duration_s=0.5)
+    spec = LoadSpec(
+        target=naive_server.target,
+        model="missing",
+        requests=_requests("native", "missing"),
+        protocol="native",
+        streaming=True,
+        concurrency=1,
+        warmup_s=0.0,
+        duration_s=0.5,
+    )
     result = run_load(spec)
     assert result.ok == 0 and set(result.errors) == {"NOT_FOUND"}
 
@@ -63,8 +85,16 @@ def test_open_loop_shows_a_server_stall_in_p99(start_naive_server) -> None:
     """The server freezes for 200 ms on its 5th request while only one request is in flight:
     the requests scheduled during the freeze must carry the queueing delay."""
     server = start_naive_server("--stall-ms", "200", "--stall-after", "5")
-    spec = LoadSpec(target=server.target, model="linear", requests=_requests("v2"), protocol="v2",
-                    mode="open", rate_rps=20, warmup_s=0.0, duration_s=2.5)
+    spec = LoadSpec(
+        target=server.target,
+        model="linear",
+        requests=_requests("v2"),
+        protocol="v2",
+        mode="open",
+        rate_rps=20,
+        warmup_s=0.0,
+        duration_s=2.5,
+    )
     result = run_load(spec)
     assert result.errors == {} and result.ok == 50
     hist = HdrHistogram.decode(result.latency_hdr)
@@ -85,15 +115,25 @@ def test_target_must_be_loopback() -> None:
 
 
 def _bench(target: str, *extra: str) -> list[str]:
-    return ["bench", "--target", target, "--model", "linear", "--warmup-s", "0.2",
-            "--duration-s", "1", "--no-progress", *extra]
+    return [
+        "bench",
+        "--target",
+        target,
+        "--model",
+        "linear",
+        "--warmup-s",
+        "0.2",
+        "--duration-s",
+        "1",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def test_slo_violation_on_a_slow_server_exits_1(start_naive_server, tmp_path: Path) -> None:
     server = start_naive_server("--delay-ms", "30")
     out = tmp_path / "out.json"
-    code = cli.main(_bench(server.target, "--concurrency", "2", "--slo", "p99<10ms",
-                           "--json", str(out)))
+    code = cli.main(_bench(server.target, "--concurrency", "2", "--slo", "p99<10ms", "--json", str(out)))
     assert code == EXIT_SLO_VIOLATED
     report = json.loads(out.read_text())
     (verdict,) = report["verdicts"]
@@ -108,9 +148,19 @@ def test_slo_met_exits_0_and_writes_outputs(start_naive_server, tmp_path: Path) 
     slo_file = tmp_path / "slo.yaml"
     slo_file.write_text("rate_rps: 20\nobjectives: ['p99<5s', 'p50<5s']\n")
     paths = {k: tmp_path / f"out.{k}" for k in ("json", "md", "png")}
-    code = cli.main(_bench(server.target, "--slo-file", str(slo_file), "--json",
-                           str(paths["json"]), "--markdown", str(paths["md"]),
-                           "--plot", str(paths["png"])))
+    code = cli.main(
+        _bench(
+            server.target,
+            "--slo-file",
+            str(slo_file),
+            "--json",
+            str(paths["json"]),
+            "--markdown",
+            str(paths["md"]),
+            "--plot",
+            str(paths["png"]),
+        )
+    )
     assert code == EXIT_OK
     report = json.loads(paths["json"].read_text())
     assert report["results"][0]["mode"] == "open" and report["results"][0]["level"] == 20
@@ -121,14 +171,22 @@ def test_slo_met_exits_0_and_writes_outputs(start_naive_server, tmp_path: Path) 
 
 @pytest.mark.parametrize(
     ("extra", "message"),
-    [(("--slo", "p99<<1ms"), "cannot parse SLO objective"),
-     (("--find-max-rate",), "--find-max-rate needs --slo"),
-     (("--rate", "10", "--slo", "p99<1s@20rps"), "contradicts the SLO's rate"),
-     (("--concurrency", "2", "--slo", "p99<1s@20rps"), "judged at 20 rps"),
-     (("--sweep", "closed:1.5",), "integers"),
-     (("--shape=-1,x",), "bad shape"),
-     (("--data", "/nonexistent.npz", "--concurrency", "1"), "cannot read data file"),
-     (("--model", "missing", "--shape=-1,30", "--concurrency", "1"), "no request succeeded")],
+    [
+        (("--slo", "p99<<1ms"), "cannot parse SLO objective"),
+        (("--find-max-rate",), "--find-max-rate needs --slo"),
+        (("--rate", "10", "--slo", "p99<1s@20rps"), "contradicts the SLO's rate"),
+        (("--concurrency", "2", "--slo", "p99<1s@20rps"), "judged at 20 rps"),
+        (
+            (
+                "--sweep",
+                "closed:1.5",
+            ),
+            "integers",
+        ),
+        (("--shape=-1,x",), "bad shape"),
+        (("--data", "/nonexistent.npz", "--concurrency", "1"), "cannot read data file"),
+        (("--model", "missing", "--shape=-1,30", "--concurrency", "1"), "no request succeeded"),
+    ],
 )
 def test_usage_errors_exit_2(naive_server, capsys, extra: tuple[str, ...], message: str) -> None:
     assert cli.main(_bench(naive_server.target, *extra)) == EXIT_USAGE
@@ -143,8 +201,19 @@ def test_unreachable_and_remote_targets_exit_2(capsys) -> None:
 
 
 def test_find_max_rate_is_bounded_and_reports_none_when_nothing_passes(naive_server, capsys) -> None:
-    code = cli.main(_bench(naive_server.target, "--find-max-rate", "--slo", "p50<1us",
-                           "--start-rate", "20", "--max-steps", "2", "--no-confirm"))
+    code = cli.main(
+        _bench(
+            naive_server.target,
+            "--find-max-rate",
+            "--slo",
+            "p50<1us",
+            "--start-rate",
+            "20",
+            "--max-steps",
+            "2",
+            "--no-confirm",
+        )
+    )
     assert code == EXIT_SLO_VIOLATED
     assert "highest rate meeting p50<1us: none" in capsys.readouterr().out
 
@@ -156,7 +225,14 @@ def test_targets_need_distinct_labels(naive_server, capsys) -> None:
 
 
 def test_a_worker_that_cannot_connect_fails_the_run() -> None:
-    spec = LoadSpec(target="127.0.0.1:1", model="linear", requests=_requests("v2"),
-                    concurrency=1, warmup_s=0.0, duration_s=0.5, timeout_s=0.5)
+    spec = LoadSpec(
+        target="127.0.0.1:1",
+        model="linear",
+        requests=_requests("v2"),
+        concurrency=1,
+        warmup_s=0.0,
+        duration_s=0.5,
+        timeout_s=0.5,
+    )
     with pytest.raises(LoadError, match="worker failed: TimeoutError"):
         run_load(spec, server_stats=False)

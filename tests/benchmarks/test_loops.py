@@ -30,9 +30,11 @@ def test_poisson_schedule_is_seeded_and_bounded() -> None:
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [((0.0, 1.0, "constant", 0), "must be positive"),
-     ((10.0, 1.0, "uniform", 0), "unknown arrival distribution"),
-     ((1e9, 100.0, "constant", 0), "exceed the limit")],
+    [
+        ((0.0, 1.0, "constant", 0), "must be positive"),
+        ((10.0, 1.0, "uniform", 0), "unknown arrival distribution"),
+        ((1e9, 100.0, "constant", 0), "exceed the limit"),
+    ],
 )
 def test_schedule_rejects_bad_input(args: tuple, message: str) -> None:
     with pytest.raises(ValueError, match=message):

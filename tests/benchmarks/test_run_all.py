@@ -12,11 +12,30 @@ from benchmarks import run_all
 
 def test_run_all_writes_side_by_side_reports(model_repository: Path, tmp_path: Path) -> None:
     out = tmp_path / "results"
-    code = run_all.main([
-        "--model-repository", str(model_repository), "--models", "linear", "--out", str(out),
-        "--candidate", "naive", "--quick", "--closed-levels", "1", "--open-rates", "50",
-        "--max-rate-steps", "0", "--warmup-s", "0.2", "--duration-s", "0.5", "--no-progress",
-    ])
+    code = run_all.main(
+        [
+            "--model-repository",
+            str(model_repository),
+            "--models",
+            "linear",
+            "--out",
+            str(out),
+            "--candidate",
+            "naive",
+            "--quick",
+            "--closed-levels",
+            "1",
+            "--open-rates",
+            "50",
+            "--max-rate-steps",
+            "0",
+            "--warmup-s",
+            "0.2",
+            "--duration-s",
+            "0.5",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     report = json.loads((out / "slo.json").read_text())
     (model,) = report["models"]
@@ -32,7 +51,6 @@ def test_run_all_writes_side_by_side_reports(model_repository: Path, tmp_path: P
 
 def test_run_all_rejects_missing_models(model_repository: Path, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as info:
-        run_all.main(["--model-repository", str(model_repository), "--models", "absent",
-                      "--out", str(tmp_path)])
+        run_all.main(["--model-repository", str(model_repository), "--models", "absent", "--out", str(tmp_path)])
     assert info.value.code == 2
     assert "models ['absent'] not in" in capsys.readouterr().err

@@ -72,7 +72,9 @@ def test_slo_file(tmp_path: Path) -> None:
     slo = load_slo_file(path)
     assert slo.rate_rps == 500 and slo.max_error_rate == 0.01
     assert [(o.percentile, o.limit_us, o.inclusive) for o in slo.objectives] == [
-        (99.0, 20_000.0, False), (99.9, 50_000.0, True)]
+        (99.0, 20_000.0, False),
+        (99.9, 50_000.0, True),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -105,7 +107,10 @@ def test_verdict_lists_each_objective() -> None:
     slo = parse_slo("p50<=1ms,p99<10ms")
     verdict = evaluate(slo, {50.0: 1_000.0, 99.0: 12_000.0}, error_rate=0.0)
     assert [(r.objective, r.passed) for r in verdict.results] == [
-        ("p50<=1ms", True), ("p99<10ms", False), ("errors<=0%", True)]
+        ("p50<=1ms", True),
+        ("p99<10ms", False),
+        ("errors<=0%", True),
+    ]
     assert verdict.results[1].measured == 12.0
     assert not verdict.passed
     assert verdict.to_dict()["passed"] is False

@@ -11,12 +11,22 @@ from driftserve.bench.sweep import SweepError, find_max_rate, parse_sweep, sweep
 
 def _result(spec: LoadSpec, p99_ms: float, errors: int = 0) -> RunResult:
     return RunResult(
-        label=spec.label, mode=spec.mode, level=spec.level, protocol="v2", streaming=False,
-        duration_s=1.0, requests=100, ok=100 - errors,
-        errors={"UNAVAILABLE": errors} if errors else {}, throughput_rps=spec.level,
-        latency_ms={"p50": p99_ms / 2, "p90": p99_ms, "p99": p99_ms, "p99.9": p99_ms,
-                    "max": p99_ms},
-        mean_ms=p99_ms / 2, lag_p99_ms=0.0, late_sends=0, loadgen_cpu_cores=0.1, workers=1,
+        label=spec.label,
+        mode=spec.mode,
+        level=spec.level,
+        protocol="v2",
+        streaming=False,
+        duration_s=1.0,
+        requests=100,
+        ok=100 - errors,
+        errors={"UNAVAILABLE": errors} if errors else {},
+        throughput_rps=spec.level,
+        latency_ms={"p50": p99_ms / 2, "p90": p99_ms, "p99": p99_ms, "p99.9": p99_ms, "max": p99_ms},
+        mean_ms=p99_ms / 2,
+        lag_p99_ms=0.0,
+        late_sends=0,
+        loadgen_cpu_cores=0.1,
+        workers=1,
         server=None,
     )
 
@@ -27,8 +37,13 @@ SPEC = LoadSpec(target="127.0.0.1:1", model="m", requests=(b"",), label="a")
 def test_parse_sweep() -> None:
     assert parse_sweep("closed:1,2,4") == ("closed", [1.0, 2.0, 4.0])
     assert parse_sweep("open:100,250.5") == ("open", [100.0, 250.5])
-    for bad, message in [("1,2", "expected 'closed"), ("closed:1.5", "integers"),
-                         ("open:", "one or more"), ("open:-1", "positive"), ("open:a", "numbers")]:
+    for bad, message in [
+        ("1,2", "expected 'closed"),
+        ("closed:1.5", "integers"),
+        ("open:", "one or more"),
+        ("open:-1", "positive"),
+        ("open:a", "numbers"),
+    ]:
         with pytest.raises(SweepError, match=message):
             parse_sweep(bad)
 
@@ -47,6 +62,7 @@ def test_sweep_interleaves_targets_level_by_level() -> None:
 
 def test_max_rate_search_brackets_the_knee() -> None:
     """p99 jumps past the SLO above 700 rps: the answer lies in [625, 700]."""
+
     def runner(spec: LoadSpec) -> RunResult:
         return _result(spec, 5.0 if spec.rate_rps <= 700 else 50.0)
 
@@ -71,8 +87,9 @@ def test_max_rate_search_confirms_a_failure_before_believing_it() -> None:
 
 
 def test_max_rate_search_counts_errors_and_reports_none() -> None:
-    search = find_max_rate(SPEC, parse_slo("p99<10ms"), 100, 3,
-                           lambda spec: _result(spec, 1.0, errors=5), confirm_failures=False)
+    search = find_max_rate(
+        SPEC, parse_slo("p99<10ms"), 100, 3, lambda spec: _result(spec, 1.0, errors=5), confirm_failures=False
+    )
     assert search.max_rate_rps is None
     assert [r.level for r, _ in search.steps] == [100, 50, 25]
 
@@ -91,12 +108,15 @@ def test_max_rate_search_starts_from_a_prior_sweep() -> None:
         measured.append(spec.rate_rps)
         return _result(spec, 5.0 if spec.rate_rps <= 800 else 50.0)
 
-    prior = [_result(SPEC.with_load("open", rate), p99) for rate, p99 in
-             [(250, 2.0), (500, 4.0), (1000, 40.0), (2000, 90.0)]]
-    other_target = _result(LoadSpec(target="x:1", model="m", requests=(b"",), label="b",
-                                    mode="open", rate_rps=100), 90.0)
-    search = find_max_rate(SPEC, parse_slo("p99<10ms"), 100, 3, runner,
-                           confirm_failures=False, prior=[*prior, other_target])
+    prior = [
+        _result(SPEC.with_load("open", rate), p99) for rate, p99 in [(250, 2.0), (500, 4.0), (1000, 40.0), (2000, 90.0)]
+    ]
+    other_target = _result(
+        LoadSpec(target="x:1", model="m", requests=(b"",), label="b", mode="open", rate_rps=100), 90.0
+    )
+    search = find_max_rate(
+        SPEC, parse_slo("p99<10ms"), 100, 3, runner, confirm_failures=False, prior=[*prior, other_target]
+    )
     assert measured == [750, 875, 812.5]
     assert search.max_rate_rps == 750 and search.bounded
     assert [row["rate_rps"] for row in search.to_dict()["prior"]] == [250, 500, 1000, 2000]

@@ -13,12 +13,18 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from driftserve.sidecar.drift.actions import AlertDispatcher
-from driftserve.sidecar.drift.hysteresis import AlertTransition, HysteresisTracker
-from driftserve.sidecar.metrics import DriftMetrics
 from driftserve.core.drift_config import ActionsConfig, DriftConfig
-from driftserve.sidecar.drift.detector import CUMULATIVE, SLIDING, DriftReportData, FeatureWindowReport, ModelDriftMonitor
+from driftserve.sidecar.drift.actions import AlertDispatcher
+from driftserve.sidecar.drift.detector import (
+    CUMULATIVE,
+    SLIDING,
+    DriftReportData,
+    FeatureWindowReport,
+    ModelDriftMonitor,
+)
+from driftserve.sidecar.drift.hysteresis import AlertTransition, HysteresisTracker
 from driftserve.sidecar.drift.profile import build_profile
+from driftserve.sidecar.metrics import DriftMetrics
 
 KEY = ("f", "sliding")
 
@@ -66,10 +72,22 @@ def test_detector_alert_rises_after_two_reports_and_clears_after_recovery() -> N
 
 def _report(status: str = "alert", previous: str = "ok") -> DriftReportData:
     item = FeatureWindowReport(
-        feature="f0", source="input", window=SLIDING, psi=0.4, psi_expected=0.01, ks_statistic=0.2, ks_bound=0.001,
-        ks_pvalue=0.0, ks_pvalue_corrected=0.0, missing_share=0.0, reference_missing_share=0.0,
-        unseen_categories=0, window_rows=1000, status=status, reasons=["psi 0.4"],
-    )  # fmt: skip
+        feature="f0",
+        source="input",
+        window=SLIDING,
+        psi=0.4,
+        psi_expected=0.01,
+        ks_statistic=0.2,
+        ks_bound=0.001,
+        ks_pvalue=0.0,
+        ks_pvalue_corrected=0.0,
+        missing_share=0.0,
+        reference_missing_share=0.0,
+        unseen_categories=0,
+        window_rows=1000,
+        status=status,
+        reasons=["psi 0.4"],
+    )
     transition = AlertTransition("m", "f0", SLIDING, previous, status, 12.0, ["psi 0.4"])
     return DriftReportData("m", 12.0, 1000, [item], [transition])
 
@@ -78,7 +96,7 @@ class _Hook(http.server.BaseHTTPRequestHandler):
     received: list[bytes]
     release: threading.Event
 
-    def do_POST(self) -> None:  # noqa: N802 - the http.server API
+    def do_POST(self) -> None:
         self.release.wait(10)
         self.received.append(self.rfile.read(int(self.headers["Content-Length"])))
         self.send_response(204)

@@ -94,11 +94,21 @@ def test_outputs_are_monitored_and_checked() -> None:
     X = rng.normal(size=(5000, 2))
     proba = 1 / (1 + np.exp(-X[:, 0]))
     outputs = [
-        FeatureProfile(**{**vars(profile_column(proba, "probabilities[1]", "numeric", 100)),
-                          "tensor": "probabilities", "column": 1}),
-        FeatureProfile(**{**vars(profile_column((proba > 0.5).astype(float), "label", "categorical")),
-                          "tensor": "label", "column": None}),
-    ]  # fmt: skip
+        FeatureProfile(
+            **{
+                **vars(profile_column(proba, "probabilities[1]", "numeric", 100)),
+                "tensor": "probabilities",
+                "column": 1,
+            }
+        ),
+        FeatureProfile(
+            **{
+                **vars(profile_column((proba > 0.5).astype(float), "label", "categorical")),
+                "tensor": "label",
+                "column": None,
+            }
+        ),
+    ]
     prof = ReferenceProfile(features=build_profile(X, ["a", "b"]).features, outputs=outputs)
     mon = ModelDriftMonitor(prof, DriftConfig(reference="p", min_window_rows=100), "m")
     live = rng.normal(size=(1000, 2))

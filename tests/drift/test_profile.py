@@ -65,8 +65,12 @@ def test_load_rows_csv_npy_npz(tmp_path: Path) -> None:
     assert names2 == ["c", "a"] and X2[:, 0].tolist() == [3, 6, 9]
     np.save(tmp_path / "d.npy", np.ones((4, 2), dtype=np.float32))
     assert load_rows(tmp_path / "d.npy", ["p", "q"])[0].shape == (4, 2)
-    np.savez(tmp_path / "train.npz", X=np.zeros((5, 2), np.float32), y=np.zeros(5, np.int64),
-             feature_names=np.array(["u", "v"]))  # fmt: skip
+    np.savez(
+        tmp_path / "train.npz",
+        X=np.zeros((5, 2), np.float32),
+        y=np.zeros(5, np.int64),
+        feature_names=np.array(["u", "v"]),
+    )
     X3, names3 = load_rows(tmp_path / "train.npz")
     assert names3 == ["u", "v"] and X3.dtype == np.float32
 
@@ -84,7 +88,7 @@ def test_load_rows_errors_are_precise(tmp_path: Path) -> None:
     np.savez(tmp_path / "d.npz", data=np.ones((2, 2)))
     with pytest.raises(ValueError, match="expected keys 'X' and 'feature_names'"):
         load_rows(tmp_path / "d.npz")
-    with pytest.raises(ValueError, match="unsupported data file '.parquet'"):
+    with pytest.raises(ValueError, match=r"unsupported data file '\.parquet'"):
         load_rows(tmp_path / "d.parquet")
     (tmp_path / "ok.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match=r"features \['zz'\] not in the file's columns"):
@@ -102,15 +106,19 @@ def _softmax_model(path: Path, n_features: int) -> np.ndarray:
     """A two-class linear softmax classifier with a float probabilities and an int64 label output."""
     weights = np.random.default_rng(2).normal(size=(n_features, 2)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["input", "W"], ["logits"]),
-         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
-         helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0)],
+        [
+            helper.make_node("MatMul", ["input", "W"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+            helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0),
+        ],
         "clf",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, n_features])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2]),
-         helper.make_tensor_value_info("label", TensorProto.INT64, [None])],
+        [
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2]),
+            helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+        ],
         [numpy_helper.from_array(weights, "W")],
-    )  # fmt: skip
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(path))
@@ -136,8 +144,12 @@ def test_profile_command_adds_output_profiles(tmp_path: Path) -> None:
 
 
 def test_profile_command_reports_model_problems_as_value_errors(tmp_path: Path) -> None:
-    np.savez(tmp_path / "train.npz", X=np.zeros((10, 3), np.float32), y=np.zeros(10, np.int64),
-             feature_names=np.array(list("abc")))  # fmt: skip
+    np.savez(
+        tmp_path / "train.npz",
+        X=np.zeros((10, 3), np.float32),
+        y=np.zeros(10, np.int64),
+        feature_names=np.array(list("abc")),
+    )
     _softmax_model(tmp_path / "model.onnx", 4)
     with pytest.raises(ValueError, match="running 3-column training rows failed"):
         profile_command(tmp_path / "train.npz", tmp_path / "p.json", [], 10, tmp_path / "model.onnx")

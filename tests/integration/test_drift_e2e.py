@@ -17,12 +17,17 @@ import grpc
 import numpy as np
 import pytest
 
-from driftserve.core.ports import free_port
 from driftserve.api import driftserve_pb2, driftserve_pb2_grpc
+from driftserve.core.ports import free_port
 from driftserve.core.tensors import encode_raw
 from tests.monitoring.support import (
-    SidecarProcess, build_repository, imputing_preprocessing, reference_rows, training_data, wait_for,
-)  # fmt: skip
+    SidecarProcess,
+    build_repository,
+    imputing_preprocessing,
+    reference_rows,
+    training_data,
+    wait_for,
+)
 from tests.server.support import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -64,7 +69,8 @@ def stack(repository: Path) -> Iterator[tuple[ServerProcess, dict[str, SidecarPr
 def _request(model: str, rows: np.ndarray) -> driftserve_pb2.PredictRequest:
     x = np.ascontiguousarray(rows, dtype=np.float32)
     return driftserve_pb2.PredictRequest(
-        model=model, inputs=[driftserve_pb2.Tensor(name="input", datatype="FP32", shape=list(x.shape), data=encode_raw(x))]
+        model=model,
+        inputs=[driftserve_pb2.Tensor(name="input", datatype="FP32", shape=list(x.shape), data=encode_raw(x))],
     )
 
 

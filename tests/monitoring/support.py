@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -18,19 +15,19 @@ import grpc
 import numpy as np
 import yaml
 from prometheus_client import CollectorRegistry
+from skl2onnx import to_onnx
+from skl2onnx.common.data_types import FloatTensorType, Int64TensorType
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
-from skl2onnx import to_onnx
-from skl2onnx.common.data_types import FloatTensorType, Int64TensorType
 
 from driftserve.api import driftserve_pb2, driftserve_pb2_grpc
 from driftserve.core.processes import start_child
+from driftserve.core.tensors import encode_raw, v2_datatype
+from driftserve.sidecar.app import create_sidecar
 from driftserve.sidecar.drift.profile import ReferenceProfile, build_profile, profile_outputs
 from driftserve.sidecar.settings import SidecarSettings
-from driftserve.sidecar.app import create_sidecar
-from driftserve.core.tensors import encode_raw, v2_datatype
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 120.0
@@ -58,8 +55,9 @@ def _export(pipeline: Pipeline) -> bytes:
     return onx.SerializeToString()
 
 
-def build_repository(root: Path, drift: dict | None = None, shadow: bool = True, model: str = MODEL,
-                     extra_config: dict | None = None) -> Path:  # fmt: skip
+def build_repository(
+    root: Path, drift: dict | None = None, shadow: bool = True, model: str = MODEL, extra_config: dict | None = None
+) -> Path:
     """``root/<model>`` with v1 (C=1) and v2 (C=0.01) logistic regressions, a profile and a config."""
     x, y, names = training_data()
     model_dir = root / model
@@ -96,27 +94,42 @@ def imputing_preprocessing() -> dict:
     return {
         "backend": "numba",
         "input": {"name": "input", "datatype": "FP32", "features": names},
-        "steps": [{"feature": n, "ops": [{"impute": {"strategy": "constant", "value": float(m)}}]}
-                  for n, m in zip(names, medians)],  # fmt: skip
+        "steps": [
+            {"feature": n, "ops": [{"impute": {"strategy": "constant", "value": float(m)}}]}
+            for n, m in zip(names, medians)
+        ],
     }
 
 
 def tensor(name: str, array: np.ndarray) -> driftserve_pb2.Tensor:
     """A wire tensor with raw little-endian bytes."""
-    return driftserve_pb2.Tensor(name=name, datatype=v2_datatype(array), shape=list(array.shape), data=encode_raw(array))
+    return driftserve_pb2.Tensor(
+        name=name, datatype=v2_datatype(array), shape=list(array.shape), data=encode_raw(array)
+    )
 
 
-def mirror_batch(x: np.ndarray, outputs: dict[str, np.ndarray] | None = None, model: str = MODEL,
-                 version: str = "1", request_rows: int = 16) -> driftserve_pb2.MirrorBatch:  # fmt: skip
+def mirror_batch(
+    x: np.ndarray,
+    outputs: dict[str, np.ndarray] | None = None,
+    model: str = MODEL,
+    version: str = "1",
+    request_rows: int = 16,
+) -> driftserve_pb2.MirrorBatch:
     """A MirrorBatch of rows ``x`` split into requests of ``request_rows`` rows."""
     rows = x.shape[0]
     sizes = [min(request_rows, rows - i) for i in range(0, rows, request_rows)]
     return driftserve_pb2.MirrorBatch(
-        model=model, version=version, rows=rows, inputs=[tensor("input", x)],
+        model=model,
+        version=version,
+        rows=rows,
+        inputs=[tensor("input", x)],
         outputs=[tensor(n, a) for n, a in (outputs or {}).items()],
-        request_ids=[f"r{i}" for i in range(len(sizes))], request_rows=sizes,
-        arrival_unix_s=[time.time()] * len(sizes), latency_s=[0.001] * len(sizes), sender="test:1",
-    )  # fmt: skip
+        request_ids=[f"r{i}" for i in range(len(sizes))],
+        request_rows=sizes,
+        arrival_unix_s=[time.time()] * len(sizes),
+        latency_s=[0.001] * len(sizes),
+        sender="test:1",
+    )
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float = 20.0, what: str = "condition") -> None:

@@ -33,16 +33,43 @@ def test_sidecar_process_serves_reports_and_stops_on_sigterm(repository: Path, p
         assert summary.rows == 2048
         deadline = time.monotonic() + 30
         while True:  # ingest is asynchronous: poll the CLI until the alert shows
-            done = subprocess.run([sys.executable, "-m", "driftserve", "drift", "report", "--address", sidecar.address,
-                                   "--model", "cancer", "--window", "sliding"],
-                                  cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "driftserve",
+                    "drift",
+                    "report",
+                    "--address",
+                    sidecar.address,
+                    "--model",
+                    "cancer",
+                    "--window",
+                    "sliding",
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert done.returncode == 0, done.stderr
             if f"ALERT {SHIFTED}" in done.stdout or time.monotonic() > deadline:
                 break
             time.sleep(0.3)
         lines = done.stdout.splitlines()
         assert lines[0].startswith("model cancer: 2048 rows")
-        assert lines[1].split() == ["feature", "kind", "window", "rows", "psi", "psi_exp", "ks", "p_corr", "missing", "status"]
+        assert lines[1].split() == [
+            "feature",
+            "kind",
+            "window",
+            "rows",
+            "psi",
+            "psi_exp",
+            "ks",
+            "p_corr",
+            "missing",
+            "status",
+        ]
         row = next(line.split() for line in lines if line.startswith(SHIFTED + " "))
         assert row[1:4] == ["input", "sliding", "2048"] and row[-1] == "alert"
         assert f"ALERT {SHIFTED} (sliding)" in done.stdout
@@ -67,8 +94,21 @@ def test_profile_from_npz_and_csv_gives_the_same_loadable_profile(tmp_path: Path
         for row in x:
             fh.write(",".join(repr(float(v)) for v in row) + "\n")
     for source in ("train.npz", "train.csv"):
-        assert main(["drift", "profile", "--data", str(tmp_path / source), "--out", str(tmp_path / f"{source}.json"),
-                     "--bins", "100"]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "drift",
+                    "profile",
+                    "--data",
+                    str(tmp_path / source),
+                    "--out",
+                    str(tmp_path / f"{source}.json"),
+                    "--bins",
+                    "100",
+                ]
+            )
+            == 0
+        )
     from_npz = ReferenceProfile.load(tmp_path / "train.npz.json")
     from_csv = ReferenceProfile.load(tmp_path / "train.csv.json")
     assert from_npz.feature_names == names == from_csv.feature_names
@@ -81,8 +121,21 @@ def test_profile_with_model_outputs(tmp_path: Path, repository: Path) -> None:
     x, _, names = training_data()
     np.savez(tmp_path / "train.npz", X=x, feature_names=np.array(names))
     out = tmp_path / "profile.json"
-    assert main(["drift", "profile", "--data", str(tmp_path / "train.npz"), "--out", str(out),
-                 "--outputs-from-model", str(repository / "cancer" / "1" / "model.onnx")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "drift",
+                "profile",
+                "--data",
+                str(tmp_path / "train.npz"),
+                "--out",
+                str(out),
+                "--outputs-from-model",
+                str(repository / "cancer" / "1" / "model.onnx"),
+            ]
+        )
+        == 0
+    )
     assert [o.name for o in ReferenceProfile.load(out).outputs] == ["label", "probabilities[0]", "probabilities[1]"]
 
 
@@ -125,8 +178,23 @@ def test_sigterm_with_an_open_mirror_stream_exits_cleanly(repository: Path, prim
 
 
 def test_sidecar_on_a_missing_repository_exits_2_with_a_message(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "driftserve", "sidecar", "--model-repository", str(tmp_path / "none"),
-                           "--listen", "127.0.0.1:0", "--http-port", "-1"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "driftserve",
+            "sidecar",
+            "--model-repository",
+            str(tmp_path / "none"),
+            "--listen",
+            "127.0.0.1:0",
+            "--http-port",
+            "-1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert f"model repository {tmp_path / 'none'} is not a directory" in done.stderr

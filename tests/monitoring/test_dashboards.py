@@ -21,7 +21,9 @@ def _exported_samples(sidecar: InProcessSidecar) -> set[str]:
     return {s.name for family in sidecar.registry.collect() for s in family.samples}
 
 
-def test_every_dashboard_and_rule_query_uses_an_exported_metric(repository: Path, primary: ort.InferenceSession) -> None:
+def test_every_dashboard_and_rule_query_uses_an_exported_metric(
+    repository: Path, primary: ort.InferenceSession
+) -> None:
     dashboard = json.loads((DASHBOARDS / "grafana_drift.json").read_text())
     rules = yaml.safe_load((DASHBOARDS / "drift_alerts.rules.yml").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]

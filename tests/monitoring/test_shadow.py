@@ -11,8 +11,14 @@ from driftserve.sidecar.shadow import compare_outputs
 
 
 def test_labels_decide_and_float_outputs_give_deltas() -> None:
-    primary = {"label": np.array([0, 1, 1, 0]), "probabilities": np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.7, 0.3]])}
-    shadow = {"label": np.array([0, 1, 0, 0]), "probabilities": np.array([[0.8, 0.2], [0.2, 0.8], [0.6, 0.4], [0.7, 0.3]])}
+    primary = {
+        "label": np.array([0, 1, 1, 0]),
+        "probabilities": np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.7, 0.3]]),
+    }
+    shadow = {
+        "label": np.array([0, 1, 0, 0]),
+        "probabilities": np.array([[0.8, 0.2], [0.2, 0.8], [0.6, 0.4], [0.7, 0.3]]),
+    }
     result = compare_outputs(primary, shadow, 4)
     assert (result.rows, result.decided_rows, result.agreeing_rows) == (4, 4, 3)
     assert result.abs_delta_count == 8

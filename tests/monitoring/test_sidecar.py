@@ -13,9 +13,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from driftserve.api import driftserve_pb2, driftserve_pb2_grpc
 from tests.monitoring.support import (
-    MODEL, InProcessSidecar, batches_from, build_repository, mirror_batch, reference_rows, tensor, training_data,
+    MODEL,
+    InProcessSidecar,
+    batches_from,
+    build_repository,
+    mirror_batch,
+    reference_rows,
+    tensor,
+    training_data,
     wait_for,
-)  # fmt: skip
+)
 
 SHIFTED = "mean_texture"
 ROWS = 4096
@@ -36,8 +43,9 @@ def test_reference_traffic_is_ok_everywhere(sidecar: InProcessSidecar, primary: 
     _, _, names = training_data()
     assert report.rows_seen == ROWS
     assert {f.feature for f in report.features if f.kind == "input"} == set(names)
-    assert {f.status for f in report.features} == {"ok"}, [(f.feature, f.window, list(f.reasons))
-                                                          for f in report.features if f.status != "ok"]  # fmt: skip
+    assert {f.status for f in report.features} == {"ok"}, [
+        (f.feature, f.window, list(f.reasons)) for f in report.features if f.status != "ok"
+    ]
     assert all(f.window_rows == ROWS for f in report.features)
     for name in names:
         assert sidecar.sample("driftserve_drift_alert", model=MODEL, feature=name, window="sliding") == 0
@@ -66,7 +74,9 @@ def test_shifted_feature_alerts_on_that_feature_only(sidecar: InProcessSidecar, 
     for name in names:
         if name != SHIFTED:
             assert sidecar.sample("driftserve_drift_alert", feature=name, **metrics) == 0, name
-    assert sidecar.sample("driftserve_drift_ks_statistic", feature=SHIFTED, **metrics) == pytest.approx(alerted.ks_statistic)
+    assert sidecar.sample("driftserve_drift_ks_statistic", feature=SHIFTED, **metrics) == pytest.approx(
+        alerted.ks_statistic
+    )
     assert sidecar.sample("driftserve_drift_psi", feature=SHIFTED, **metrics) == pytest.approx(alerted.psi)
     assert sidecar.sample("driftserve_drift_window_rows", feature=SHIFTED, **metrics) == ROWS
 
@@ -84,7 +94,9 @@ def test_nan_heavy_feature_raises_missing_share_alert(sidecar: InProcessSidecar,
     assert any("missing share" in r for r in item.reasons)
 
 
-def test_bad_batches_are_counted_and_never_break_the_stream(sidecar: InProcessSidecar, primary: ort.InferenceSession) -> None:
+def test_bad_batches_are_counted_and_never_break_the_stream(
+    sidecar: InProcessSidecar, primary: ort.InferenceSession
+) -> None:
     good = batches_from(reference_rows(np.random.default_rng(4), 512), primary)
     x = reference_rows(np.random.default_rng(5), 8)
     truncated = mirror_batch(x)
@@ -94,8 +106,14 @@ def test_bad_batches_are_counted_and_never_break_the_stream(sidecar: InProcessSi
     wrong_rows.rows = 9
     text_input = mirror_batch(x)
     text_input.inputs[0].CopyFrom(tensor("input", np.array([b"a"] * 8, dtype=object)))
-    bad = [mirror_batch(x, model="no_such_model"), truncated, narrow, wrong_rows, text_input,
-           driftserve_pb2.MirrorBatch(model=MODEL, rows=0)]  # fmt: skip
+    bad = [
+        mirror_batch(x, model="no_such_model"),
+        truncated,
+        narrow,
+        wrong_rows,
+        text_input,
+        driftserve_pb2.MirrorBatch(model=MODEL, rows=0),
+    ]
     summary = sidecar.publish([good[0], *bad, good[1]])
     assert (summary.batches, summary.rows) == (2, 512)
     assert sidecar.sample("driftserve_sidecar_rejected_rows_total", reason="unknown_model") == 8
@@ -136,7 +154,12 @@ def test_dashboard_renders_features_and_svg(sidecar: InProcessSidecar, primary: 
     sidecar.publish(batches_from(reference_rows(np.random.default_rng(7), 1024), primary))
     status, page = sidecar.http("/dashboard")
     assert status == 200
-    assert page.startswith("<!DOCTYPE html>") and "<svg" in page and "<script" not in page and "http" not in page.split("<body>")[1]
+    assert (
+        page.startswith("<!DOCTYPE html>")
+        and "<svg" in page
+        and "<script" not in page
+        and "http" not in page.split("<body>")[1]
+    )
     _, _, names = training_data()
     assert all(name in page for name in names)
     assert "Shadow comparison" in page
@@ -160,15 +183,27 @@ def test_api_and_grpc_errors_name_what_was_wrong(sidecar: InProcessSidecar) -> N
     assert list(stub.ListModels(driftserve_pb2.ListModelsRequest(), timeout=10).models) == [MODEL]
 
 
-def test_metrics_endpoint_serves_drift_shadow_and_sidecar_families(sidecar: InProcessSidecar, primary: ort.InferenceSession) -> None:
+def test_metrics_endpoint_serves_drift_shadow_and_sidecar_families(
+    sidecar: InProcessSidecar, primary: ort.InferenceSession
+) -> None:
     sidecar.publish(batches_from(reference_rows(np.random.default_rng(8), 512), primary))
     status, text = sidecar.http("/metrics")
     assert status == 200
-    for family in ("driftserve_drift_psi", "driftserve_drift_ks_statistic", "driftserve_drift_ks_pvalue",
-                   "driftserve_drift_window_rows", "driftserve_drift_alert", "driftserve_shadow_agreement_ratio",
-                   "driftserve_shadow_abs_delta", "driftserve_shadow_latency_seconds_bucket",
-                   "driftserve_shadow_rows_total", "driftserve_sidecar_batches_total", "driftserve_sidecar_rows_total",
-                   "driftserve_sidecar_rejected_rows_total", "driftserve_sidecar_ingest_duration_seconds_bucket"):  # fmt: skip
+    for family in (
+        "driftserve_drift_psi",
+        "driftserve_drift_ks_statistic",
+        "driftserve_drift_ks_pvalue",
+        "driftserve_drift_window_rows",
+        "driftserve_drift_alert",
+        "driftserve_shadow_agreement_ratio",
+        "driftserve_shadow_abs_delta",
+        "driftserve_shadow_latency_seconds_bucket",
+        "driftserve_shadow_rows_total",
+        "driftserve_sidecar_batches_total",
+        "driftserve_sidecar_rows_total",
+        "driftserve_sidecar_rejected_rows_total",
+        "driftserve_sidecar_ingest_duration_seconds_bucket",
+    ):
         assert f"\n{family}{{" in text or f"\n{family} " in text, family
     assert f'driftserve_drift_psi{{feature="mean_radius",model="{MODEL}",window="sliding"}}' in text
 
@@ -183,7 +218,9 @@ def test_unix_socket_listen(repository, primary: ort.InferenceSession, tmp_path)
 def test_alert_runs_the_configured_command_with_the_payload(tmp_path, primary: ort.InferenceSession) -> None:
     out = tmp_path / "payload.json"
     hook = [sys.executable, "-c", f"import sys; open({str(out)!r}, 'wb').write(sys.stdin.buffer.read())"]
-    repository = build_repository(tmp_path / "models", drift={"actions": {"command": hook, "cooldown_s": 0}}, shadow=False)
+    repository = build_repository(
+        tmp_path / "models", drift={"actions": {"command": hook, "cooldown_s": 0}}, shadow=False
+    )
     x, _, names = training_data()
     rows = reference_rows(np.random.default_rng(10), 2048)
     rows[:, names.index(SHIFTED)] += x[:, names.index(SHIFTED)].std()

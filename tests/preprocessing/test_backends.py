@@ -13,13 +13,13 @@ from driftserve.core.preprocessing import (
     NumpyPreprocessor,
     PreprocessingConfigError,
     PreprocessingError,
-    Preprocessor,
     PreprocessingSpec,
+    Preprocessor,
     compile_preprocessor,
+    kernels,
     load_template,
     parse_spec,
 )
-from driftserve.core.preprocessing import kernels
 from driftserve.core.preprocessing.spec import HASH_MULTIPLIER, HASH_PRIME
 from tests.preprocessing.support import fused_transform, run_fused
 
@@ -61,7 +61,14 @@ def _hash(ident: int, buckets: int, seed: int) -> int:
 def test_scalar_chain_values(make: Callable[[PreprocessingSpec], Any]) -> None:
     spec = _spec(
         [
-            {"feature": "a", "ops": [{"impute": {"strategy": "mean", "value": 3.0}}, "log1p", {"standardize": {"mean": 1.0, "std": 0.5}}]},
+            {
+                "feature": "a",
+                "ops": [
+                    {"impute": {"strategy": "mean", "value": 3.0}},
+                    "log1p",
+                    {"standardize": {"mean": 1.0, "std": 0.5}},
+                ],
+            },
             {"feature": "b", "ops": [{"clip": {"min": 0.0, "max": 10.0}}, {"minmax": {"min": 0.0, "max": 4.0}}]},
             {"feature": "b", "ops": ["passthrough"]},
         ],
@@ -132,7 +139,13 @@ _FEATURES = ["safe", "mean_radius", "skew", "big"]
     [
         (1, 5, NAN, "feature 'mean_radius' (column 1) has NaN in row 5, but its steps have no impute"),
         (1, 2, -INF, "feature 'mean_radius' (column 1) has -inf in row 2"),
-        (2, 3, -2.0, "feature 'skew' (column 2) value -2.0 in row 3 gives a non-finite result at steps[2] op 0 (log1p) (log1p needs inputs > -1)"),
+        (
+            2,
+            3,
+            -2.0,
+            "feature 'skew' (column 2) value -2.0 in row 3 gives a non-finite result at steps[2] op 0 (log1p) "
+            "(log1p needs inputs > -1)",
+        ),
         (3, 0, 3e38, "feature 'big' (column 3) value 3e+38 in row 0 transforms to a value outside the float32 range"),
     ],
 )
@@ -187,9 +200,13 @@ def test_non_contiguous_input_is_accepted(validating: Callable[[PreprocessingSpe
 
 
 def test_unfitted_spec_cannot_be_compiled() -> None:
-    template = load_template({"input": {"name": "raw", "features": ["a"]}, "steps": [{"feature": "a", "ops": [{"standardize": {}}]}]})
+    template = load_template(
+        {"input": {"name": "raw", "features": ["a"]}, "steps": [{"feature": "a", "ops": [{"standardize": {}}]}]}
+    )
     for backend in (NumpyPreprocessor, compile_preprocessor):
-        with pytest.raises(PreprocessingConfigError, match=r"statistics to fit: steps\[0\] \(feature 'a'\) op 0 \(standardize\): mean"):
+        with pytest.raises(
+            PreprocessingConfigError, match=r"statistics to fit: steps\[0\] \(feature 'a'\) op 0 \(standardize\): mean"
+        ):
             backend(template)
 
 
@@ -209,10 +226,15 @@ def test_numba_backend_reports_its_interface() -> None:
     ],
 )
 def test_parameters_near_zero_or_one_are_applied_exactly(
-    make: Callable[[PreprocessingSpec], Any], standardize: dict[str, float], terminal: dict[str, Any], expected: list[float]
+    make: Callable[[PreprocessingSpec], Any],
+    standardize: dict[str, float],
+    terminal: dict[str, Any],
+    expected: list[float],
 ) -> None:
     spec = _spec([{"feature": "a", "ops": [{"standardize": standardize}, terminal]}], ["a"])
-    np.testing.assert_array_equal(make(spec).transform(np.array([[1.0 if "bucketize" in terminal else 0.0]], np.float32)), [expected])
+    np.testing.assert_array_equal(
+        make(spec).transform(np.array([[1.0 if "bucketize" in terminal else 0.0]], np.float32)), [expected]
+    )
 
 
 def test_numba_transform_fills_a_given_buffer() -> None:
@@ -222,7 +244,9 @@ def test_numba_transform_fills_a_given_buffer() -> None:
     out = np.full((2, 3), 7.0, np.float32)
     assert pre.transform(x, out=out) is out
     np.testing.assert_array_equal(out, [[0, 1, 0], [0, 0, 1]])
-    with pytest.raises(ValueError, match=r"out must be a C-contiguous float32 array of shape \[2, 3\], got float32 \[3, 3\]"):
+    with pytest.raises(
+        ValueError, match=r"out must be a C-contiguous float32 array of shape \[2, 3\], got float32 \[3, 3\]"
+    ):
         pre.transform(x, out=np.empty((3, 3), np.float32))
 
 

@@ -71,7 +71,21 @@ def test_feature_order_of_training_data_does_not_matter(data: np.ndarray) -> Non
 
 def test_constant_feature_gets_unit_scale() -> None:
     x = np.column_stack([np.ones(10), np.zeros(10), np.zeros(10)])
-    spec = fit_spec(x, NAMES, _template([{"feature": "skewed", "ops": [{"standardize": {}}, ]}, {"feature": "normal", "ops": [{"minmax": {}}]}]))
+    spec = fit_spec(
+        x,
+        NAMES,
+        _template(
+            [
+                {
+                    "feature": "skewed",
+                    "ops": [
+                        {"standardize": {}},
+                    ],
+                },
+                {"feature": "normal", "ops": [{"minmax": {}}]},
+            ]
+        ),
+    )
     assert (spec.steps[0].ops[0].mean, spec.steps[0].ops[0].std) == (1.0, 1.0)
     assert (spec.steps[1].ops[0].min, spec.steps[1].ops[0].max) == (0.0, 1.0)
 
@@ -79,8 +93,14 @@ def test_constant_feature_gets_unit_scale() -> None:
 @pytest.mark.parametrize(
     ("steps", "message"),
     [
-        ([{"feature": "skewed", "ops": [{"standardize": {}}]}], r"steps\[0\] \(feature 'skewed'\): training data has 8 non-finite values but the step has no impute"),
-        ([{"feature": "normal", "ops": [{"clip": {"min": -5}}, "log1p"]}], r"op 1 \(log1p\): gives non-finite values on the training data"),
+        (
+            [{"feature": "skewed", "ops": [{"standardize": {}}]}],
+            r"steps\[0\] \(feature 'skewed'\): training data has 8 non-finite values but the step has no impute",
+        ),
+        (
+            [{"feature": "normal", "ops": [{"clip": {"min": -5}}, "log1p"]}],
+            r"op 1 \(log1p\): gives non-finite values on the training data",
+        ),
     ],
 )
 def test_unusable_training_data_is_refused(data: np.ndarray, steps: list[Any], message: str) -> None:

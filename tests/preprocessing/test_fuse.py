@@ -8,10 +8,10 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
 
 from driftserve.core.preprocessing import (
     NumbaPreprocessor,
@@ -35,7 +35,10 @@ def _spec(backend: str = "onnx", name: str = "input", datatype: str = "FP32") ->
             "backend": backend,
             "input": {"name": name, "datatype": datatype, "features": FEATURES},
             "steps": [
-                {"feature": "size", "ops": [{"impute": {"value": 1.0}}, "log1p", {"standardize": {"mean": 1.0, "std": 0.5}}]},
+                {
+                    "feature": "size",
+                    "ops": [{"impute": {"value": 1.0}}, "log1p", {"standardize": {"mean": 1.0, "std": 0.5}}],
+                },
                 {"feature": "area", "ops": [{"clip": {"min": 0.0}}, {"minmax": {"min": 0.0, "max": 10.0}}]},
                 {"feature": "code", "ops": [{"onehot": {"categories": 3}}]},
             ],
@@ -86,7 +89,10 @@ def test_fusing_leaves_the_original_model_untouched(classifier: onnx.ModelProto)
 
 
 def test_width_mismatch_is_a_config_error(classifier: onnx.ModelProto) -> None:
-    with pytest.raises(PreprocessingConfigError, match=r"produces 6 columns but the model input takes 7 \(columns per step: size:1, area:1, code:4\)"):
+    with pytest.raises(
+        PreprocessingConfigError,
+        match=r"produces 6 columns but the model input takes 7 \(columns per step: size:1, area:1, code:4\)",
+    ):
         fuse_into_model(_spec(), identity_model(7))
 
 
@@ -169,5 +175,7 @@ def test_double_and_integer_model_inputs() -> None:
     np.testing.assert_array_equal(out, compile_preprocessor(_spec()).transform(_raw_batch()).astype(np.float64))
     int_model = identity_model(6)
     int_model.graph.input[0].type.tensor_type.elem_type = TensorProto.INT64
-    with pytest.raises(PreprocessingConfigError, match="model input 'input' has type INT64; preprocessing feeds FLOAT or DOUBLE"):
+    with pytest.raises(
+        PreprocessingConfigError, match="model input 'input' has type INT64; preprocessing feeds FLOAT or DOUBLE"
+    ):
         fuse_into_model(_spec(), int_model)

@@ -53,7 +53,9 @@ def _terminal_op(draw: st.DrawFn) -> list[Any]:
         categories = draw(st.integers(1, 6) | st.lists(st.integers(-5, 12), min_size=1, max_size=6, unique=True))
         return [{"onehot": {"categories": categories}}]
     if kind == "hash":
-        return [{"hash": {"buckets": draw(st.integers(2, 17)), "seed": draw(st.integers(0, 2**31 - 2)), "output": output}}]
+        return [
+            {"hash": {"buckets": draw(st.integers(2, 17)), "seed": draw(st.integers(0, 2**31 - 2)), "output": output}}
+        ]
     return []
 
 
@@ -78,7 +80,9 @@ def specs(draw: st.DrawFn) -> PreprocessingSpec:
 
 def _values(dtype: np.dtype) -> st.SearchStrategy[float]:
     big = float(np.finfo(dtype).max)
-    special = st.sampled_from([0.0, -1.0, -0.5, 1.0, 2.5, -0.0, big, -big, 1e-30, float("nan"), float("inf"), -float("inf")])
+    special = st.sampled_from(
+        [0.0, -1.0, -0.5, 1.0, 2.5, -0.0, big, -big, 1e-30, float("nan"), float("inf"), -float("inf")]
+    )
     codes = st.integers(-6, 14).map(float)
     width = 32 if dtype == np.float32 else 64
     ordinary = st.floats(-1e6, 1e6, width=width)

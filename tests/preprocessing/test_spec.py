@@ -98,7 +98,17 @@ def test_duplicate_features_and_bad_datatype_are_rejected() -> None:
 
 
 def test_templates_need_the_unfitted_context() -> None:
-    template = _spec([{"feature": "a", "ops": [{"standardize": {}}, ]}, {"feature": "b", "ops": [{"bucketize": {"n_buckets": 4}}]}])
+    template = _spec(
+        [
+            {
+                "feature": "a",
+                "ops": [
+                    {"standardize": {}},
+                ],
+            },
+            {"feature": "b", "ops": [{"bucketize": {"n_buckets": 4}}]},
+        ]
+    )
     with pytest.raises(ValidationError, match="standardize needs 'mean' and 'std'"):
         PreprocessingSpec.model_validate(template)
     spec = load_template(template)

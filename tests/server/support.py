@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -19,8 +14,9 @@ import onnx
 from onnx import TensorProto, helper
 from prometheus_client.parser import text_string_to_metric_families
 
+from driftserve.api import driftserve_pb2_grpc, grpc_service_pb2_grpc
+from driftserve.api import grpc_service_pb2 as pb
 from driftserve.core.processes import start_child
-from driftserve.api import driftserve_pb2_grpc, grpc_service_pb2 as pb, grpc_service_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 120.0
@@ -29,10 +25,21 @@ START_TIMEOUT_S = 120.0
 class ServerProcess:
     """``driftserve serve`` (or ``run``) on free ports; the ready line gives the ports."""
 
-    def __init__(self, repository: Path, *extra: str, env: dict[str, str] | None = None,
-                 command: str = "serve") -> None:
-        argv = [command, "--model-repository", str(repository), "--host", "127.0.0.1", "--grpc-port", "0",
-                "--metrics-port", "0", *extra]
+    def __init__(
+        self, repository: Path, *extra: str, env: dict[str, str] | None = None, command: str = "serve"
+    ) -> None:
+        argv = [
+            command,
+            "--model-repository",
+            str(repository),
+            "--host",
+            "127.0.0.1",
+            "--grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+            *extra,
+        ]
         self.child = start_child("server", argv, env, cwd=ROOT, output="keep")
         self.process = self.child.process
         if not self.child.wait_ready(START_TIMEOUT_S):
@@ -65,14 +72,15 @@ class ServerProcess:
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of ``name`` whose labels include ``labels``."""
         return sum(
-            value for (n, lbls), value in self.metrics().items()
+            value
+            for (n, lbls), value in self.metrics().items()
             if n == name and all(dict(lbls).get(k) == v for k, v in labels.items())
         )
 
     def terminate(self, timeout_s: float = 30.0) -> int:
         return self.child.terminate(timeout_s)
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -89,7 +97,9 @@ def wait_until(predicate: Any, timeout_s: float = 30.0, interval_s: float = 0.05
     raise AssertionError(f"condition not met within {timeout_s} s")
 
 
-def v2_request(model: str, x: np.ndarray, name: str = "input", datatype: str = "FP32", **kw: Any) -> pb.ModelInferRequest:
+def v2_request(
+    model: str, x: np.ndarray, name: str = "input", datatype: str = "FP32", **kw: Any
+) -> pb.ModelInferRequest:
     """A raw-input ModelInferRequest with one input tensor."""
     return pb.ModelInferRequest(
         model_name=model,
@@ -99,7 +109,9 @@ def v2_request(model: str, x: np.ndarray, name: str = "input", datatype: str = "
     )
 
 
-def copy_model(src_repo: Path, dst_repo: Path, name: str, config: str | None = None, new_name: str | None = None) -> Path:
+def copy_model(
+    src_repo: Path, dst_repo: Path, name: str, config: str | None = None, new_name: str | None = None
+) -> Path:
     """Copy one model of a repository, optionally replacing its config.yaml."""
     dst = dst_repo / (new_name or name)
     shutil.copytree(src_repo / name, dst)

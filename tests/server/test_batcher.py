@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from driftserve.server.batcher import Batcher
 from driftserve.core.config import BatchingConfig
 from driftserve.core.errors import DeadlineExceeded, ModelExecutionError, ResourceExhausted
+from driftserve.server.batcher import Batcher
 from driftserve.server.metrics import ServerMetrics
 from driftserve.server.statistics import ModelStatistics
 
@@ -145,8 +146,12 @@ def test_deadline_expires_in_queue_without_compute() -> None:
         with pytest.raises(DeadlineExceeded, match="no compute was spent"):
             await batcher.submit({"x": rows(1)}, 1, deadline=loop.time() + 0.05)
         assert model.batches == [] and stats.execution_count == 0 and batcher.queue_depth == 0
-        assert registry.get_sample_value(
-            "driftserve_batcher_rejections_total", {"model": "fake", "version": "1", "reason": "deadline"}) == 1
+        assert (
+            registry.get_sample_value(
+                "driftserve_batcher_rejections_total", {"model": "fake", "version": "1", "reason": "deadline"}
+            )
+            == 1
+        )
         await batcher.close()
 
     run(body)
@@ -163,8 +168,12 @@ def test_cancelled_request_leaves_the_queue() -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         assert batcher.queue_depth == 0 and stats.execution_count == 0
-        assert registry.get_sample_value(
-            "driftserve_batcher_rejections_total", {"model": "fake", "version": "1", "reason": "cancelled"}) == 1
+        assert (
+            registry.get_sample_value(
+                "driftserve_batcher_rejections_total", {"model": "fake", "version": "1", "reason": "cancelled"}
+            )
+            == 1
+        )
         await batcher.close()
 
     run(body)
@@ -178,8 +187,12 @@ def test_full_queue_refuses_at_once() -> None:
         await asyncio.sleep(0.01)
         with pytest.raises(ResourceExhausted, match="queue of model 'fake' version 1 is full"):
             await batcher.submit({"x": rows(9)}, 1)
-        assert registry.get_sample_value(
-            "driftserve_batcher_rejections_total", {"model": "fake", "version": "1", "reason": "queue_full"}) == 1
+        assert (
+            registry.get_sample_value(
+                "driftserve_batcher_rejections_total", {"model": "fake", "version": "1", "reason": "queue_full"}
+            )
+            == 1
+        )
         for task in queued:
             task.cancel()
         await asyncio.gather(*queued, return_exceptions=True)
@@ -194,7 +207,8 @@ def test_failure_is_confined_to_its_batch() -> None:
         model.fail_when = lambda x: bool((x == 666).any())
         batcher, stats, _ = make(model, max_queue_delay_us=60_000_000)
         doomed = await asyncio.gather(
-            batcher.submit({"x": rows(666)}, 1), batcher.submit({"x": rows(1)}, 1), return_exceptions=True)
+            batcher.submit({"x": rows(666)}, 1), batcher.submit({"x": rows(1)}, 1), return_exceptions=True
+        )
         assert all(isinstance(r, ModelExecutionError) for r in doomed)
         fine = await asyncio.gather(batcher.submit({"x": rows(2)}, 1), batcher.submit({"x": rows(3)}, 1))
         assert [f["y"][0, 0] for f in fine] == [4, 6]

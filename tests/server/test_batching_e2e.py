@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
 
 import grpc
 import numpy as np
@@ -20,13 +20,33 @@ from tests.server.support import ServerProcess, copy_model, v2_request, wait_unt
 @pytest.fixture(scope="module")
 def server(example_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     repo = tmp_path_factory.mktemp("batching")
-    copy_model(example_repository, repo, "breast_cancer_mlp",
-               config="max_batch_size: 64\nbatching: {enabled: true, max_queue_delay_us: 2000}\n")
-    copy_model(example_repository, repo, "breast_cancer_mlp", new_name="mlp_unbatched",
-               config="max_batch_size: 64\nbatching: {enabled: false}\n")
-    copy_model(example_repository, repo, "breast_cancer_mlp", new_name="mlp_slow_queue",
-               config="max_batch_size: 64\nbatching: {enabled: true, max_queue_delay_us: 3000000, max_queue_size: 3, adaptive_delay: false}\n")
-    write_gather_model(repo / "gather", "max_batch_size: 2\nbatching: {enabled: true, max_queue_delay_us: 3000000, adaptive_delay: false}\n")
+    copy_model(
+        example_repository,
+        repo,
+        "breast_cancer_mlp",
+        config="max_batch_size: 64\nbatching: {enabled: true, max_queue_delay_us: 2000}\n",
+    )
+    copy_model(
+        example_repository,
+        repo,
+        "breast_cancer_mlp",
+        new_name="mlp_unbatched",
+        config="max_batch_size: 64\nbatching: {enabled: false}\n",
+    )
+    copy_model(
+        example_repository,
+        repo,
+        "breast_cancer_mlp",
+        new_name="mlp_slow_queue",
+        config=(
+            "max_batch_size: 64\n"
+            "batching: {enabled: true, max_queue_delay_us: 3000000, max_queue_size: 3, adaptive_delay: false}\n"
+        ),
+    )
+    write_gather_model(
+        repo / "gather",
+        "max_batch_size: 2\nbatching: {enabled: true, max_queue_delay_us: 3000000, adaptive_delay: false}\n",
+    )
     with ServerProcess(repo) as proc:
         yield proc
         assert proc.terminate() == 0

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import grpc
 import numpy as np
@@ -25,7 +25,9 @@ def server(example_repository: Path, tmp_path_factory: pytest.TempPathFactory) -
     copy_model(example_repository, repo, "breast_cancer_mlp")
     write_gather_model(repo / "gather", GATHER_CONFIG)
     # A model whose config is broken: it must be reported, not crash the server.
-    copy_model(example_repository, repo, "breast_cancer_lr", config="max_batch_size: 8\nbatchin: {}\n", new_name="broken")
+    copy_model(
+        example_repository, repo, "breast_cancer_lr", config="max_batch_size: 8\nbatchin: {}\n", new_name="broken"
+    )
     with ServerProcess(repo, "--max-receive-message-bytes", str(1 << 20)) as proc:
         yield proc
         assert proc.terminate() == 0
@@ -64,7 +66,11 @@ def test_wrong_dtype_shape_and_byte_length(server: ServerProcess) -> None:
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "input 'input': datatype FP64 but model 'breast_cancer_mlp' expects FP32" in err.details()
     err = call_error(server, v2_request("breast_cancer_mlp", x(cols=29)))
-    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "shape [2, 29]" in err.details() and "[-1, 30]" in err.details()
+    assert (
+        err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        and "shape [2, 29]" in err.details()
+        and "[-1, 30]" in err.details()
+    )
     request = v2_request("breast_cancer_mlp", x())
     request.raw_input_contents[0] = request.raw_input_contents[0][:-4]
     err = call_error(server, request)
@@ -91,8 +97,12 @@ def test_native_errors(server: ServerProcess) -> None:
     stub = server.native()
     data = x()
     with pytest.raises(grpc.RpcError) as info:
-        stub.Predict(dpb.PredictRequest(model="breast_cancer_mlp", inputs=[
-            dpb.Tensor(name="input", datatype="FP32", shape=[2, 31], data=data.tobytes())]))
+        stub.Predict(
+            dpb.PredictRequest(
+                model="breast_cancer_mlp",
+                inputs=[dpb.Tensor(name="input", datatype="FP32", shape=[2, 31], data=data.tobytes())],
+            )
+        )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "needs 248 bytes" in info.value.details()
 
 
@@ -100,7 +110,9 @@ def test_onnxruntime_failure_is_internal_and_server_keeps_serving(server: Server
     bad = np.array([[100]], dtype=np.int64)
     err = call_error(server, v2_request("gather", bad, name="idx", datatype="INT64"))
     assert err.code() == grpc.StatusCode.INTERNAL and "ONNX Runtime failed on model 'gather'" in err.details()
-    good = server.v2().ModelInfer(v2_request("gather", np.array([[3], [4]], dtype=np.int64), name="idx", datatype="INT64"))
+    good = server.v2().ModelInfer(
+        v2_request("gather", np.array([[3], [4]], dtype=np.int64), name="idx", datatype="INT64")
+    )
     np.testing.assert_array_equal(np.frombuffer(good.raw_output_contents[0], np.float32), [3.0, 4.0])
 
 

@@ -30,7 +30,7 @@ def test_sigterm_lets_in_flight_requests_finish(example_repository: Path, tmp_pa
     with ServerProcess(tmp_path) as server:
         channel = server.channel()
         stub = server.v2(channel)
-        futures = [stub.ModelInfer.future(v2_request("breast_cancer_mlp", x[i:i + 1], id=str(i))) for i in range(12)]
+        futures = [stub.ModelInfer.future(v2_request("breast_cancer_mlp", x[i : i + 1], id=str(i))) for i in range(12)]
         wait_until(lambda: server.metric("driftserve_batcher_queue_depth_requests", model="breast_cancer_mlp") == 12)
         server.process.send_signal(signal.SIGTERM)
         health = health_pb2_grpc.HealthStub(channel)
@@ -38,7 +38,9 @@ def test_sigterm_lets_in_flight_requests_finish(example_repository: Path, tmp_pa
         def not_serving() -> bool:
             # NOT_SERVING while draining, or the new RPC is refused outright once stopping.
             try:
-                return health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+                return (
+                    health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+                )
             except grpc.RpcError as exc:
                 return exc.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
 
@@ -64,7 +66,9 @@ def test_settings_from_environment(example_repository: Path, tmp_path: Path) -> 
     # so check the environment on a setting the helper does not pass.
     env = {"DRIFTSERVE_LOG_LEVEL": "DEBUG", "DRIFTSERVE_GRACE_PERIOD_S": "1.5"}
     with ServerProcess(tmp_path, env=env) as server:
-        assert server.v2().ModelInfer(v2_request("breast_cancer_lr", np.zeros((1, 30), np.float32))).model_version == "2"
+        assert (
+            server.v2().ModelInfer(v2_request("breast_cancer_lr", np.zeros((1, 30), np.float32))).model_version == "2"
+        )
         assert any(" DEBUG " in line for line in server.lines)
         assert server.terminate() == 0
     assert any("draining for up to 1.5 s" in line for line in server.lines)
@@ -76,17 +80,31 @@ def test_native_predict_and_stream(example_repository: Path, tmp_path: Path) -> 
     x, _, _ = load_split(example_repository / "breast_cancer_lr" / "data" / "holdout.npz")
     with ServerProcess(tmp_path) as server:
         stub = server.native()
-        reply = stub.Predict(dpb.PredictRequest(
-            model="breast_cancer_lr", version="1", request_id="n1", outputs=["label"],
-            inputs=[dpb.Tensor(name="input", datatype="FP32", shape=[3, 30], data=x[:3].tobytes())]))
+        reply = stub.Predict(
+            dpb.PredictRequest(
+                model="breast_cancer_lr",
+                version="1",
+                request_id="n1",
+                outputs=["label"],
+                inputs=[dpb.Tensor(name="input", datatype="FP32", shape=[3, 30], data=x[:3].tobytes())],
+            )
+        )
         assert reply.request_id == "n1" and reply.version == "1" and [t.name for t in reply.outputs] == ["label"]
         assert reply.outputs[0].datatype == "INT64" and list(reply.outputs[0].shape) == [3]
         stream_requests = [
-            dpb.PredictRequest(model="breast_cancer_lr", request_id=f"r{i}",
-                               inputs=[dpb.Tensor(name="input", datatype="FP32", shape=[1, 30], data=x[i:i + 1].tobytes())])
+            dpb.PredictRequest(
+                model="breast_cancer_lr",
+                request_id=f"r{i}",
+                inputs=[dpb.Tensor(name="input", datatype="FP32", shape=[1, 30], data=x[i : i + 1].tobytes())],
+            )
             for i in range(10)
-        ] + [dpb.PredictRequest(model="breast_cancer_lr", request_id="bad",
-                                inputs=[dpb.Tensor(name="input", datatype="FP32", shape=[1, 3], data=b"\0" * 12)])]
+        ] + [
+            dpb.PredictRequest(
+                model="breast_cancer_lr",
+                request_id="bad",
+                inputs=[dpb.Tensor(name="input", datatype="FP32", shape=[1, 3], data=b"\0" * 12)],
+            )
+        ]
         replies = {r.request_id: r for r in stub.PredictStream(iter(stream_requests))}
         assert len(replies) == 11
         assert replies["bad"].error_code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
@@ -98,12 +116,18 @@ def test_native_predict_and_stream(example_repository: Path, tmp_path: Path) -> 
 @pytest.mark.parametrize(
     "onnx_type,datatype,dtype",
     [
-        (TensorProto.BOOL, "BOOL", np.bool_), (TensorProto.INT8, "INT8", np.int8),
-        (TensorProto.INT16, "INT16", np.int16), (TensorProto.INT32, "INT32", np.int32),
-        (TensorProto.INT64, "INT64", np.int64), (TensorProto.UINT8, "UINT8", np.uint8),
-        (TensorProto.UINT16, "UINT16", np.uint16), (TensorProto.UINT32, "UINT32", np.uint32),
-        (TensorProto.UINT64, "UINT64", np.uint64), (TensorProto.FLOAT16, "FP16", np.float16),
-        (TensorProto.FLOAT, "FP32", np.float32), (TensorProto.DOUBLE, "FP64", np.float64),
+        (TensorProto.BOOL, "BOOL", np.bool_),
+        (TensorProto.INT8, "INT8", np.int8),
+        (TensorProto.INT16, "INT16", np.int16),
+        (TensorProto.INT32, "INT32", np.int32),
+        (TensorProto.INT64, "INT64", np.int64),
+        (TensorProto.UINT8, "UINT8", np.uint8),
+        (TensorProto.UINT16, "UINT16", np.uint16),
+        (TensorProto.UINT32, "UINT32", np.uint32),
+        (TensorProto.UINT64, "UINT64", np.uint64),
+        (TensorProto.FLOAT16, "FP16", np.float16),
+        (TensorProto.FLOAT, "FP32", np.float32),
+        (TensorProto.DOUBLE, "FP64", np.float64),
     ],
 )
 def test_datatype_round_trip_codec(onnx_type: int, datatype: str, dtype: type, tmp_path: Path) -> None:
@@ -132,7 +156,9 @@ def test_datatypes_through_server(tmp_path: Path) -> None:
     with ServerProcess(tmp_path) as server:
         stub = server.v2()
         for name, (_, datatype, dtype) in cases.items():
-            array = (np.arange(6) % 3 == 0).reshape(2, 3) if dtype is np.bool_ else np.arange(6, dtype=dtype).reshape(2, 3)
+            array = (
+                (np.arange(6) % 3 == 0).reshape(2, 3) if dtype is np.bool_ else np.arange(6, dtype=dtype).reshape(2, 3)
+            )
             reply = stub.ModelInfer(v2_request(name, array, name="x", datatype=datatype))
             assert reply.outputs[0].datatype == datatype
             np.testing.assert_array_equal(np.frombuffer(reply.raw_output_contents[0], dtype).reshape(2, 3), array)
@@ -154,8 +180,12 @@ def test_datatypes_through_server(tmp_path: Path) -> None:
 
 def test_concurrent_clients_share_batches(example_repository: Path, tmp_path: Path) -> None:
     """Concurrent single-row requests are merged: fewer executions than requests."""
-    copy_model(example_repository, tmp_path, "breast_cancer_mlp",
-               config="max_batch_size: 64\nbatching: {enabled: true, max_queue_delay_us: 20000}\n")
+    copy_model(
+        example_repository,
+        tmp_path,
+        "breast_cancer_mlp",
+        config="max_batch_size: 64\nbatching: {enabled: true, max_queue_delay_us: 20000}\n",
+    )
     x, _, _ = load_split(example_repository / "breast_cancer_mlp" / "data" / "holdout.npz")
     with ServerProcess(tmp_path) as server:
         stub = server.v2()
@@ -164,7 +194,7 @@ def test_concurrent_clients_share_batches(example_repository: Path, tmp_path: Pa
         def client(offset: int) -> None:
             try:
                 for i in range(10):
-                    stub.ModelInfer(v2_request("breast_cancer_mlp", x[(offset + i) % 100:(offset + i) % 100 + 1]))
+                    stub.ModelInfer(v2_request("breast_cancer_mlp", x[(offset + i) % 100 : (offset + i) % 100 + 1]))
             except BaseException as exc:  # collected and asserted below
                 errors.append(exc)
 

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
 
-from driftserve.server.metrics import BATCH_SIZE_BUCKETS, LATENCY_BUCKETS_S, HistogramRecorder, LoopValue, counter_writer
+from driftserve.server.metrics import (
+    BATCH_SIZE_BUCKETS,
+    LATENCY_BUCKETS_S,
+    HistogramRecorder,
+    LoopValue,
+    counter_writer,
+)
 
 
 def _exposition(buckets: tuple[float, ...], values: list[float], fast: bool) -> bytes:

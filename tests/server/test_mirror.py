@@ -11,9 +11,10 @@ import asyncio
 import random
 import socket
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import grpc
 import numpy as np
@@ -24,14 +25,14 @@ from prometheus_client import CollectorRegistry
 from driftserve.api import driftserve_pb2 as pb
 from driftserve.api import driftserve_pb2_grpc as pb_grpc
 from driftserve.api import grpc_service_pb2 as v2pb
-from driftserve.server import mirror as mirror_module
 from driftserve.core.config import ModelConfig
+from driftserve.core.tensors import decode_raw
+from driftserve.server import mirror as mirror_module
 from driftserve.server.dataplane import DataPlane, InferenceRequest
 from driftserve.server.grpc_v2 import decode_request
 from driftserve.server.metrics import ServerMetrics
 from driftserve.server.mirror import MirrorPublisher
 from driftserve.server.repository import ModelRepository
-from driftserve.core.tensors import decode_raw
 from tests.server.support import write_identity_model
 
 WAIT_S = 10.0
@@ -239,8 +240,11 @@ def test_a_layout_change_seals_the_staging_and_both_groups_arrive() -> None:
     batches = run(scenario)
     assert [list(b.request_ids) for b in batches] == [["0", "1", "2"], ["3", "4"], ["5"], ["fp64"]]
     assert [(b.inputs[0].datatype, list(b.inputs[0].shape)) for b in batches] == [
-        ("FP32", [6, 4]), ("FP32", [4, 6]), ("FP32", [2, 4]), ("FP64", [1, 4])
-    ]  # fmt: skip
+        ("FP32", [6, 4]),
+        ("FP32", [4, 6]),
+        ("FP32", [2, 4]),
+        ("FP64", [1, 4]),
+    ]
     for batch in batches[:3]:
         tensor = batch.inputs[0]
         values = decode_raw(tensor.datatype, list(tensor.shape), tensor.data, "x")
@@ -390,9 +394,11 @@ def test_the_data_plane_taps_decoded_requests(tmp_path: Path) -> None:
             dataplane = DataPlane(repository, mirror)
             for i, x in enumerate(xs):
                 message = v2pb.ModelInferRequest(
-                    model_name="ident", id=f"r{i}", raw_input_contents=[x.tobytes()],
+                    model_name="ident",
+                    id=f"r{i}",
+                    raw_input_contents=[x.tobytes()],
                     inputs=[v2pb.ModelInferRequest.InferInputTensor(name="x", datatype="FP32", shape=x.shape)],
-                )  # fmt: skip
+                )
                 await dataplane.infer(decode_request(message))
             await wait_for(lambda: sidecar.rows == sum(len(x) for x in xs), "every served row")
             return sidecar.batches

@@ -3,17 +3,17 @@ as transforming offline with the NumPy oracle and calling the bare model."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import grpc
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from examples.build_repository import load_split
 from driftserve.core.config import load_model_config
 from driftserve.core.preprocessing import NumpyPreprocessor
+from examples.build_repository import load_split
 from tests.server.support import ServerProcess, v2_request
 
 MODELS = ("breast_cancer_prep", "breast_cancer_prep_onnx")
@@ -27,7 +27,9 @@ def server(example_repository: Path) -> Iterator[ServerProcess]:
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_raw_features_in_same_predictions_as_offline_transform(server: ServerProcess, example_repository: Path, model: str) -> None:
+def test_raw_features_in_same_predictions_as_offline_transform(
+    server: ServerProcess, example_repository: Path, model: str
+) -> None:
     model_dir = example_repository / model
     config = load_model_config(model_dir)
     assert config.preprocessing is not None
@@ -42,7 +44,9 @@ def test_raw_features_in_same_predictions_as_offline_transform(server: ServerPro
     raw[:3, category] = [17.0, -1.0, 99.0]
     transformed = NumpyPreprocessor(config.preprocessing).transform(raw)
     bare = ort.InferenceSession(str(model_dir / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
-    expected = dict(zip(["label", "probabilities"], bare.run(["label", "probabilities"], {bare.get_inputs()[0].name: transformed})))
+    expected = dict(
+        zip(["label", "probabilities"], bare.run(["label", "probabilities"], {bare.get_inputs()[0].name: transformed}))
+    )
     reply = server.v2().ModelInfer(v2_request(model, raw))
     got = np.frombuffer(reply.raw_output_contents[1], np.float32).reshape(40, 2)
     np.testing.assert_allclose(got, expected["probabilities"], rtol=1e-5, atol=1e-6)
@@ -50,7 +54,9 @@ def test_raw_features_in_same_predictions_as_offline_transform(server: ServerPro
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_nan_without_impute_and_wrong_width_are_invalid(server: ServerProcess, example_repository: Path, model: str) -> None:
+def test_nan_without_impute_and_wrong_width_are_invalid(
+    server: ServerProcess, example_repository: Path, model: str
+) -> None:
     raw, _, _ = load_split(example_repository / model / "data" / "holdout.npz")
     features = load_model_config(example_repository / model).preprocessing.input.features  # type: ignore[union-attr]
     bad = raw[:4].copy()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import grpc
 import numpy as np
@@ -36,8 +36,9 @@ def ort_outputs(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("model", ["breast_cancer_lr", "breast_cancer_mlp"])
-def test_tritonclient_raw_inputs_match_onnxruntime(server: ServerProcess, example_repository: Path,
-                                                   holdout: np.ndarray, model: str) -> None:
+def test_tritonclient_raw_inputs_match_onnxruntime(
+    server: ServerProcess, example_repository: Path, holdout: np.ndarray, model: str
+) -> None:
     client = tritongrpc.InferenceServerClient(server.address)
     x = holdout[:17]
     infer_input = tritongrpc.InferInput("input", list(x.shape), "FP32")
@@ -56,10 +57,14 @@ def test_typed_contents_through_raw_stub(server: ServerProcess, example_reposito
     request = pb.ModelInferRequest(
         model_name="breast_cancer_lr",
         model_version="1",
-        inputs=[pb.ModelInferRequest.InferInputTensor(
-            name="input", datatype="FP32", shape=x.shape,
-            contents=pb.InferTensorContents(fp32_contents=x.reshape(-1).tolist()),
-        )],
+        inputs=[
+            pb.ModelInferRequest.InferInputTensor(
+                name="input",
+                datatype="FP32",
+                shape=x.shape,
+                contents=pb.InferTensorContents(fp32_contents=x.reshape(-1).tolist()),
+            )
+        ],
         outputs=[pb.ModelInferRequest.InferRequestedOutputTensor(name="probabilities")],
     )
     response = server.v2().ModelInfer(request)
@@ -89,7 +94,9 @@ def test_server_and_model_metadata(server: ServerProcess) -> None:
     assert model.versions == ["1", "2"] and model.platform == "onnxruntime_onnx"
     assert [(i.name, i.datatype, list(i.shape)) for i in model.inputs] == [("input", "FP32", [-1, 30])]
     assert {(o.name, o.datatype, tuple(o.shape)) for o in model.outputs} == {
-        ("label", "INT64", (-1,)), ("probabilities", "FP32", (-1, 2))}
+        ("label", "INT64", (-1,)),
+        ("probabilities", "FP32", (-1, 2)),
+    }
 
 
 def test_model_config(server: ServerProcess) -> None:
@@ -114,11 +121,15 @@ def test_statistics_count_requests(server: ServerProcess, holdout: np.ndarray) -
     assert after.inference_stats.compute_infer.ns > before.inference_stats.compute_infer.ns
     assert after.last_inference > 0
     every = stub.ModelStatistics(pb.ModelStatisticsRequest())
-    assert {(s.name, s.version) for s in every.model_stats} >= {("breast_cancer_lr", "1"), ("breast_cancer_lr", "2"), ("breast_cancer_mlp", "1")}
+    assert {(s.name, s.version) for s in every.model_stats} >= {
+        ("breast_cancer_lr", "1"),
+        ("breast_cancer_lr", "2"),
+        ("breast_cancer_mlp", "1"),
+    }
 
 
 def test_stream_infer(server: ServerProcess, holdout: np.ndarray) -> None:
-    requests = [v2_request("breast_cancer_mlp", holdout[i:i + 2], id=f"s{i}") for i in range(20)]
+    requests = [v2_request("breast_cancer_mlp", holdout[i : i + 2], id=f"s{i}") for i in range(20)]
     requests.append(v2_request("nope", holdout[:1], id="bad"))
     replies = list(server.v2().ModelStreamInfer(iter(requests)))
     assert len(replies) == 21
@@ -130,7 +141,10 @@ def test_stream_infer(server: ServerProcess, holdout: np.ndarray) -> None:
 
 def test_repository_index_unload_load(server: ServerProcess, holdout: np.ndarray) -> None:
     client = tritongrpc.InferenceServerClient(server.address)
-    index = {(m["name"], m.get("version", "")): m.get("state") for m in client.get_model_repository_index(as_json=True)["models"]}
+    index = {
+        (m["name"], m.get("version", "")): m.get("state")
+        for m in client.get_model_repository_index(as_json=True)["models"]
+    }
     assert index[("breast_cancer_lr", "1")] == "READY" and index[("breast_cancer_mlp", "1")] == "READY"
     client.unload_model("breast_cancer_lr")
     assert not client.is_model_ready("breast_cancer_lr")
@@ -165,10 +179,15 @@ def test_prometheus_metrics(server: ServerProcess, holdout: np.ndarray) -> None:
     with pytest.raises(grpc.RpcError):
         server.v2().ModelInfer(v2_request("breast_cancer_mlp", holdout[:1, :29]))
     samples = server.metrics()
-    ok = server.metric("driftserve_server_requests_total", model="breast_cancer_mlp", protocol="v2", code="OK", version="1")
-    bad = server.metric("driftserve_server_requests_total", model="breast_cancer_mlp", protocol="v2", code="INVALID_ARGUMENT")
+    ok = server.metric(
+        "driftserve_server_requests_total", model="breast_cancer_mlp", protocol="v2", code="OK", version="1"
+    )
+    bad = server.metric(
+        "driftserve_server_requests_total", model="breast_cancer_mlp", protocol="v2", code="INVALID_ARGUMENT"
+    )
     assert ok >= 1 and bad >= 1
-    buckets = {dict(l)["le"] for (n, l) in samples if n == "driftserve_server_request_duration_seconds_bucket"}
+    name = "driftserve_server_request_duration_seconds_bucket"
+    buckets = {dict(labels)["le"] for (n, labels) in samples if n == name}
     assert "2.5e-05" in buckets and "1.0" in buckets
     assert ("driftserve_server_inflight_requests", ()) in samples
     assert server.metric("driftserve_server_model_state", model="breast_cancer_mlp", version="1", state="READY") == 1.0

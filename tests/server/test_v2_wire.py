@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from driftserve.api import grpc_service_pb2 as pb
-from driftserve.server.dataplane import InferenceResponse
 from driftserve.core.errors import InvalidArgument
+from driftserve.server.dataplane import InferenceResponse
 from driftserve.server.grpc_v2 import encode_response
 from driftserve.server.v2_wire import ResponseEncoder, serialize_infer_response
 
@@ -18,7 +18,7 @@ def random_response(rng: np.random.Generator, request_id: str) -> InferenceRespo
     outputs = {}
     for index in range(int(rng.integers(1, 4))):
         rows = int(rng.integers(0, 300))
-        shape = (rows,) + tuple(int(d) for d in rng.integers(1, 5, size=int(rng.integers(0, 3))))
+        shape = (rows, *(int(d) for d in rng.integers(1, 5, size=int(rng.integers(0, 3)))))
         dtype = np.dtype(DTYPES[int(rng.integers(len(DTYPES)))])
         outputs[f"out_{index}"] = (rng.normal(size=shape) * 100).astype(dtype)
     return InferenceResponse(f"model_{int(rng.integers(3))}", str(int(rng.integers(0, 3)) or ""), request_id, outputs)

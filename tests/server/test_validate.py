@@ -34,8 +34,14 @@ def test_valid_inputs_return_their_row_count(lr: ModelVersion, rows: int) -> Non
         ({"input": np.zeros((65, 30), np.float32)}, "65 rows exceed max_batch_size 64"),
         ({"input": np.zeros((1, 30), np.float64)}, "datatype FP64 but model 'breast_cancer_lr' expects FP32"),
         ({}, r"missing input\(s\) \['input'\]"),
-        ({"input": np.zeros((1, 30), np.float32), "extra": np.zeros((1, 1), np.float32)}, r"unexpected input\(s\) \['extra'\]"),
-        ({"inputs": np.zeros((1, 30), np.float32)}, r"missing input\(s\) \['input'\]; unexpected input\(s\) \['inputs'\]"),
+        (
+            {"input": np.zeros((1, 30), np.float32), "extra": np.zeros((1, 1), np.float32)},
+            r"unexpected input\(s\) \['extra'\]",
+        ),
+        (
+            {"inputs": np.zeros((1, 30), np.float32)},
+            r"missing input\(s\) \['input'\]; unexpected input\(s\) \['inputs'\]",
+        ),
     ],
 )
 def test_invalid_inputs_are_refused_with_what_was_expected(lr: ModelVersion, inputs: dict, message: str) -> None:

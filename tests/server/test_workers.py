@@ -8,8 +8,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from tests.server.support import ServerProcess, copy_model, v2_request, wait_until
 from driftserve.api import grpc_service_pb2_grpc
+from tests.server.support import ServerProcess, copy_model, v2_request, wait_until
 
 
 def _alive(pid: int) -> bool:
@@ -31,7 +31,9 @@ def test_two_workers_serve_from_two_pids_and_stop_together(example_repository: P
             # New channels are new connections; the kernel spreads them across the listeners.
             for _ in range(8):
                 with grpc.insecure_channel(server.address, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
-                    grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(v2_request("breast_cancer_lr", x))
+                    grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
+                        v2_request("breast_cancer_lr", x)
+                    )
             per_pid = {
                 dict(labels).get("pid"): value
                 for (name, labels), value in server.metrics().items()

@@ -89,18 +89,14 @@ def check_array(spec: PreprocessingSpec, x: object) -> np.ndarray:
         return x if x.flags.c_contiguous else np.ascontiguousarray(x)
     expected = np.dtype(RAW_DTYPES[spec.input.datatype])
     if x.ndim != 2:
-        raise PreprocessingError(
-            f"input '{name}' must have shape [batch, {n}], got {list(x.shape)}"
-        )
+        raise PreprocessingError(f"input '{name}' must have shape [batch, {n}], got {list(x.shape)}")
     if x.shape[1] != n:
         raise PreprocessingError(
             f"input '{name}' has {x.shape[1]} features per row, expected {n} "
             f"({', '.join(spec.input.features[:5])}{', ...' if n > 5 else ''})"
         )
     if x.dtype != expected:
-        raise PreprocessingError(
-            f"input '{name}' has datatype {x.dtype}, expected {spec.input.datatype} ({expected})"
-        )
+        raise PreprocessingError(f"input '{name}' has datatype {x.dtype}, expected {spec.input.datatype} ({expected})")
     return np.ascontiguousarray(x)
 
 
@@ -129,8 +125,5 @@ def violation_error(
             f"steps[{step}] op {op} ({name}){hint}"
         )
     else:
-        msg = (
-            f"{where} value {raw_value!s} in row {row} transforms to a value outside the float32 "
-            "range"
-        )
+        msg = f"{where} value {raw_value!s} in row {row} transforms to a value outside the float32 range"
     return PreprocessingError(msg, feature=s.feature)

@@ -18,13 +18,13 @@ from driftserve.core.preprocessing.reference import apply_scalar_op
 from driftserve.core.preprocessing.spec import (
     ALLOW_UNFITTED,
     MAX_ONEHOT_WIDTH,
+    BaseOp,
     BucketizeOp,
     ImputeOp,
     MinMaxOp,
     OneHotOp,
     PreprocessingSpec,
     StandardizeOp,
-    BaseOp,
 )
 
 logger = logging.getLogger(__name__)
@@ -69,9 +69,7 @@ def _fit_op(op: BaseOp, v: np.ndarray, where: str) -> dict[str, Any]:
         if codes.size == 0:
             raise PreprocessingConfigError(f"{where}: no integer category codes in the training data")
         if codes.size >= MAX_ONEHOT_WIDTH:
-            raise PreprocessingConfigError(
-                f"{where}: {codes.size} distinct codes; give 'categories' explicitly"
-            )
+            raise PreprocessingConfigError(f"{where}: {codes.size} distinct codes; give 'categories' explicitly")
         if codes.size < values.size:
             logger.warning("%s: ignoring %d non-integer training values", where, values.size - codes.size)
         params["categories"] = [int(c) for c in codes]

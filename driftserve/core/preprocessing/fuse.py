@@ -138,15 +138,13 @@ def fuse_into_model(
             fused = version_converter.convert_version(fused, MIN_OPSET)
         except Exception as exc:  # the converter raises plain RuntimeErrors per op
             raise PreprocessingConfigError(
-                f"model uses ai.onnx opset {opset}; fusing needs >= {MIN_OPSET} and the "
-                f"conversion failed: {exc}"
+                f"model uses ai.onnx opset {opset}; fusing needs >= {MIN_OPSET} and the conversion failed: {exc}"
             ) from exc
     graph = fused.graph
     taken = _tensor_names(graph) - {target.name}
     if spec.input.name in taken:
         raise PreprocessingConfigError(
-            f"preprocessing input name '{spec.input.name}' is already a tensor of the model; "
-            "choose another input.name"
+            f"preprocessing input name '{spec.input.name}' is already a tensor of the model; choose another input.name"
         )
     if any(name.startswith(_PREFIX) for name in taken):
         raise PreprocessingConfigError(f"model already contains '{_PREFIX}' tensors; is it fused twice?")
@@ -172,6 +170,9 @@ def fuse_into_model(
     onnx.checker.check_model(fused)
     logger.info(
         "fused preprocessing (%d nodes, %d -> %d columns) in front of model input '%s'",
-        len(nodes), len(spec.input.features), spec.output_width, target.name,
+        len(nodes),
+        len(spec.input.features),
+        spec.output_width,
+        target.name,
     )
     return fused

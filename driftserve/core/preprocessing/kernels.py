@@ -44,8 +44,18 @@ _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 def pack(plan: Plan) -> tuple[np.ndarray, np.ndarray]:
     """The plan's per-step arrays as one int64 and one float64 table (C-contiguous)."""
     ints = np.column_stack(
-        [plan.feature, plan.impute, plan.n_ops, plan.term, plan.out_start, plan.term_off,
-         plan.term_len, plan.hash_buckets, plan.hash_seed, plan.op_code]
+        [
+            plan.feature,
+            plan.impute,
+            plan.n_ops,
+            plan.term,
+            plan.out_start,
+            plan.term_off,
+            plan.term_len,
+            plan.hash_buckets,
+            plan.hash_seed,
+            plan.op_code,
+        ]
     ).astype(np.int64)
     params = np.empty((plan.op_a.shape[0], 2 * plan.op_a.shape[1]), np.float64)
     params[:, 0::2], params[:, 1::2] = plan.op_a, plan.op_b

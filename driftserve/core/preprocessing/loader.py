@@ -30,7 +30,8 @@ def parse_spec(data: Mapping[str, Any], source: str = "config.yaml") -> Preproce
         return PreprocessingSpec.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"preprocessing.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" if err["loc"]
+            f"preprocessing.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+            if err["loc"]
             else f"preprocessing: {err['msg']}"
             for err in exc.errors(include_url=False)
         )

@@ -8,7 +8,14 @@ import time
 import numpy as np
 
 from driftserve.core.preprocessing import kernels
-from driftserve.core.preprocessing.base import RAW_DTYPES, SpecInput, Preprocessor, Violation, check_array, violation_error
+from driftserve.core.preprocessing.base import (
+    RAW_DTYPES,
+    Preprocessor,
+    SpecInput,
+    Violation,
+    check_array,
+    violation_error,
+)
 from driftserve.core.preprocessing.plan import build_plan
 from driftserve.core.preprocessing.spec import PreprocessingSpec
 
@@ -57,8 +64,7 @@ class NumbaPreprocessor(SpecInput):
             out = np.empty(shape, np.float32)
         elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
             raise ValueError(
-                f"out must be a C-contiguous float32 array of shape {list(shape)}, "
-                f"got {out.dtype} {list(out.shape)}"
+                f"out must be a C-contiguous float32 array of shape {list(shape)}, got {out.dtype} {list(out.shape)}"
             )
         kernels.transform_kernel(x, *self._transform_args, out)
         return out
@@ -75,7 +81,10 @@ class NumbaPreprocessor(SpecInput):
             kernels.transform_kernel(x, *self._transform_args, np.empty((2, self._plan.width), np.float32))
         logger.info(
             "preprocessing kernels ready for input '%s' (%s, %d -> %d columns) in %.1f ms",
-            self.spec.input.name, self.spec.input.datatype, self._plan.n_raw, self._plan.width,
+            self.spec.input.name,
+            self.spec.input.datatype,
+            self._plan.n_raw,
+            self._plan.width,
             (time.perf_counter() - start) * 1e3,
         )
 

@@ -7,9 +7,10 @@ form ``{name: {params}}``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -32,6 +33,7 @@ HASH_MULTIPLIER = 1_540_483_477
 HASH_ID_LIMIT = float(2**53)
 #: Guard against a one-hot that would blow the model input up by accident.
 MAX_ONEHOT_WIDTH = 65_536
+
 
 def _unfitted_ok(info: ValidationInfo) -> bool:
     return bool(info.context and info.context.get(ALLOW_UNFITTED))
@@ -179,7 +181,7 @@ class BucketizeOp(BaseOp):
                 raise ValueError("bucketize 'boundaries' must not be empty")
             if not all(math.isfinite(v) for v in b):
                 raise ValueError(f"bucketize 'boundaries' must be finite, got {b}")
-            if any(b2 <= b1 for b1, b2 in zip(b, b[1:], strict=False)):
+            if any(b2 <= b1 for b1, b2 in itertools.pairwise(b)):
                 raise ValueError(f"bucketize 'boundaries' must be strictly increasing, got {b}")
             if len(b) + 1 > MAX_ONEHOT_WIDTH:
                 raise ValueError(f"bucketize has {len(b)} boundaries; at most {MAX_ONEHOT_WIDTH - 1}")
@@ -257,13 +259,19 @@ class HashOp(BaseOp):
 
 
 Op = Annotated[
-    Union[
-        ImputeOp, ClipOp, Log1pOp, PassthroughOp, StandardizeOp, MinMaxOp, BucketizeOp, OneHotOp, HashOp
-    ],
+    ImputeOp | ClipOp | Log1pOp | PassthroughOp | StandardizeOp | MinMaxOp | BucketizeOp | OneHotOp | HashOp,
     Field(discriminator="op"),
 ]
 OP_NAMES: tuple[str, ...] = (
-    "impute", "clip", "log1p", "standardize", "minmax", "passthrough", "bucketize", "onehot", "hash"
+    "impute",
+    "clip",
+    "log1p",
+    "standardize",
+    "minmax",
+    "passthrough",
+    "bucketize",
+    "onehot",
+    "hash",
 )
 
 
@@ -281,9 +289,7 @@ def normalize_op(raw: Any, where: str) -> Any:
         if not isinstance(params, Mapping):
             raise ValueError(f"{where}: parameters of '{name}' must be a mapping, got {params!r}")
     else:
-        raise ValueError(
-            f"{where}: an op is a name or a one-key mapping {{name: {{params}}}}, got {raw!r}"
-        )
+        raise ValueError(f"{where}: an op is a name or a one-key mapping {{name: {{params}}}}, got {raw!r}")
     if name not in OP_NAMES:
         raise ValueError(f"{where}: unknown op {name!r}; allowed: {', '.join(OP_NAMES)}")
     return {"op": name, **params}

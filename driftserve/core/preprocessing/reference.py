@@ -17,6 +17,7 @@ from driftserve.core.preprocessing.spec import (
     HASH_ID_LIMIT,
     HASH_MULTIPLIER,
     HASH_PRIME,
+    BaseOp,
     BucketizeOp,
     ClipOp,
     HashOp,
@@ -28,7 +29,6 @@ from driftserve.core.preprocessing.spec import (
     PreprocessingSpec,
     StandardizeOp,
     Step,
-    BaseOp,
 )
 
 logger = logging.getLogger(__name__)

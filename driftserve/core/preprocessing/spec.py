@@ -84,12 +84,12 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "ALLOW_UNFITTED",
-    "BaseOp",
     "HASH_ID_LIMIT",
     "HASH_MULTIPLIER",
     "HASH_PRIME",
     "MAX_ONEHOT_WIDTH",
     "OP_NAMES",
+    "BaseOp",
     "BucketizeOp",
     "ClipOp",
     "HashOp",
@@ -180,8 +180,7 @@ class PreprocessingSpec(BaseModel):
         for i, step in enumerate(self.steps):
             if step.feature not in known:
                 raise ValueError(
-                    f"steps[{i}] reads feature {step.feature!r}, which is not in input.features "
-                    f"{self.input.features}"
+                    f"steps[{i}] reads feature {step.feature!r}, which is not in input.features {self.input.features}"
                 )
         unused = [f for f in self.input.features if f not in {s.feature for s in self.steps}]
         if unused:

@@ -59,8 +59,16 @@ class AlertDispatcher:
         """Log the report's transitions; queue the actions if one enters alert. True if queued."""
         for t in report.transitions:
             log = logger.warning if t.current == "alert" else logger.info
-            log("drift %s: model=%s feature=%s window=%s %s -> %s: %s",
-                t.current, t.model, t.feature, t.window, t.previous, t.current, "; ".join(t.reasons))  # fmt: skip
+            log(
+                "drift %s: model=%s feature=%s window=%s %s -> %s: %s",
+                t.current,
+                t.model,
+                t.feature,
+                t.window,
+                t.previous,
+                t.current,
+                "; ".join(t.reasons),
+            )
         if not any(t.current == "alert" for t in report.transitions):
             return False
         if self._config.webhook_url is None and self._config.command is None:
@@ -141,8 +149,13 @@ class AlertDispatcher:
             return
         if done.returncode != 0:
             self.actions_failed += 1
-            logger.warning("drift command %s for model=%s exited %s: %s", argv, self._model, done.returncode,
-                           done.stderr.decode(errors="replace")[-_STDERR_TAIL_CHARS:])  # fmt: skip
+            logger.warning(
+                "drift command %s for model=%s exited %s: %s",
+                argv,
+                self._model,
+                done.returncode,
+                done.stderr.decode(errors="replace")[-_STDERR_TAIL_CHARS:],
+            )
         else:
             self.actions_sent += 1
 

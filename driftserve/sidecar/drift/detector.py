@@ -9,7 +9,6 @@ and applies alert hysteresis. Memory depends on features, bins and panes, never 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from driftserve.sidecar.drift.hysteresis import LEVEL_NAMES, AlertTransition, HysteresisTracker
 from driftserve.core.drift_config import DriftConfig
+from driftserve.sidecar.drift.hysteresis import LEVEL_NAMES, AlertTransition, HysteresisTracker
 from driftserve.sidecar.drift.kernels import MISSING, UNSEEN, BinLayout
 from driftserve.sidecar.drift.profile import FeatureProfile, ReferenceProfile
 from driftserve.sidecar.drift.scoring import FeatureReference, FeatureScore, levels, score
@@ -78,7 +77,9 @@ class DriftReportData:
 class _Group:
     """Features read from one matrix (model inputs, or stacked output columns)."""
 
-    def __init__(self, refs: list[FeatureReference], columns: list[int], profiles: list[FeatureProfile], cfg: DriftConfig) -> None:
+    def __init__(
+        self, refs: list[FeatureReference], columns: list[int], profiles: list[FeatureProfile], cfg: DriftConfig
+    ) -> None:
         self.refs = refs
         layout = BinLayout.build(columns, [p.edges for p in profiles], [p.kind == "categorical" for p in profiles])
         self.ring = PaneRing(layout, cfg.window.pane_seconds, cfg.window.panes)
@@ -105,21 +106,31 @@ class ModelDriftMonitor:
         wanted = config.features if config.features is not None else profile.feature_names
         unknown = [n for n in wanted if n not in by_name]
         if unknown:
-            raise ValueError(f"drift.features {unknown} are not in the reference profile's features {profile.feature_names}")
+            raise ValueError(
+                f"drift.features {unknown} are not in the reference profile's features {profile.feature_names}"
+            )
         wrong_kind = [n for n in config.categorical if n not in by_name or by_name[n][1].kind != "categorical"]
         if wrong_kind:
-            raise ValueError(f"drift.categorical {wrong_kind} are not categorical features of the reference profile; "
-                             "rebuild the profile with them marked categorical")  # fmt: skip
+            raise ValueError(
+                f"drift.categorical {wrong_kind} are not categorical features of the reference profile; "
+                "rebuild the profile with them marked categorical"
+            )
         picked = [by_name[n] for n in wanted]
-        self._inputs = _Group([FeatureReference.from_profile(p, "input", config.coarse_bins) for _, p in picked],
-                              [j for j, _ in picked], [p for _, p in picked], config)  # fmt: skip
+        self._inputs = _Group(
+            [FeatureReference.from_profile(p, "input", config.coarse_bins) for _, p in picked],
+            [j for j, _ in picked],
+            [p for _, p in picked],
+            config,
+        )
         self._output_profiles = list(profile.outputs) if config.monitor_outputs else []
         self._outputs = None
         if self._output_profiles:
             self._outputs = _Group(
                 [FeatureReference.from_profile(p, "output", config.coarse_bins) for p in self._output_profiles],
-                list(range(len(self._output_profiles))), self._output_profiles, config,
-            )  # fmt: skip
+                list(range(len(self._output_profiles))),
+                self._output_profiles,
+                config,
+            )
         self._lock = threading.Lock()
         self._report_lock = threading.Lock()
         self._hysteresis = HysteresisTracker(config.hysteresis.min_consecutive)
@@ -134,7 +145,9 @@ class ModelDriftMonitor:
         """Input rows ingested since start or the last :meth:`reset`."""
         return self._inputs.ring.total_rows
 
-    def update(self, inputs: NDArray[np.floating], outputs: Mapping[str, NDArray[np.generic]] | None, now: float) -> None:
+    def update(
+        self, inputs: NDArray[np.floating], outputs: Mapping[str, NDArray[np.generic]] | None, now: float
+    ) -> None:
         """Add one mirrored batch.
 
         Parameters
@@ -180,8 +193,11 @@ class ModelDriftMonitor:
             items: list[FeatureWindowReport] = []
             transitions: list[AlertTransition] = []
             for w, window in enumerate(WINDOWS):
-                scored = [(ref, score(ref, snap[w].counts[f], *_extra(snap[w], f)))
-                          for group, snap in snapshots for f, ref in enumerate(group.refs)]  # fmt: skip
+                scored = [
+                    (ref, score(ref, snap[w].counts[f], *_extra(snap[w], f)))
+                    for group, snap in snapshots
+                    for f, ref in enumerate(group.refs)
+                ]
                 corrected = self._correct(np.array([s.ks_pvalue for _, s in scored]))
                 for (ref, s), p_corr in zip(scored, corrected):
                     items.append(self._judge(ref, s, float(p_corr), window, now, transitions))
@@ -201,13 +217,25 @@ class ModelDriftMonitor:
     def _correct(self, pvalues: NDArray[np.float64]) -> NDArray[np.float64]:
         return benjamini_hochberg(pvalues) if self._config.ks.correction == "bh" else bonferroni(pvalues)
 
-    def _judge(self, ref: FeatureReference, s: FeatureScore, p_corr: float, window: str, now: float,
-               transitions: list[AlertTransition]) -> FeatureWindowReport:  # fmt: skip
+    def _judge(
+        self,
+        ref: FeatureReference,
+        s: FeatureScore,
+        p_corr: float,
+        window: str,
+        now: float,
+        transitions: list[AlertTransition],
+    ) -> FeatureWindowReport:
         key = (ref.name, window)
         if s.rows < self._config.min_window_rows:
             if self._hysteresis.clear(key):
-                logger.info("drift model=%s feature=%s window=%s: status reset, only %s rows in window",
-                            self.model, ref.name, window, s.rows)  # fmt: skip
+                logger.info(
+                    "drift model=%s feature=%s window=%s: status reset, only %s rows in window",
+                    self.model,
+                    ref.name,
+                    window,
+                    s.rows,
+                )
             status = "insufficient"
             reasons = [f"{s.rows} rows in window, fewer than min_window_rows={self._config.min_window_rows}"]
         else:
@@ -215,22 +243,38 @@ class ModelDriftMonitor:
             previous, level = self._hysteresis.step(key, enter, hold)
             status = LEVEL_NAMES[level]
             if level > enter:
-                reasons.append(f"{status} held until below clear thresholds "
-                               f"for {self._config.hysteresis.min_consecutive} reports")  # fmt: skip
+                reasons.append(
+                    f"{status} held until below clear thresholds for {self._config.hysteresis.min_consecutive} reports"
+                )
             if level != previous:
-                transitions.append(AlertTransition(self.model, ref.name, window, LEVEL_NAMES[previous], status, now, list(reasons)))
+                transitions.append(
+                    AlertTransition(self.model, ref.name, window, LEVEL_NAMES[previous], status, now, list(reasons))
+                )
         return FeatureWindowReport(
-            feature=ref.name, source=ref.source, window=window, psi=s.psi, psi_expected=s.psi_expected,
-            ks_statistic=s.ks_statistic, ks_bound=s.ks_bound, ks_pvalue=s.ks_pvalue, ks_pvalue_corrected=p_corr,
-            missing_share=s.missing_share, reference_missing_share=ref.missing_share,
-            unseen_categories=s.unseen, window_rows=s.rows, status=status, reasons=reasons,
-        )  # fmt: skip
+            feature=ref.name,
+            source=ref.source,
+            window=window,
+            psi=s.psi,
+            psi_expected=s.psi_expected,
+            ks_statistic=s.ks_statistic,
+            ks_bound=s.ks_bound,
+            ks_pvalue=s.ks_pvalue,
+            ks_pvalue_corrected=p_corr,
+            missing_share=s.missing_share,
+            reference_missing_share=ref.missing_share,
+            unseen_categories=s.unseen,
+            window_rows=s.rows,
+            status=status,
+            reasons=reasons,
+        )
 
     def _stack_outputs(self, outputs: Mapping[str, NDArray[np.generic]], rows: int) -> NDArray[np.float64]:
         y = np.empty((rows, len(self._output_profiles)), dtype=np.float64)
         for j, prof in enumerate(self._output_profiles):
             if prof.tensor not in outputs:
-                raise ValueError(f"outputs lack tensor {prof.tensor!r} (profiled as {prof.name!r}); got {sorted(outputs)}")
+                raise ValueError(
+                    f"outputs lack tensor {prof.tensor!r} (profiled as {prof.name!r}); got {sorted(outputs)}"
+                )
             arr = np.asarray(outputs[prof.tensor])
             if arr.shape[:1] != (rows,):
                 raise ValueError(f"output {prof.tensor!r} has shape {arr.shape}, expected {rows} rows like the inputs")

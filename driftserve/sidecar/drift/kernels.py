@@ -215,6 +215,14 @@ def accumulate(x: NDArray[np.floating], layout: BinLayout, target: CountArrays) 
     if target.counts.shape != shape or target.extra.shape != (layout.n_features, EXTRA_COLUMNS):
         raise ValueError(f"target counts have shape {target.counts.shape}, expected {shape}")
     _accumulate(
-        x, layout.columns, layout.edges, layout.n_edges, layout.is_categorical,
-        layout.lookup, layout.lookup_origin, layout.lookup_scale, target.counts, target.extra,
-    )  # fmt: skip
+        x,
+        layout.columns,
+        layout.edges,
+        layout.n_edges,
+        layout.is_categorical,
+        layout.lookup,
+        layout.lookup_origin,
+        layout.lookup_scale,
+        target.counts,
+        target.extra,
+    )

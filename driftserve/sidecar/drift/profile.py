@@ -68,10 +68,15 @@ class FeatureProfile:
     def to_json(self) -> dict[str, Any]:
         """Plain-JSON form of this profile."""
         return {
-            "name": self.name, "kind": self.kind, "edges": self.edges.tolist(),
-            "counts": self.counts.tolist(), "missing_count": self.missing_count,
-            "n_rows": self.n_rows, "tensor": self.tensor, "column": self.column,
-        }  # fmt: skip
+            "name": self.name,
+            "kind": self.kind,
+            "edges": self.edges.tolist(),
+            "counts": self.counts.tolist(),
+            "missing_count": self.missing_count,
+            "n_rows": self.n_rows,
+            "tensor": self.tensor,
+            "column": self.column,
+        }
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> FeatureProfile:
@@ -80,11 +85,15 @@ class FeatureProfile:
         if kind not in ("numeric", "categorical"):
             raise ValueError(f"feature {obj.get('name')!r}: kind must be numeric or categorical, got {kind!r}")
         prof = cls(
-            name=str(obj["name"]), kind=kind,
-            edges=np.asarray(obj["edges"], dtype=np.float64), counts=np.asarray(obj["counts"], dtype=np.int64),
-            missing_count=int(obj["missing_count"]), n_rows=int(obj["n_rows"]),
-            tensor=obj.get("tensor"), column=obj.get("column"),
-        )  # fmt: skip
+            name=str(obj["name"]),
+            kind=kind,
+            edges=np.asarray(obj["edges"], dtype=np.float64),
+            counts=np.asarray(obj["counts"], dtype=np.int64),
+            missing_count=int(obj["missing_count"]),
+            n_rows=int(obj["n_rows"]),
+            tensor=obj.get("tensor"),
+            column=obj.get("column"),
+        )
         prof.validate()
         return prof
 
@@ -92,7 +101,10 @@ class FeatureProfile:
         """Raise ValueError naming the feature when edges and counts disagree."""
         expected = self.edges.size + (1 if self.kind == "numeric" else 0)
         if self.counts.shape != (expected,):
-            raise ValueError(f"feature {self.name!r}: {self.counts.size} counts for {self.edges.size} edges of a {self.kind} feature, expected {expected}")
+            raise ValueError(
+                f"feature {self.name!r}: {self.counts.size} counts for {self.edges.size} edges of a "
+                f"{self.kind} feature, expected {expected}"
+            )
         if self.edges.size and (not np.all(np.isfinite(self.edges)) or np.any(self.edges[1:] <= self.edges[:-1])):
             raise ValueError(f"feature {self.name!r}: edges must be finite and strictly increasing")
         if np.any(self.counts < 0) or int(self.counts.sum()) + self.missing_count != self.n_rows:
@@ -115,9 +127,11 @@ class ReferenceProfile:
         """Write the profile as JSON, atomically (temporary file, then rename)."""
         path = Path(path)
         doc = {
-            "format": PROFILE_FORMAT, "version": PROFILE_VERSION,
-            "features": [f.to_json() for f in self.features], "outputs": [o.to_json() for o in self.outputs],
-        }  # fmt: skip
+            "format": PROFILE_FORMAT,
+            "version": PROFILE_VERSION,
+            "features": [f.to_json() for f in self.features],
+            "outputs": [o.to_json() for o in self.outputs],
+        }
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
@@ -152,7 +166,9 @@ class ReferenceProfile:
             raise ValueError(f"{path}: malformed drift profile: {exc}") from exc
 
 
-def profile_column(values: NDArray[np.floating], name: str, kind: Kind, bins: int = DEFAULT_FINE_BINS) -> FeatureProfile:
+def profile_column(
+    values: NDArray[np.floating], name: str, kind: Kind, bins: int = DEFAULT_FINE_BINS
+) -> FeatureProfile:
     """Profile one column: quantile edges and counts (numeric) or levels and counts (categorical)."""
     col = np.asarray(values, dtype=np.float64)
     missing = np.isnan(col)
@@ -163,15 +179,16 @@ def profile_column(values: NDArray[np.floating], name: str, kind: Kind, bins: in
         edges, counts = np.unique(valid, return_counts=True)
     else:
         finite = valid[np.isfinite(valid)]
-        if finite.size:
-            edges = np.unique(np.quantile(finite, np.arange(1, bins) / bins))
-        else:
-            edges = np.empty(0)
+        edges = np.unique(np.quantile(finite, np.arange(1, bins) / bins)) if finite.size else np.empty(0)
         counts = np.bincount(np.searchsorted(edges, valid, side="right"), minlength=edges.size + 1)
     prof = FeatureProfile(
-        name=name, kind=kind, edges=edges.astype(np.float64), counts=counts.astype(np.int64),
-        missing_count=int(missing.sum()), n_rows=int(col.size),
-    )  # fmt: skip
+        name=name,
+        kind=kind,
+        edges=edges.astype(np.float64),
+        counts=counts.astype(np.int64),
+        missing_count=int(missing.sum()),
+        n_rows=int(col.size),
+    )
     prof.validate()
     return prof
 
@@ -228,7 +245,9 @@ def _read_csv(path: Path) -> tuple[NDArray[np.float64], list[str]]:
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(names)), names
 
 
-def load_rows(path: str | os.PathLike[str], feature_names: list[str] | None = None) -> tuple[NDArray[np.floating], list[str]]:
+def load_rows(
+    path: str | os.PathLike[str], feature_names: list[str] | None = None
+) -> tuple[NDArray[np.floating], list[str]]:
     """Read training rows from CSV (header = names), ``.npy`` (names required) or ``.npz``.
 
     An ``.npz`` holds ``X`` and ``feature_names`` as the example repository writes them. When
@@ -305,7 +324,9 @@ def profile_outputs(model: Path, X: NDArray[np.floating], bins: int = DEFAULT_FI
 
 
 def _with_source(prof: FeatureProfile, tensor: str, column: int | None) -> FeatureProfile:
-    return FeatureProfile(prof.name, prof.kind, prof.edges, prof.counts, prof.missing_count, prof.n_rows, tensor, column)
+    return FeatureProfile(
+        prof.name, prof.kind, prof.edges, prof.counts, prof.missing_count, prof.n_rows, tensor, column
+    )
 
 
 def profile_command(

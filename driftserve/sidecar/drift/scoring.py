@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from driftserve.core.drift_config import DriftConfig
 from driftserve.sidecar.drift.profile import FeatureProfile
-from driftserve.sidecar.drift.stats import DEFAULT_PSI_EPSILON, ks_from_cdfs, kolmogorov_pvalue, psi, psi_expected
+from driftserve.sidecar.drift.stats import DEFAULT_PSI_EPSILON, kolmogorov_pvalue, ks_from_cdfs, psi, psi_expected
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +47,15 @@ class FeatureReference:
             groups = np.minimum((midpoints * coarse_bins).astype(np.int64), coarse_bins - 1)
             coarse = np.unique(groups, return_inverse=True)[1].astype(np.int64)
         return cls(
-            name=prof.name, source=source, categorical=prof.kind == "categorical", counts=counts,
-            n_valid=prof.n_valid, missing_share=prof.missing_share, coarse_map=coarse,
+            name=prof.name,
+            source=source,
+            categorical=prof.kind == "categorical",
+            counts=counts,
+            n_valid=prof.n_valid,
+            missing_share=prof.missing_share,
+            coarse_map=coarse,
             n_coarse=int(coarse.max()) + 1 if coarse.size else 1,
-        )  # fmt: skip
+        )
 
 
 @dataclass
@@ -79,15 +84,24 @@ def score(ref: FeatureReference, counts: NDArray[np.int64], missing: int, unseen
         expected = psi_expected(ref.counts.size, ref.n_valid, m + unseen)
         ks, bound, pvalue = math.nan, math.nan, math.nan
     else:
-        value = psi(np.bincount(ref.coarse_map, ref.counts, ref.n_coarse),
-                    np.bincount(ref.coarse_map, live, ref.n_coarse), DEFAULT_PSI_EPSILON)  # fmt: skip
+        value = psi(
+            np.bincount(ref.coarse_map, ref.counts, ref.n_coarse),
+            np.bincount(ref.coarse_map, live, ref.n_coarse),
+            DEFAULT_PSI_EPSILON,
+        )
         expected = psi_expected(ref.n_coarse, ref.n_valid, m)
         ks, bound = ks_from_cdfs(ref.counts, live)
         pvalue = kolmogorov_pvalue(ks, ref.n_valid, m)
     return FeatureScore(
-        psi=value, psi_expected=expected, ks_statistic=ks, ks_bound=bound, ks_pvalue=pvalue,
-        missing_share=missing / rows if rows else math.nan, unseen=unseen, rows=rows,
-    )  # fmt: skip
+        psi=value,
+        psi_expected=expected,
+        ks_statistic=ks,
+        ks_bound=bound,
+        ks_pvalue=pvalue,
+        missing_share=missing / rows if rows else math.nan,
+        unseen=unseen,
+        rows=rows,
+    )
 
 
 def _level(value: float, warn: float, alert: float, scale: float) -> int:
@@ -107,13 +121,25 @@ def levels(s: FeatureScore, p_corrected: float, ref: FeatureReference, cfg: Drif
     unseen_share = s.unseen / s.rows if s.rows else math.nan
     ks_ok = math.isfinite(p_corrected)
     checks = [
-        (excess_psi, cfg.psi.warn, cfg.psi.alert,
-         f"psi {s.psi:.4f} is {excess_psi:.4f} above the {s.psi_expected:.4f} expected without drift"),
-        (missing_increase, cfg.missing.warn, cfg.missing.alert,
-         f"missing share {s.missing_share:.4f} vs reference {ref.missing_share:.4f}"),
-        (unseen_share, cfg.unseen.warn, cfg.unseen.alert,
-         f"{s.unseen} values ({unseen_share:.4f} of rows) are categories absent from the reference"),
-    ]  # fmt: skip
+        (
+            excess_psi,
+            cfg.psi.warn,
+            cfg.psi.alert,
+            f"psi {s.psi:.4f} is {excess_psi:.4f} above the {s.psi_expected:.4f} expected without drift",
+        ),
+        (
+            missing_increase,
+            cfg.missing.warn,
+            cfg.missing.alert,
+            f"missing share {s.missing_share:.4f} vs reference {ref.missing_share:.4f}",
+        ),
+        (
+            unseen_share,
+            cfg.unseen.warn,
+            cfg.unseen.alert,
+            f"{s.unseen} values ({unseen_share:.4f} of rows) are categories absent from the reference",
+        ),
+    ]
     enter = hold = 0
     for value, warn, alert, text in checks:
         lvl = _level(value, warn, alert, 1.0)

@@ -119,7 +119,7 @@ def _pelz_good_cdf(n: float, x: float) -> float:
     k3b = _PI_SQUARED * (135.0 * z4 - 96.0 * z6) / 4.0
     k3a = -30.0 * z6 - 90.0 * z**8
     terms = np.zeros(4)
-    maxk = int(math.ceil(16.0 * z / math.pi))
+    maxk = math.ceil(16.0 * z / math.pi)
     for k in range(maxk, 0, -1):  # Horner scheme over odd integers m = 2k - 1
         m = 2 * k - 1
         m2, m4, m6 = m**2, m**4, m**6
@@ -139,9 +139,7 @@ def _pelz_good_cdf(n: float, x: float) -> float:
     terms[2] += float(np.sum(ks2 * qpow)) * _PI_SQUARED * _SQRT2PI / (-36.0 * z3)
     kspi = math.pi * ks
     sqrt3z = _SQRT3 * z
-    terms[3] += (
-        float(np.sum((sqrt3z + kspi) * (sqrt3z - kspi) * ks2 * qpow)) * _PI_SQUARED * _SQRT2PI / (216.0 * z6)
-    )
+    terms[3] += float(np.sum((sqrt3z + kspi) * (sqrt3z - kspi) * ks2 * qpow)) * _PI_SQUARED * _SQRT2PI / (216.0 * z6)
     terms /= np.power(float(n), np.arange(4) / 2.0)
     return float(terms.sum())
 

@@ -113,11 +113,17 @@ class PaneRing:
         cur = self._ring[self._pane % self._panes]
         rows = int(self._ring_rows[self._pane % self._panes])
         return (
-            WindowSnapshot(self._closed_window.counts + cur.counts, self._closed_window.extra + cur.extra,
-                           self._closed_window_rows + rows),
-            WindowSnapshot(self._closed_total.counts + cur.counts, self._closed_total.extra + cur.extra,
-                           self._closed_total_rows + rows),
-        )  # fmt: skip
+            WindowSnapshot(
+                self._closed_window.counts + cur.counts,
+                self._closed_window.extra + cur.extra,
+                self._closed_window_rows + rows,
+            ),
+            WindowSnapshot(
+                self._closed_total.counts + cur.counts,
+                self._closed_total.extra + cur.extra,
+                self._closed_total_rows + rows,
+            ),
+        )
 
     def reset(self) -> None:
         """Forget every count; the next timestamp starts a fresh ring."""
