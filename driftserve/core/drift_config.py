@@ -8,7 +8,7 @@ a threshold fails at load time instead of silently disabling an alert.
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
@@ -42,6 +42,11 @@ class _Strict(BaseModel):
 
 class _WarnAlert(_Strict):
     """A pair of thresholds where ``warn`` must not exceed ``alert``."""
+
+    if TYPE_CHECKING:
+        # Each subclass declares both as pydantic fields, with its own bounds and defaults.
+        warn: float
+        alert: float
 
     @model_validator(mode="after")
     def _warn_not_above_alert(self) -> _WarnAlert:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -116,12 +116,13 @@ class InferenceBoundary:
             self._worker_requests.inc(1)
 
 
-async def abort_on_error(context: grpc.aio.ServicerContext, call: Callable[[], Any]) -> Any:
+async def abort_on_error(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[Resp]]) -> Resp:
     """Run a non-inference handler body, mapping domain errors to their status."""
     try:
         return await call()
     except DriftserveError as exc:
         await context.abort(exc.code, exc.message)
+    raise AssertionError("unreachable: context.abort raises")
 
 
 async def stream_concurrently(requests: Any, handle: Callable[[Any], Any], max_inflight: int) -> Any:

@@ -6,7 +6,7 @@ so inputs are accepted raw or as typed ``contents`` and outputs are always retur
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
@@ -301,8 +301,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return await abort_on_error(context, body)
 
 
-def _config_type(datatype: str) -> int:
-    return mc.DataType.Value("TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}")
+def _config_type(datatype: str) -> mc.DataType:
+    # Value() is typed as returning a plain int; the generated stubs type enum fields as DataType.
+    return cast(mc.DataType, mc.DataType.Value("TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"))
 
 
 def _statistics_message(name: str, version: int, stats: Any) -> pb.ModelStatistics:

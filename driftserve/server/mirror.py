@@ -407,7 +407,8 @@ def _layout(inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray], batch
 
 def _byte_view(buffer: np.ndarray) -> memoryview | None:
     """A flat byte view of a numeric buffer; None for object buffers (no buffer protocol) and empty ones."""
-    return None if buffer.dtype.hasobject or buffer.size == 0 else memoryview(buffer).cast("B")
+    # ``buffer.data`` is ``memoryview(buffer)``; numpy's stubs give ndarray ``__buffer__`` only on Python >= 3.12.
+    return None if buffer.dtype.hasobject or buffer.size == 0 else buffer.data.cast("B")
 
 
 def _fits(dtype: np.dtype, buffer_dtype: np.dtype) -> bool:

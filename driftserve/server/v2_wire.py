@@ -12,7 +12,7 @@ number order, so the bytes are exactly what ``SerializeToString`` of the equival
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -104,4 +104,5 @@ def serialize_infer_response(response: bytes | pb.ModelInferResponse) -> bytes:
     """The ModelInfer response serializer: pre-encoded bytes pass through, messages serialize."""
     if type(response) is bytes:
         return response
-    return response.SerializeToString()
+    # mypy does not narrow the other side of ``type(x) is bytes`` (a bytes subclass would be left).
+    return cast(pb.ModelInferResponse, response).SerializeToString()

@@ -139,7 +139,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``sidecar`` and ``drift`` (``profile``, ``report``) subcommands."""
     side = sub.add_parser("sidecar", help="run the drift sidecar (mirror ingest, drift, shadow, dashboard)")
     side.add_argument("--model-repository", help="model repository [DRIFTSERVE_SIDECAR_MODEL_REPOSITORY]")

@@ -51,7 +51,8 @@ def _decision(outputs: Mapping[str, np.ndarray], name: str) -> np.ndarray | None
     if array.dtype.kind in "iub" and (array.ndim == 1 or (array.ndim == 2 and array.shape[1] == 1)):
         return array.reshape(-1)
     if array.dtype.kind == "f" and array.ndim == 2 and array.shape[1] > 1:
-        return np.argmax(array, axis=1)
+        decision: np.ndarray = np.argmax(array, axis=1)
+        return decision
     return None
 
 

@@ -157,7 +157,7 @@ class SidecarState:
     def _add(self, model: MonitoredModel) -> None:
         model.worker = BatchWorker(
             f"ingest-{model.name}",
-            lambda b, m=model: self._ingest(m, b),
+            lambda b: self._ingest(model, b),
             self._settings.queue_batches,
             lambda b: self._count(UPDATE_ERROR, b.rows),
         )

@@ -65,7 +65,7 @@ def log(y):  # type: ignore[no-untyped-def]
     """Natural logarithm of a float64, branch-free."""
     subnormal = y < _SMALLEST_NORMAL
     scaled = y * _TWO54 if subnormal else y
-    bits = _bits(scaled)
+    bits: int = _bits(scaled)  # type: ignore[call-arg]  # numba's stub types an intrinsic's Python-level call
     k = np.float64(((bits >> 52) & 0x7FF) - 1023) - (54.0 if subnormal else 0.0)
     m = _from_bits((bits & _MANTISSA) | _EXPONENT_ONE)
     upper = m > _SQRT2

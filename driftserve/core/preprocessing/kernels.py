@@ -10,6 +10,8 @@ are ``nogil``: a batch transformed in a worker thread does not hold up the event
 
 from __future__ import annotations
 
+from typing import Literal, TypedDict
+
 import numpy as np
 from numba import njit
 
@@ -38,7 +40,14 @@ _NON_FINITE_RAW = 1
 _NON_FINITE_AFTER_OP = 2
 _FLOAT32_OVERFLOW = 3
 
-_JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
+
+class _JitOptions(TypedDict):
+    cache: bool
+    nogil: bool
+    error_model: Literal["python", "numpy"]
+
+
+_JIT: _JitOptions = {"cache": True, "nogil": True, "error_model": "numpy"}
 
 
 def pack(plan: Plan) -> tuple[np.ndarray, np.ndarray]:

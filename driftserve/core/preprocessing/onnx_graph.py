@@ -23,6 +23,7 @@ gathering whole rows is a memcpy per row.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import onnx
@@ -64,12 +65,12 @@ class _GraphBuilder:
         self._count += 1
         return f"{self.prefix}{hint}_{self._count}"
 
-    def const(self, value: np.ndarray | float | int, hint: str = "c") -> str:
+    def const(self, value: np.ndarray | np.generic | float | int, hint: str = "c") -> str:
         name = self.name(hint)
         self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
         return name
 
-    def op(self, op_type: str, inputs: list[str], hint: str | None = None, **attrs: object) -> str:
+    def op(self, op_type: str, inputs: list[str], hint: str | None = None, **attrs: Any) -> str:
         out = self.name(hint or op_type.lower())
         self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
         return out
@@ -136,7 +137,7 @@ def _pieces(g: _GraphBuilder, plan: Plan, v: str) -> tuple[list[str], np.ndarray
     """Terminal ops by kind; returns the pieces and, per output column, its concat row."""
     pieces: list[str] = [v]
     perm = np.full(plan.width, -1, np.int64)
-    offset = plan.term.shape[0] + 1  # the steps and the guard row
+    offset: int = plan.term.shape[0] + 1  # the steps and the guard row
 
     def add(piece: str, rows: int) -> int:
         nonlocal offset

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -51,6 +51,9 @@ class BaseOp(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     #: Ops that end a chain and may emit several columns.
     terminal: ClassVar[bool] = False
+    if TYPE_CHECKING:
+        # Each subclass declares ``op`` as a pydantic field with its own literal name.
+        op: str
 
     @model_serializer(mode="wrap")
     def _as_mapping(self, handler: Any) -> dict[str, Any]:
@@ -279,6 +282,7 @@ def normalize_op(raw: Any, where: str) -> Any:
     """``log1p`` or ``{log1p: {}}`` or ``{standardize: {...}}`` -> ``{"op": name, **params}``."""
     if isinstance(raw, BaseOp):
         return raw
+    params: Any  # parsed YAML: checked to be a mapping below
     if isinstance(raw, str):
         name, params = raw, {}
     elif isinstance(raw, Mapping) and "op" in raw:

@@ -94,7 +94,8 @@ def build_plan(spec: PreprocessingSpec) -> Plan:
         term_off[s] = len(values)
         for j, op in enumerate(step.ops):
             if isinstance(op, ImputeOp):
-                impute[s], fill[s] = 1, float(op.value)  # type: ignore[arg-type]
+                assert op.value is not None  # the spec is fitted (checked above)
+                impute[s], fill[s] = 1, float(op.value)
             elif isinstance(op, ClipOp):
                 lo = -np.inf if op.min is None else op.min
                 hi = np.inf if op.max is None else op.max
@@ -102,15 +103,18 @@ def build_plan(spec: PreprocessingSpec) -> Plan:
             elif isinstance(op, Log1pOp):
                 chain.append((OP_LOG1P, 0.0, 0.0, j))
             elif isinstance(op, StandardizeOp):
-                chain.append((OP_AFFINE, op.mean, op.std, j))  # type: ignore[arg-type]
+                assert op.mean is not None and op.std is not None  # the spec is fitted
+                chain.append((OP_AFFINE, op.mean, op.std, j))
             elif isinstance(op, MinMaxOp):
-                chain.append((OP_AFFINE, op.min, op.max - op.min, j))  # type: ignore[operator]
+                assert op.min is not None and op.max is not None  # the spec is fitted
+                chain.append((OP_AFFINE, op.min, op.max - op.min, j))
             elif isinstance(op, PassthroughOp):
                 continue
             elif isinstance(op, BucketizeOp):
                 term[s] = TERM_BUCKET_INDEX if op.output == "index" else TERM_BUCKET_ONEHOT
-                values.extend(op.boundaries)  # type: ignore[arg-type]
-                slots.extend(range(len(op.boundaries)))  # type: ignore[arg-type]
+                assert op.boundaries is not None  # the spec is fitted
+                values.extend(op.boundaries)
+                slots.extend(range(len(op.boundaries)))
             elif isinstance(op, OneHotOp):
                 term[s] = TERM_CATEGORY_ONEHOT
                 codes = op.codes()

@@ -43,7 +43,8 @@ def apply_scalar_op(op: BaseOp, v: np.ndarray) -> np.ndarray:
         if isinstance(op, ClipOp):
             lo = -np.inf if op.min is None else op.min
             hi = np.inf if op.max is None else op.max
-            return np.minimum(np.maximum(v, lo), hi)
+            clipped: np.ndarray = np.minimum(np.maximum(v, lo), hi)
+            return clipped
         if isinstance(op, Log1pOp):
             # log(1 + x) rather than np.log1p: exactly what the ONNX graph can compute.
             return np.log(1.0 + v)
@@ -62,7 +63,8 @@ def hash_ids(v: np.ndarray, buckets: int, seed: int) -> np.ndarray:
     """The documented id hash (see ``ops.HASH_PRIME``) as int64 bucket numbers."""
     with np.errstate(invalid="ignore"):  # NaN only reaches here from unvalidated input
         ids = np.trunc(np.clip(v, -HASH_ID_LIMIT, HASH_ID_LIMIT)).astype(np.int64)
-    return ((ids % HASH_PRIME) * HASH_MULTIPLIER + seed) % HASH_PRIME % buckets
+    hashed: np.ndarray = ((ids % HASH_PRIME) * HASH_MULTIPLIER + seed) % HASH_PRIME % buckets
+    return hashed
 
 
 def _onehot(index: np.ndarray, width: int) -> np.ndarray:

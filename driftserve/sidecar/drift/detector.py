@@ -271,7 +271,7 @@ class ModelDriftMonitor:
     def _stack_outputs(self, outputs: Mapping[str, NDArray[np.generic]], rows: int) -> NDArray[np.float64]:
         y = np.empty((rows, len(self._output_profiles)), dtype=np.float64)
         for j, prof in enumerate(self._output_profiles):
-            if prof.tensor not in outputs:
+            if prof.tensor is None or prof.tensor not in outputs:
                 raise ValueError(
                     f"outputs lack tensor {prof.tensor!r} (profiled as {prof.name!r}); got {sorted(outputs)}"
                 )
