@@ -10,13 +10,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./
-COPY driftserve.api ./driftserve.api
-COPY server ./server
-COPY monitoring ./monitoring
-COPY benchmarks ./benchmarks
+COPY driftserve ./driftserve
 COPY examples ./examples
-COPY protos ./protos
-COPY scripts ./scripts
 
 RUN pip install -c constraints.txt '.[examples]' \
  && python -m examples.build_repository --out /models \

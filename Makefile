@@ -4,9 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 REPO ?= examples/repository
-EXTRAS := examples,bench,test
+EXTRAS := examples,bench,test,dev
 
-.PHONY: setup repository run serve test bench protos clean
+.PHONY: setup repository run serve lint test bench protos clean
 
 setup: $(VENV)/.installed
 
@@ -28,7 +28,14 @@ run: repository
 serve: repository
 	$(PY) -m driftserve serve --model-repository $(REPO)
 
-test: setup
+# Lint, format, import contracts and types (configured in pyproject.toml); zero findings.
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports
+	$(PY) -m mypy
+
+test: lint
 	$(PY) -m pytest -p no:cacheprovider
 
 # Every benchmark in turn (about 30 minutes), then benchmarks/RESULTS.md.

@@ -20,7 +20,8 @@ import pytest
 from driftserve.api import driftserve_pb2, driftserve_pb2_grpc
 from driftserve.core.ports import free_port
 from driftserve.core.tensors import encode_raw
-from tests.monitoring.support import (
+from tests.server.support import ServerProcess
+from tests.sidecar.support import (
     SidecarProcess,
     build_repository,
     imputing_preprocessing,
@@ -28,7 +29,6 @@ from tests.monitoring.support import (
     training_data,
     wait_for,
 )
-from tests.server.support import ServerProcess
 
 pytestmark = pytest.mark.slow
 

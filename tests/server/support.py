@@ -1,8 +1,16 @@
-"""Test support: start the real server as a subprocess, build small ONNX models, read metrics."""
+"""Test support: the real server in-process or as a subprocess, small ONNX models, metrics.
+
+:class:`InProcessServer` runs ``create_server`` on port 0 with its event loop (uvloop, as in
+production) on a background thread: what every test that talks gRPC to the server uses.
+:class:`ServerProcess` starts ``driftserve serve`` as a subprocess, for what only a process shows:
+signals, exit codes, logs, ``--workers``.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -11,18 +19,98 @@ from typing import Any
 import grpc
 import numpy as np
 import onnx
+import uvloop
 from onnx import TensorProto, helper
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from driftserve.api import driftserve_pb2_grpc, grpc_service_pb2_grpc
 from driftserve.api import grpc_service_pb2 as pb
 from driftserve.core.processes import start_child
+from driftserve.server.app import create_server
+from driftserve.server.settings import ServerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 120.0
 
 
-class ServerProcess:
+class ServerClient:
+    """What a test does with a running server, wherever it runs: stubs and metrics."""
+
+    address: str
+    metrics_port: int
+
+    def channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(self.address)
+
+    def v2(self, channel: grpc.Channel | None = None) -> grpc_service_pb2_grpc.GRPCInferenceServiceStub:
+        return grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel or self.channel())
+
+    def native(self, channel: grpc.Channel | None = None) -> driftserve_pb2_grpc.PredictorStub:
+        return driftserve_pb2_grpc.PredictorStub(channel or self.channel())
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Every sample of the metrics endpoint keyed by (name, sorted labels)."""
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).read().decode()
+        samples = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return samples
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of ``name`` whose labels include ``labels``."""
+        return sum(
+            value
+            for (n, lbls), value in self.metrics().items()
+            if n == name and all(dict(lbls).get(k) == v for k, v in labels.items())
+        )
+
+
+class InProcessServer(ServerClient):
+    """``create_server`` on free ports in this process; ``overrides`` are ServerSettings fields."""
+
+    def __init__(self, repository: Path, **overrides: Any) -> None:
+        fields: dict[str, Any] = {"host": "127.0.0.1", "grpc_port": 0, "metrics_port": 0, **overrides}
+        self.settings = ServerSettings(model_repository=repository, **fields)
+        self.registry = CollectorRegistry()
+        self._loop = uvloop.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="test-server-loop", daemon=True)
+        self._thread.start()
+        try:
+            self.running = self._call(create_server(self.settings, self.registry))
+        except BaseException:
+            self._stop_loop()
+            raise
+        self.port = self.running.port
+        self.metrics_port = self.running.metrics_port
+        self.address = f"127.0.0.1:{self.port}"
+
+    def _call(self, coro: Any, timeout_s: float = START_TIMEOUT_S) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout_s)
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def terminate(self, timeout_s: float = 30.0) -> None:
+        """The graceful stop that SIGTERM triggers in a process (NOT_SERVING, drain, release)."""
+        if self._loop.is_closed():
+            return
+        try:
+            self._call(self.running.stop(self.settings.grace_period_s), timeout_s)
+        finally:
+            self._stop_loop()
+
+    def __enter__(self) -> InProcessServer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.terminate()
+
+
+class ServerProcess(ServerClient):
     """``driftserve serve`` (or ``run``) on free ports; the ready line gives the ports."""
 
     def __init__(
@@ -50,32 +138,6 @@ class ServerProcess:
         self.port = int(self.announced["grpc_port"])
         self.metrics_port = int(self.announced["metrics_port"])
         self.address = f"127.0.0.1:{self.port}"
-
-    def channel(self) -> grpc.Channel:
-        return grpc.insecure_channel(self.address)
-
-    def v2(self, channel: grpc.Channel | None = None) -> grpc_service_pb2_grpc.GRPCInferenceServiceStub:
-        return grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel or self.channel())
-
-    def native(self, channel: grpc.Channel | None = None) -> driftserve_pb2_grpc.PredictorStub:
-        return driftserve_pb2_grpc.PredictorStub(channel or self.channel())
-
-    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        """Every sample of the metrics endpoint keyed by (name, sorted labels)."""
-        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).read().decode()
-        samples = {}
-        for family in text_string_to_metric_families(text):
-            for s in family.samples:
-                samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-        return samples
-
-    def metric(self, name: str, **labels: str) -> float:
-        """Sum of the samples of ``name`` whose labels include ``labels``."""
-        return sum(
-            value
-            for (n, lbls), value in self.metrics().items()
-            if n == name and all(dict(lbls).get(k) == v for k, v in labels.items())
-        )
 
     def terminate(self, timeout_s: float = 30.0) -> int:
         return self.child.terminate(timeout_s)

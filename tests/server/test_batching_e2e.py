@@ -14,11 +14,11 @@ import pytest
 
 from driftserve.api import grpc_service_pb2 as pb
 from examples.build_repository import load_split
-from tests.server.support import ServerProcess, copy_model, v2_request, wait_until, write_gather_model
+from tests.server.support import InProcessServer, copy_model, v2_request, wait_until, write_gather_model
 
 
 @pytest.fixture(scope="module")
-def server(example_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(example_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessServer]:
     repo = tmp_path_factory.mktemp("batching")
     copy_model(
         example_repository,
@@ -47,12 +47,11 @@ def server(example_repository: Path, tmp_path_factory: pytest.TempPathFactory) -
         repo / "gather",
         "max_batch_size: 2\nbatching: {enabled: true, max_queue_delay_us: 3000000, adaptive_delay: false}\n",
     )
-    with ServerProcess(repo) as proc:
+    with InProcessServer(repo) as proc:
         yield proc
-        assert proc.terminate() == 0
 
 
-def test_batched_equals_unbatched_row_for_row(server: ServerProcess, example_repository: Path) -> None:
+def test_batched_equals_unbatched_row_for_row(server: InProcessServer, example_repository: Path) -> None:
     rng = np.random.default_rng(7)
     x, _, _ = load_split(example_repository / "breast_cancer_mlp" / "data" / "train.npz")
     chunks = [x[rng.integers(0, len(x), size=int(n))] for n in rng.integers(1, 12, size=48)]
@@ -73,7 +72,7 @@ def test_batched_equals_unbatched_row_for_row(server: ServerProcess, example_rep
     assert server.metric("driftserve_batcher_batch_requests_bucket", model="breast_cancer_mlp", le="1.0") < len(chunks)
 
 
-def test_v2_timeout_parameter_expires_in_queue(server: ServerProcess) -> None:
+def test_v2_timeout_parameter_expires_in_queue(server: InProcessServer) -> None:
     request = v2_request("mlp_slow_queue", np.zeros((1, 30), np.float32))
     request.parameters["timeout"].int64_param = 100_000  # 100 ms, far below the 3 s queue delay
     with pytest.raises(grpc.RpcError) as info:
@@ -82,7 +81,7 @@ def test_v2_timeout_parameter_expires_in_queue(server: ServerProcess) -> None:
     assert server.metric("driftserve_batcher_rejections_total", model="mlp_slow_queue", reason="deadline") >= 1
 
 
-def test_grpc_deadline_leaves_the_queue(server: ServerProcess) -> None:
+def test_grpc_deadline_leaves_the_queue(server: InProcessServer) -> None:
     before = server.metric("driftserve_batcher_rejections_total", model="mlp_slow_queue")
     with pytest.raises(grpc.RpcError) as info:
         server.v2().ModelInfer(v2_request("mlp_slow_queue", np.zeros((1, 30), np.float32)), timeout=0.2)
@@ -91,7 +90,7 @@ def test_grpc_deadline_leaves_the_queue(server: ServerProcess) -> None:
     wait_until(lambda: server.metric("driftserve_batcher_queue_depth_requests", model="mlp_slow_queue") == 0)
 
 
-def test_queue_full_sheds_load(server: ServerProcess) -> None:
+def test_queue_full_sheds_load(server: InProcessServer) -> None:
     stub = server.v2()
     zeros = np.zeros((1, 30), np.float32)
     queued = [stub.ModelInfer.future(v2_request("mlp_slow_queue", zeros)) for _ in range(3)]
@@ -104,7 +103,7 @@ def test_queue_full_sheds_load(server: ServerProcess) -> None:
     assert all(f.result(timeout=30).model_name == "mlp_slow_queue" for f in queued)
 
 
-def test_onnxruntime_failure_fails_exactly_its_batch(server: ServerProcess) -> None:
+def test_onnxruntime_failure_fails_exactly_its_batch(server: InProcessServer) -> None:
     stub = server.v2()
     bad = stub.ModelInfer.future(v2_request("gather", np.array([[100]], np.int64), name="idx", datatype="INT64"))
     mate = stub.ModelInfer.future(v2_request("gather", np.array([[1]], np.int64), name="idx", datatype="INT64"))

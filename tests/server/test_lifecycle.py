@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import threading
 from pathlib import Path
 
@@ -57,22 +56,20 @@ def test_sigterm_lets_in_flight_requests_finish(example_repository: Path, tmp_pa
     assert any("draining" in line for line in server.lines)
 
 
-def test_settings_from_environment(example_repository: Path, tmp_path: Path) -> None:
+def test_environment_settings_and_process_metrics(example_repository: Path, tmp_path: Path) -> None:
     copy_model(example_repository, tmp_path, "breast_cancer_lr")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     # The flag --grpc-port 0 given by ServerProcess wins over the environment, as documented;
-    # so check the environment on a setting the helper does not pass.
+    # so check the environment on settings the helper does not pass.
     env = {"DRIFTSERVE_LOG_LEVEL": "DEBUG", "DRIFTSERVE_GRACE_PERIOD_S": "1.5"}
     with ServerProcess(tmp_path, env=env) as server:
-        assert (
-            server.v2().ModelInfer(v2_request("breast_cancer_lr", np.zeros((1, 30), np.float32))).model_version == "2"
-        )
+        reply = server.v2().ModelInfer(v2_request("breast_cancer_lr", np.zeros((1, 30), np.float32)))
+        assert reply.model_version == "2"
         assert any(" DEBUG " in line for line in server.lines)
+        # A serving process is a Prometheus target of its own: CPU, memory, the collector's work.
+        assert server.metric("process_cpu_seconds_total") > 0 and server.metric("process_resident_memory_bytes") > 0
+        assert server.metric("python_gc_collections_total", generation="0") >= 1
         assert server.terminate() == 0
     assert any("draining for up to 1.5 s" in line for line in server.lines)
-    assert port > 0
 
 
 def test_native_predict_and_stream(example_repository: Path, tmp_path: Path) -> None:

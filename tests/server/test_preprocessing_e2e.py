@@ -14,21 +14,20 @@ import pytest
 from driftserve.core.config import load_model_config
 from driftserve.core.preprocessing import NumpyPreprocessor
 from examples.build_repository import load_split
-from tests.server.support import ServerProcess, v2_request
+from tests.server.support import InProcessServer, v2_request
 
 MODELS = ("breast_cancer_prep", "breast_cancer_prep_onnx")
 
 
 @pytest.fixture(scope="module")
-def server(example_repository: Path) -> Iterator[ServerProcess]:
-    with ServerProcess(example_repository) as proc:
+def server(example_repository: Path) -> Iterator[InProcessServer]:
+    with InProcessServer(example_repository) as proc:
         yield proc
-        assert proc.terminate() == 0
 
 
 @pytest.mark.parametrize("model", MODELS)
 def test_raw_features_in_same_predictions_as_offline_transform(
-    server: ServerProcess, example_repository: Path, model: str
+    server: InProcessServer, example_repository: Path, model: str
 ) -> None:
     model_dir = example_repository / model
     config = load_model_config(model_dir)
@@ -55,7 +54,7 @@ def test_raw_features_in_same_predictions_as_offline_transform(
 
 @pytest.mark.parametrize("model", MODELS)
 def test_nan_without_impute_and_wrong_width_are_invalid(
-    server: ServerProcess, example_repository: Path, model: str
+    server: InProcessServer, example_repository: Path, model: str
 ) -> None:
     raw, _, _ = load_split(example_repository / model / "data" / "holdout.npz")
     features = load_model_config(example_repository / model).preprocessing.input.features  # type: ignore[union-attr]
@@ -70,7 +69,7 @@ def test_nan_without_impute_and_wrong_width_are_invalid(
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "31" in info.value.details()
 
 
-def test_metadata_advertises_the_raw_input(server: ServerProcess) -> None:
+def test_metadata_advertises_the_raw_input(server: InProcessServer) -> None:
     from driftserve.api import grpc_service_pb2 as pb
 
     meta = server.v2().ModelMetadata(pb.ModelMetadataRequest(name="breast_cancer_prep_onnx"))

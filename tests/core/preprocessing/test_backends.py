@@ -21,7 +21,7 @@ from driftserve.core.preprocessing import (
     parse_spec,
 )
 from driftserve.core.preprocessing.spec import HASH_MULTIPLIER, HASH_PRIME
-from tests.preprocessing.support import fused_transform, run_fused
+from tests.core.preprocessing.support import fused_transform, run_fused
 
 NAN = float("nan")
 INF = float("inf")

@@ -16,7 +16,7 @@ import yaml
 from driftserve.core.config import load_model_config
 from examples.build_repository import build_repository, load_split
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 EXPECTED_VERSIONS = {"breast_cancer_lr": {1, 2}, "breast_cancer_mlp": {1}}
 MODEL_VERSIONS = [(name, v) for name, vs in EXPECTED_VERSIONS.items() for v in sorted(vs)]
 CONFIG_KEYS = {

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from driftserve.core.preprocessing import NumpyPreprocessor, PreprocessingError, PreprocessingSpec, compile_preprocessor
-from tests.preprocessing.support import ATOL, RTOL, fused_transform, run_fused
+from tests.core.preprocessing.support import ATOL, RTOL, fused_transform, run_fused
 
 _PARAM = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False)
 _SCALE = st.floats(1e-3, 1e3, allow_nan=False, allow_infinity=False)

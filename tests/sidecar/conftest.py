@@ -8,7 +8,7 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 
-from tests.monitoring.support import MODEL, InProcessSidecar, build_repository
+from tests.sidecar.support import MODEL, InProcessSidecar, build_repository
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from driftserve.api import driftserve_pb2, driftserve_pb2_grpc
-from tests.monitoring.support import (
+from tests.sidecar.support import (
     MODEL,
     InProcessSidecar,
     batches_from,

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from driftserve.sidecar.ingest import MALFORMED, WIDTH_MISMATCH, BatchWorker, MirroredBatch, RejectedBatch, decode_batch
 from driftserve.sidecar.settings import SidecarSettings
-from tests.monitoring.support import mirror_batch, tensor
+from tests.sidecar.support import mirror_batch, tensor
 
 
 def _rows(n: int, width: int = 30) -> np.ndarray:

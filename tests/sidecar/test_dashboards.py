@@ -11,7 +11,7 @@ import onnxruntime as ort
 import yaml
 
 from driftserve.sidecar.settings import DEFAULT_HTTP_PORT
-from tests.monitoring.support import ROOT, InProcessSidecar, batches_from, reference_rows
+from tests.sidecar.support import ROOT, InProcessSidecar, batches_from, reference_rows
 
 DASHBOARDS = ROOT / "monitoring" / "dashboards"
 METRIC = re.compile(r"\bdriftserve_[a-z_]+")

@@ -17,7 +17,7 @@ import pytest
 from driftserve.api import driftserve_pb2, driftserve_pb2_grpc
 from driftserve.cli import main
 from driftserve.sidecar.drift.profile import ReferenceProfile
-from tests.monitoring.support import ROOT, SidecarProcess, batches_from, reference_rows, training_data, wait_for
+from tests.sidecar.support import ROOT, SidecarProcess, batches_from, reference_rows, training_data, wait_for
 
 SHIFTED = "mean_smoothness"
 

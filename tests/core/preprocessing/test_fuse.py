@@ -24,7 +24,7 @@ from driftserve.core.preprocessing import (
     parse_spec,
     prepare_model,
 )
-from tests.preprocessing.support import identity_model, session
+from tests.core.preprocessing.support import identity_model, session
 
 FEATURES = ["size", "area", "code"]
 

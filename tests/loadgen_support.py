@@ -1,0 +1,105 @@
+"""The naive baseline server and a tiny linear model, for the load generator's and the benchmark scripts' tests."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+N_FEATURES = 30
+
+
+def write_linear_model(path: Path, seed: int = 0) -> None:
+    """MatMul+Add 30→2 with the example models' I/O: input FP32 [-1,30] → probabilities."""
+    rng = np.random.default_rng(seed)
+    weights = numpy_helper.from_array(rng.standard_normal((N_FEATURES, 2)).astype(np.float32), "W")
+    bias = numpy_helper.from_array(np.zeros(2, dtype=np.float32), "B")
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["input", "W"], ["logits"]),
+            helper.make_node("Add", ["logits", "B"], ["probabilities"]),
+        ],
+        "linear",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, N_FEATURES])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2])],
+        initializer=[weights, bias],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+
+
+@pytest.fixture(scope="session")
+def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("repository")
+    write_linear_model(root / "linear" / "1" / "model.onnx")
+    return root
+
+
+class NaiveServer:
+    """A running `python -m benchmarks.naive_server`; `target` is its loopback address."""
+
+    def __init__(self, repository: Path, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.naive_server",
+                "--model-repository",
+                str(repository),
+                "--port",
+                "0",
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("LISTENING "):
+            self.stop()
+            raise RuntimeError(f"naive server did not start: {line!r}")
+        self.port = int(line.split()[1])
+        self.target = f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@pytest.fixture
+def start_naive_server(model_repository: Path) -> Iterator:
+    servers: list[NaiveServer] = []
+
+    def start(*extra: str) -> NaiveServer:
+        server = NaiveServer(model_repository, *extra)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def naive_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NaiveServer]:
+    root = tmp_path_factory.mktemp("repo_module")
+    write_linear_model(root / "linear" / "1" / "model.onnx")
+    server = NaiveServer(root, "--threads", "4")
+    yield server
+    server.stop()
