@@ -7,6 +7,7 @@ unexpected exception is logged (once) and turned into INTERNAL, so the server ke
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -44,31 +45,12 @@ class InferenceBoundary:
         decode: Callable[[Req], InferenceRequest],
         encode: Callable[[InferenceResponse], Resp],
     ) -> Resp:
-        """Decode, infer, encode; on a domain error abort the RPC with its status and message."""
-        started = time.perf_counter_ns()
-        self._inflight.inc(1)
-        model, version, code = UNKNOWN_MODEL_LABEL, "", "OK"
-        try:
-            request = decode(message)
-            if request.model in self.dataplane.repository.models:
-                model = request.model
-            request.arrival_ns = started
-            request.grpc_time_remaining_s = context.time_remaining()
-            response = await self.dataplane.infer(request)
-            version = response.version
-            return encode(response)
-        except DriftserveError as exc:
-            code = exc.code.name
-            await context.abort(exc.code, exc.message)
-        except Exception as exc:
-            if isinstance(exc, grpc.aio.AbortError):
-                raise
-            code = grpc.StatusCode.INTERNAL.name
-            logger.exception("unexpected error serving %s request for model %s", protocol, model)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
-        finally:
-            self._record(model, version, protocol, code, started)
-        raise AssertionError("unreachable: context.abort raises")
+        """Decode, infer, encode; on an error abort the RPC with its status and message."""
+        reply, error = await self._handle(protocol, message, decode, encode, context.time_remaining())
+        if error is not None:
+            await context.abort(*error)
+        assert reply is not None
+        return reply
 
     async def serve_for_stream(
         self,
@@ -79,6 +61,21 @@ class InferenceBoundary:
         on_error: Callable[[Req, grpc.StatusCode, str], Resp],
     ) -> Resp:
         """Like ``serve`` for one message of a stream: errors become an error reply, not an abort."""
+        reply, error = await self._handle(protocol, message, decode, encode, None)
+        if error is not None:
+            return on_error(message, *error)
+        assert reply is not None
+        return reply
+
+    async def _handle(
+        self,
+        protocol: str,
+        message: Req,
+        decode: Callable[[Req], InferenceRequest],
+        encode: Callable[[InferenceResponse], Resp],
+        time_remaining_s: float | None,
+    ) -> tuple[Resp | None, tuple[grpc.StatusCode, str] | None]:
+        """The one core of both: the reply, or the status and message it failed with; recorded."""
         started = time.perf_counter_ns()
         self._inflight.inc(1)
         model, version, code = UNKNOWN_MODEL_LABEL, "", "OK"
@@ -87,16 +84,22 @@ class InferenceBoundary:
             if request.model in self.dataplane.repository.models:
                 model = request.model
             request.arrival_ns = started
+            request.grpc_time_remaining_s = time_remaining_s
             response = await self.dataplane.infer(request)
             version = response.version
-            return encode(response)
+            return encode(response), None
         except DriftserveError as exc:
             code = exc.code.name
-            return on_error(message, exc.code, exc.message)
+            return None, (exc.code, exc.message)
+        except asyncio.CancelledError:
+            # gRPC cancels the handler when the client goes away or its deadline passes.
+            expired = time_remaining_s is not None and time.perf_counter_ns() - started >= time_remaining_s * 1e9
+            code = (grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED).name
+            raise
         except Exception as exc:
             code = grpc.StatusCode.INTERNAL.name
-            logger.exception("unexpected error serving %s stream request for model %s", protocol, model)
-            return on_error(message, grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+            logger.exception("unexpected error serving %s request for model %s", protocol, model)
+            return None, (grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
         finally:
             self._record(model, version, protocol, code, started)
 
@@ -132,7 +135,6 @@ async def stream_concurrently(requests: Any, handle: Callable[[Any], Any], max_i
     not needed (as in Triton's ModelStreamInfer). At most ``max_inflight`` are outstanding: the
     reader stops pulling from the stream until one finishes (back-pressure, bounded memory).
     """
-    import asyncio
 
     replies: asyncio.Queue[Any] = asyncio.Queue()
     slots = asyncio.Semaphore(max_inflight)

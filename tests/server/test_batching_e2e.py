@@ -90,6 +90,22 @@ def test_grpc_deadline_leaves_the_queue(server: InProcessServer) -> None:
     wait_until(lambda: server.metric("driftserve_batcher_queue_depth_requests", model="mlp_slow_queue") == 0)
 
 
+def test_cancelled_and_expired_calls_are_counted_as_such_with_their_model(server: InProcessServer) -> None:
+    def requests(code: str) -> float:
+        return server.metric("driftserve_server_requests_total", model="mlp_slow_queue", code=code)
+
+    cancelled, expired = requests("CANCELLED"), requests("DEADLINE_EXCEEDED")
+    call = server.v2().ModelInfer.future(v2_request("mlp_slow_queue", np.zeros((1, 30), np.float32)))
+    wait_until(lambda: server.metric("driftserve_batcher_queue_depth_requests", model="mlp_slow_queue") == 1)
+    call.cancel()
+    wait_until(lambda: requests("CANCELLED") == cancelled + 1)
+    with pytest.raises(grpc.RpcError):
+        server.v2().ModelInfer(v2_request("mlp_slow_queue", np.zeros((1, 30), np.float32)), timeout=0.2)
+    wait_until(lambda: requests("DEADLINE_EXCEEDED") == expired + 1)
+    # Neither was answered, so neither counts as OK (for no version).
+    assert server.metric("driftserve_server_requests_total", code="OK", version="") == 0
+
+
 def test_queue_full_sheds_load(server: InProcessServer) -> None:
     stub = server.v2()
     zeros = np.zeros((1, 30), np.float32)
