@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import start_driftserve, start_grpc_ceiling
+from benchmarks.common import markdown_table, start_driftserve, start_grpc_ceiling
 from benchmarks.perf_analyzer_runner import batch_counts, median_run, round_order, run_perf_analyzer, throughput_ratios
 from driftserve.core.machine import machine_text
 
@@ -64,6 +64,21 @@ def batching_label(variant: str) -> str:
         delay, sizes = PREFERRED[variant]
         return f"max_queue_delay_us={delay}, preferred_batch_sizes={sizes}"
     return f"max_queue_delay_us={variant.removeprefix('mlp_delay')}"
+
+
+def variant_row(variant: str, s: dict[str, float]) -> tuple[str, ...]:
+    """One row of the report's table: a batching variant or a transport ceiling, with its medians."""
+    if variant in CEILINGS:
+        label = (
+            "transport ceiling: bare grpc.aio, canned reply, no model"
+            if variant == CEILING
+            else "transport ceiling with one `await asyncio.sleep(0)` per request"
+        )
+        batch, queue = "–", "–"
+    else:
+        label = "batching off" if variant == "mlp_nobatch" else f"batching, {batching_label(variant)}"
+        batch, queue = f"{s['avg_batch_rows']:.1f}", f"{s['server_queue_us']:.0f}"
+    return label, f"{s['throughput_rps']:.0f}", f"{s['p50_ms']:.2f}", f"{s['p99_ms']:.2f}", batch, queue
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,25 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         f"`{report['command']}` — perf_analyzer (gRPC, sync), {args.rounds} interleaved rounds of "
         f"{args.window_ms / 1000:g} s windows, medians; {report['machine']}; {report['date']}.",
         "",
-        "| variant | throughput (req/s) | p50 (ms) | p99 (ms) | avg batch (rows) | server queue (µs) |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for m in (*models, *CEILINGS):
-        s = summary[m]
-        if m in CEILINGS:
-            label = (
-                "transport ceiling: bare grpc.aio, canned reply, no model"
-                if m == CEILING
-                else "transport ceiling with one `await asyncio.sleep(0)` per request"
-            )
-            batch, queue = "–", "–"
-        else:
-            label = "batching off" if m == "mlp_nobatch" else f"batching, {batching_label(m)}"
-            batch, queue = f"{s['avg_batch_rows']:.1f}", f"{s['server_queue_us']:.0f}"
-        lines.append(
-            f"| {label} | {s['throughput_rps']:.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {batch} | {queue} |"
-        )
-    lines += [
+        *markdown_table(
+            ("variant", "throughput (req/s)", "p50 (ms)", "p99 (ms)", "avg batch (rows)", "server queue (µs)"),
+            (variant_row(m, summary[m]) for m in (*models, *CEILINGS)),
+        ),
         "",
         f"Best configuration: `{batching_label(best)}` — "
         f"{report['speedup_best_vs_off']:.2f}× the throughput of batching off (ratio of medians; median of "

@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: starting the servers under test on loopback and stopping them.
+"""What the benchmark scripts share: starting the servers under test on loopback and stopping them,
+and the Markdown tables of their reports.
 
 Ports come from :func:`driftserve.core.ports.free_port`, the machine description from
 :mod:`driftserve.core.machine`, processes from :mod:`driftserve.core.processes`.
@@ -10,6 +11,7 @@ import logging
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import grpc
@@ -22,6 +24,20 @@ from driftserve.core.processes import start_process
 logger = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 90.0
+_ALIGN_RULE = {"l": "---", "r": "---:"}
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]], align: str = "") -> list[str]:
+    """Lines of a Markdown table, so all reports lay tables out alike; align: 'l'/'r' per column, default 'lrr…'."""
+    align = align or "l" + "r" * (len(header) - 1)
+    if len(align) != len(header) or set(align) - set(_ALIGN_RULE):
+        raise ValueError(f"align {align!r} does not give 'l' or 'r' for each of {len(header)} columns")
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(_ALIGN_RULE[a] for a in align) + "|"]
+    for row in rows:
+        if len(row) != len(header):
+            raise ValueError(f"row has {len(row)} cells, header {len(header)}: {row!r}")
+        lines.append("| " + " | ".join(str(cell) for cell in row) + " |")
+    return lines
 
 
 class ServerProcess:

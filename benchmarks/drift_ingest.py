@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from benchmarks.common import markdown_table
 from driftserve.core.drift_config import DriftConfig
 from driftserve.core.machine import machine
 from driftserve.sidecar.drift.detector import ModelDriftMonitor
@@ -183,16 +184,24 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")
     mem = res["memory"]
-    print(
-        "| batch rows | update rows/s, CPU (median) | update rows/s, wall (median) "
-        "| NumPy searchsorted rows/s, CPU (median) | speedup (median of paired rounds) |"
+    header = (
+        "batch rows",
+        "update rows/s, CPU (median)",
+        "update rows/s, wall (median)",
+        "NumPy searchsorted rows/s, CPU (median)",
+        "speedup (median of paired rounds)",
     )
-    print("|---:|---:|---:|---:|---:|")
-    for b, v in res["rows_per_s_cpu_median"].items():
-        print(
-            f"| {b} | {v:,.0f} | {res['rows_per_s_wall_median'][b]:,.0f} "
-            f"| {res['numpy_baseline_rows_per_s_cpu_median'][b]:,.0f} | {res['speedup_vs_numpy_median'][b]:.1f}x |"
+    rows = (
+        (
+            b,
+            f"{v:,.0f}",
+            f"{res['rows_per_s_wall_median'][b]:,.0f}",
+            f"{res['numpy_baseline_rows_per_s_cpu_median'][b]:,.0f}",
+            f"{res['speedup_vs_numpy_median'][b]:.1f}x",
         )
+        for b, v in res["rows_per_s_cpu_median"].items()
+    )
+    print("\n".join(markdown_table(header, rows, "rrrrr")))
     print(
         f"\nreport(): {res['report_ms_median']:.2f} ms median; "
         f"RSS {mem['rss_before_mib']:.1f} MiB (after warm-up) -> {mem['rss_after_mib']:.1f} MiB "

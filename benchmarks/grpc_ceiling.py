@@ -11,7 +11,8 @@ of the remaining gap is the transport. With ``--yield-once`` each ModelInfer fir
 has to wait for the others of its batch), so that variant bounds every micro-batching grpc.aio
 server on the machine.
 
-    python -m benchmarks.grpc_ceiling --model-repository DIR --port 0 [--yield-once]   # prints LISTENING <port>
+    # prints DRIFTSERVE_READY grpc_port=<port>
+    python -m benchmarks.grpc_ceiling --model-repository DIR --port 0 [--yield-once]
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ async def serve(repository: Path, port: int, yield_once: bool = False) -> None:
         raise SystemExit(f"cannot bind 127.0.0.1:{port}")
     await server.start()
     freeze_startup_heap()  # as driftserve does, so the ceiling stays an upper bound
-    print(f"LISTENING {bound}", flush=True)
+    print(f"DRIFTSERVE_READY grpc_port={bound}", flush=True)
     await server.wait_for_termination()
 
 

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import markdown_table
 from driftserve.core.machine import machine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,14 +92,17 @@ def micro_markdown(path: Path) -> str:
         "",
         "`python -m pytest benchmarks/micro --benchmark-only` — median per call.",
         "",
-        "| benchmark | median (µs) |",
-        "|---|---:|",
+        *markdown_table(
+            ("benchmark", "median (µs)"),
+            (
+                (
+                    f"`{bench['fullname'].split('::', 1)[-1]}` ({Path(bench['fullname'].split('::')[0]).stem})",
+                    f"{bench['stats']['median'] * 1e6:.2f}",
+                )
+                for bench in sorted(doc["benchmarks"], key=lambda b: b["fullname"])
+            ),
+        ),
     ]
-    for bench in sorted(doc["benchmarks"], key=lambda b: b["fullname"]):
-        lines.append(
-            f"| `{bench['fullname'].split('::', 1)[-1]}` ({Path(bench['fullname'].split('::')[0]).stem}) "
-            f"| {bench['stats']['median'] * 1e6:.2f} |"
-        )
     return "\n".join(lines) + "\n"
 
 
@@ -111,15 +115,20 @@ def drift_ingest_markdown(path: Path) -> str:
         "`python -m benchmarks.drift_ingest` — rows per CPU-second of `ModelDriftMonitor.update`, "
         f"median of {d['rounds']} interleaved rounds; {d['date']}.",
         "",
-        "| batch rows | rows/s (CPU) | rows/s (wall) | NumPy baseline rows/s | speedup |",
-        "|---:|---:|---:|---:|---:|",
-    ]
-    for batch, value in d["rows_per_s_cpu_median"].items():
-        lines.append(
-            f"| {batch} | {value:,.0f} | {d['rows_per_s_wall_median'][batch]:,.0f} | "
-            f"{d['numpy_baseline_rows_per_s_cpu_median'][batch]:,.0f} | {d['speedup_vs_numpy_median'][batch]:.1f}× |"
-        )
-    lines += [
+        *markdown_table(
+            ("batch rows", "rows/s (CPU)", "rows/s (wall)", "NumPy baseline rows/s", "speedup"),
+            (
+                (
+                    batch,
+                    f"{value:,.0f}",
+                    f"{d['rows_per_s_wall_median'][batch]:,.0f}",
+                    f"{d['numpy_baseline_rows_per_s_cpu_median'][batch]:,.0f}",
+                    f"{d['speedup_vs_numpy_median'][batch]:.1f}×",
+                )
+                for batch, value in d["rows_per_s_cpu_median"].items()
+            ),
+            "rrrrr",
+        ),
         "",
         f"Memory over {mem['rows']:,} rows: RSS {mem['rss_before_mib']:.1f} → {mem['rss_after_mib']:.1f} MiB; "
         f"detector state {mem['state_bytes_before']:,} → {mem['state_bytes_after']:,} bytes. "
@@ -133,24 +142,29 @@ def sidecar_markdown(path: Path) -> str:
     by_size: dict[int, list[dict[str, Any]]] = {}
     for row in d["throughput"]:
         by_size.setdefault(row["rows_per_batch"], []).append(row)
-    lines = [
-        "### Sidecar ingest through the real `Mirror/Publish` path (publisher in another process)",
-        "",
-        "`python -m benchmarks.sidecar_loadtest run --batch-sizes 64 512 2048` — 30 features; medians over rounds.",
-        "",
-        "| rows per MirrorBatch | ingested rows/s | rows per sidecar CPU-second |",
-        "|---:|---:|---:|",
-    ]
 
     def median(values: list[float]) -> float:
         values = sorted(values)
         return values[len(values) // 2]
 
-    for size, rows in sorted(by_size.items()):
-        lines.append(
-            f"| {size} | {median([r['ingested_rows_per_s'] for r in rows]):,.0f} | "
-            f"{median([r['rows_per_sidecar_cpu_s'] for r in rows]):,.0f} |"
-        )
+    lines = [
+        "### Sidecar ingest through the real `Mirror/Publish` path (publisher in another process)",
+        "",
+        "`python -m benchmarks.sidecar_loadtest run --batch-sizes 64 512 2048` — 30 features; medians over rounds.",
+        "",
+        *markdown_table(
+            ("rows per MirrorBatch", "ingested rows/s", "rows per sidecar CPU-second"),
+            (
+                (
+                    size,
+                    f"{median([r['ingested_rows_per_s'] for r in rows]):,.0f}",
+                    f"{median([r['rows_per_sidecar_cpu_s'] for r in rows]):,.0f}",
+                )
+                for size, rows in sorted(by_size.items())
+            ),
+            "rrr",
+        ),
+    ]
     soak = d.get("soak") or {}
     samples = soak.get("rss_samples") or soak.get("samples") or []
     if samples:
@@ -166,16 +180,18 @@ def _load(name: str) -> Any:
 
 def headlines() -> list[str]:
     """The numbers the project's goals name, pulled from this run's JSON (where present)."""
-    rows = ["| what | measured | goal |", "|---|---|---|"]
+    rows: list[tuple[str, str, str]] = []  # what, measured, goal
     pa = _load("perf_analyzer.json")
     if pa:
         lr1 = pa["results"]["breast_cancer_lr"]["1"]
         mlp32 = pa["results"]["breast_cancer_mlp"]["32"]
-        rows.append(f"| small model, 1 client (perf_analyzer): p50 | {lr1['p50_ms']:.2f} ms | ≤ 1 ms |")
+        rows.append(("small model, 1 client (perf_analyzer): p50", f"{lr1['p50_ms']:.2f} ms", "≤ 1 ms"))
         rows.append(
-            f"| large MLP, 32 clients (perf_analyzer), example config (latency-first 500 µs delay): "
-            f"throughput, p99 | {mlp32['throughput_rps']:.0f} req/s, {mlp32['p99_ms']:.1f} ms | "
-            "(the ≥ 3,500 req/s, p99 < 15 ms target is for the best batching config: see the batching rows) |"
+            (
+                "large MLP, 32 clients (perf_analyzer), example config (latency-first 500 µs delay): throughput, p99",
+                f"{mlp32['throughput_rps']:.0f} req/s, {mlp32['p99_ms']:.1f} ms",
+                "(the ≥ 3,500 req/s, p99 < 15 ms target is for the best batching config: see the batching rows)",
+            )
         )
     if pa and "versus_naive" in pa:
         for model, by_label in pa["versus_naive"].items():
@@ -186,10 +202,12 @@ def headlines() -> list[str]:
             )
             ceiling = by_label.get("grpc_ceiling", {}).get("32")
             rows.append(
-                f"| {model} vs naive (perf_analyzer): throughput at 32 clients; p50 at 1 client | "
-                f"{ratio:.2f}×; {d['1']['p50_ms']:.2f} vs {n['1']['p50_ms']:.2f} ms"
-                + (f" (transport ceiling {ceiling['throughput_rps']:.0f} req/s)" if ceiling else "")
-                + " | ≥ 2× (MLP); lower p50 |"
+                (
+                    f"{model} vs naive (perf_analyzer): throughput at 32 clients; p50 at 1 client",
+                    f"{ratio:.2f}×; {d['1']['p50_ms']:.2f} vs {n['1']['p50_ms']:.2f} ms"
+                    + (f" (transport ceiling {ceiling['throughput_rps']:.0f} req/s)" if ceiling else ""),
+                    "≥ 2× (MLP); lower p50",
+                )
             )
     tuned = pa.get("throughput_config") if pa else None
     if tuned:
@@ -197,26 +215,36 @@ def headlines() -> list[str]:
         t = pa["versus_naive"][model]["driftserve_throughput_config"]["32"]
         delay = tuned["batching"]["max_queue_delay_us"]
         rows.append(
-            f"| {model}, throughput config (max_queue_delay_us={delay}) vs naive (perf_analyzer): "
-            f"throughput at 32 clients | {tuned['ratio_median']['32']:.2f}×; {t['throughput_rps']:.0f} req/s, "
-            f"p99 {t['p99_ms']:.1f} ms | ≥ 2× (MLP) |"
+            (
+                f"{model}, throughput config (max_queue_delay_us={delay}) vs naive (perf_analyzer): "
+                "throughput at 32 clients",
+                f"{tuned['ratio_median']['32']:.2f}×; {t['throughput_rps']:.0f} req/s, p99 {t['p99_ms']:.1f} ms",
+                "≥ 2× (MLP)",
+            )
         )
     batching = _load("batching.json")
     if batching:
         med, best = batching["median"], batching["best"]
         config = batching.get("best_configuration", f"max_queue_delay_us={best.removeprefix('mlp_delay')}")
         rows.append(
-            f"| batching on (best: {config}) vs off, MLP at 32 clients | "
-            f"{batching.get('speedup_best_vs_off_median_of_rounds', batching['speedup_best_vs_off']):.2f}× "
-            f"throughput; p99 {med[best]['p99_ms']:.1f} vs "
-            f"{med['mlp_nobatch']['p99_ms']:.1f} ms; {med[best]['avg_batch_rows']:.1f} rows/batch | ≥ 2.5×, lower p99 |"
+            (
+                f"batching on (best: {config}) vs off, MLP at 32 clients",
+                f"{batching.get('speedup_best_vs_off_median_of_rounds', batching['speedup_best_vs_off']):.2f}× "
+                f"throughput; p99 {med[best]['p99_ms']:.1f} vs {med['mlp_nobatch']['p99_ms']:.1f} ms; "
+                f"{med[best]['avg_batch_rows']:.1f} rows/batch",
+                "≥ 2.5×, lower p99",
+            )
         )
         if "grpc_ceiling" in med:
             best_run, ceiling = med[best], med["grpc_ceiling"]
             rows.append(
-                f"| large MLP, 32 clients, best batching (batching run) vs the transport ceiling (bare grpc.aio, "
-                f"no model) | {best_run['throughput_rps']:.0f} req/s, p99 {best_run['p99_ms']:.1f} ms vs "
-                f"{ceiling['throughput_rps']:.0f} req/s, p99 {ceiling['p99_ms']:.1f} ms | ≥ 3,500 req/s, p99 < 15 ms |"
+                (
+                    "large MLP, 32 clients, best batching (batching run) vs the transport ceiling (bare grpc.aio, "
+                    "no model)",
+                    f"{best_run['throughput_rps']:.0f} req/s, p99 {best_run['p99_ms']:.1f} ms vs "
+                    f"{ceiling['throughput_rps']:.0f} req/s, p99 {ceiling['p99_ms']:.1f} ms",
+                    "≥ 3,500 req/s, p99 < 15 ms",
+                )
             )
     slo = _load("slo.json")
     if slo:
@@ -226,25 +254,35 @@ def headlines() -> list[str]:
             d32, n32 = closed.get(("driftserve", 32.0)), closed.get(("naive", 32.0))
             if d1 and n1:
                 rows.append(
-                    f"| {m['model']}, 1 client (driftserve bench): p50 driftserve vs naive | "
-                    f"{d1['latency_ms']['p50']:.2f} vs {n1['latency_ms']['p50']:.2f} ms | lower |"
+                    (
+                        f"{m['model']}, 1 client (driftserve bench): p50 driftserve vs naive",
+                        f"{d1['latency_ms']['p50']:.2f} vs {n1['latency_ms']['p50']:.2f} ms",
+                        "lower",
+                    )
                 )
             if d32 and n32:
                 rows.append(
-                    f"| {m['model']}, 32 clients (driftserve bench): throughput driftserve / naive | "
-                    f"{d32['throughput_rps'] / n32['throughput_rps']:.2f}× | ≥ 2× (MLP) |"
+                    (
+                        f"{m['model']}, 32 clients (driftserve bench): throughput driftserve / naive",
+                        f"{d32['throughput_rps'] / n32['throughput_rps']:.2f}×",
+                        "≥ 2× (MLP)",
+                    )
                 )
     mirror = _load("mirror.json")
     if mirror:
         ratios = ", ".join(f"{k} {v:.2f}" for k, v in mirror["throughput_ratio"].items())
-        rows.append(f"| throughput with mirroring at rate 1.0 / without | {ratios} | ≥ 0.90 |")
+        rows.append(("throughput with mirroring at rate 1.0 / without", ratios, "≥ 0.90"))
     ingest = _load("drift_ingest.json")
     if ingest:
         best = max(ingest["rows_per_s_cpu_median"].values())
         mem = ingest["memory"]
         rows.append(
-            f"| drift update, one core, 30 features | {best:,.0f} rows/s; RSS {mem['rss_before_mib']:.0f} → "
-            f"{mem['rss_after_mib']:.0f} MiB over {mem['rows'] / 1e6:.1f} M rows | ≥ 200,000 rows/s, flat memory |"
+            (
+                "drift update, one core, 30 features",
+                f"{best:,.0f} rows/s; RSS {mem['rss_before_mib']:.0f} → {mem['rss_after_mib']:.0f} MiB "
+                f"over {mem['rows'] / 1e6:.1f} M rows",
+                "≥ 200,000 rows/s, flat memory",
+            )
         )
     workers = _load("workers.json")
     if workers:
@@ -252,11 +290,13 @@ def headlines() -> list[str]:
         for model in ("breast_cancer_lr", "breast_cancer_mlp"):
             if f"{model}|1" in med and f"{model}|2" in med:
                 rows.append(
-                    f"| {model}: --workers 2 / 1 on this machine | "
-                    f"{med[f'{model}|2']['throughput_rps'] / med[f'{model}|1']['throughput_rps']:.2f}× | "
-                    "(2 cores, shared with the client) |"
+                    (
+                        f"{model}: --workers 2 / 1 on this machine",
+                        f"{med[f'{model}|2']['throughput_rps'] / med[f'{model}|1']['throughput_rps']:.2f}×",
+                        "(2 cores, shared with the client)",
+                    )
                 )
-    return rows if len(rows) > 2 else []
+    return markdown_table(("what", "measured", "goal"), rows, "lll") if rows else []
 
 
 SECTIONS = (

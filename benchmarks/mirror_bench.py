@@ -27,7 +27,7 @@ from pathlib import Path
 import grpc
 import yaml
 
-from benchmarks.common import start_driftserve, start_sidecar
+from benchmarks.common import markdown_table, start_driftserve, start_sidecar
 from benchmarks.perf_analyzer_runner import median_run, round_order, run_perf_analyzer, throughput_ratios
 from driftserve.api import grpc_service_pb2 as pb
 from driftserve.api import grpc_service_pb2_grpc as pb_grpc
@@ -129,6 +129,22 @@ def main(argv: list[str] | None = None) -> int:
     ratios = {model: statistics.median(r) for model, r in round_ratios.items()}
     info = machine()
     command = "python -m benchmarks.mirror_bench " + " ".join(argv if argv is not None else sys.argv[1:])
+
+    def row(model: str, concurrency: int) -> tuple[object, ...]:
+        plain, mirrored = median[f"{model}_plain"], median[f"{model}_mirrored"]
+        return (
+            model,
+            concurrency,
+            f"{plain['throughput_rps']:.0f}",
+            f"{mirrored['throughput_rps']:.0f}",
+            f"{ratios[model]:.3f}",
+            f"{plain['p99_ms']:.2f}",
+            f"{mirrored['p99_ms']:.2f}",
+            f"{plain['server_cpu_us_per_request']:.0f}",
+            f"{mirrored['server_cpu_us_per_request']:.0f}",
+            f"{mirrored['sidecar_cpu_us_per_request']:.0f}",
+        )
+
     lines = [
         "### Mirroring overhead: sample rate 1.0 vs no mirroring (server and sidecar on the same machine)",
         "",
@@ -136,19 +152,23 @@ def main(argv: list[str] | None = None) -> int:
         f"ratio: median of the per-round ratios, other columns: medians; CPU: server process (and sidecar) "
         f"time per request served; {info['nproc']} cores, {info['cpu']}; {info['date_utc']} UTC.",
         "",
-        "| model | clients | no mirror (req/s) | mirror 1.0 (req/s) | ratio | p99 no mirror (ms) | p99 mirror (ms) "
-        "| server CPU no mirror (µs/req) | server CPU mirror (µs/req) | sidecar CPU mirror (µs/req) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *markdown_table(
+            (
+                "model",
+                "clients",
+                "no mirror (req/s)",
+                "mirror 1.0 (req/s)",
+                "ratio",
+                "p99 no mirror (ms)",
+                "p99 mirror (ms)",
+                "server CPU no mirror (µs/req)",
+                "server CPU mirror (µs/req)",
+                "sidecar CPU mirror (µs/req)",
+            ),
+            (row(model, concurrency) for model, concurrency in CASES),
+        ),
+        "",
     ]
-    for model, concurrency in CASES:
-        plain, mirrored = median[f"{model}_plain"], median[f"{model}_mirrored"]
-        lines.append(
-            f"| {model} | {concurrency} | {plain['throughput_rps']:.0f} | {mirrored['throughput_rps']:.0f} | "
-            f"{ratios[model]:.3f} | {plain['p99_ms']:.2f} | {mirrored['p99_ms']:.2f} | "
-            f"{plain['server_cpu_us_per_request']:.0f} | {mirrored['server_cpu_us_per_request']:.0f} | "
-            f"{mirrored['sidecar_cpu_us_per_request']:.0f} |"
-        )
-    lines.append("")
     (args.out / "mirror.json").write_text(
         json.dumps(
             {

@@ -9,7 +9,7 @@ Test aids (default off): `--delay-ms D` sleeps D ms inside every request; `--sta
 `--stall-after N` freezes the whole server for S ms once, on the N-th request, so requests that
 arrive during the stall queue behind it (a GC pause or a page-in, in miniature).
 
-    python -m benchmarks.naive_server --model-repository DIR --port 0   # prints LISTENING <port>
+    python -m benchmarks.naive_server --model-repository DIR --port 0   # prints DRIFTSERVE_READY grpc_port=<port>
 """
 
 from __future__ import annotations
@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     server, port = create_server(
         args.model_repository, args.port, args.threads, args.delay_ms, args.stall_ms, args.stall_after
     )
-    print(f"LISTENING {port}", flush=True)
+    print(f"DRIFTSERVE_READY grpc_port={port}", flush=True)  # the ready line driftserve prints
     logger.info(
         "naive server on 127.0.0.1:%s serving %s",
         port,

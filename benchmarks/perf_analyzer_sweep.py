@@ -21,11 +21,12 @@ import shutil
 import statistics
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
 
-from benchmarks.common import start_driftserve, start_grpc_ceiling, start_naive
+from benchmarks.common import markdown_table, start_driftserve, start_grpc_ceiling, start_naive
 from benchmarks.perf_analyzer_runner import median_run, round_order, run_perf_analyzer, throughput_ratios
 from driftserve.core.machine import machine
 
@@ -55,12 +56,18 @@ def throughput_repository(source: Path, dest: Path) -> Path:
 
 def _versus_row(
     label: str, level: int, d: dict[str, float], n: dict[str, float], c: dict[str, float], ratio: float
-) -> str:
+) -> tuple[object, ...]:
     """One row of the side-by-side table: a driftserve config, the naive server and the ceiling."""
     return (
-        f"| {label} | {level} | {d['throughput_rps']:.0f} | {n['throughput_rps']:.0f} | {ratio:.2f}× | "
-        f"{c['throughput_rps']:.0f} | {d['p50_ms']:.2f} / {d['p99_ms']:.2f} | "
-        f"{n['p50_ms']:.2f} / {n['p99_ms']:.2f} | {c['p50_ms']:.2f} / {c['p99_ms']:.2f} |"
+        label,
+        level,
+        f"{d['throughput_rps']:.0f}",
+        f"{n['throughput_rps']:.0f}",
+        f"{ratio:.2f}×",
+        f"{c['throughput_rps']:.0f}",
+        f"{d['p50_ms']:.2f} / {d['p99_ms']:.2f}",
+        f"{n['p50_ms']:.2f} / {n['p99_ms']:.2f}",
+        f"{c['p50_ms']:.2f} / {c['p99_ms']:.2f}",
     )
 
 
@@ -129,6 +136,18 @@ def main(argv: list[str] | None = None) -> int:
     }
     info = machine()
     command = "python -m benchmarks.perf_analyzer_sweep " + " ".join(argv if argv is not None else sys.argv[1:])
+
+    def versus_rows() -> Iterator[tuple[object, ...]]:
+        for model, by_label in versus.items():
+            for level in VERSUS_LEVELS:
+                n, c = by_label["naive"][level], by_label[CEILING][level]
+                ratio = statistics.median(ratio_rounds[model][level])
+                yield _versus_row(model, level, by_label["driftserve"][level], n, c, ratio)
+                if THROUGHPUT in by_label:
+                    ratio = statistics.median(throughput_rounds[level])
+                    yield _versus_row(f"{model}, throughput config", level, by_label[THROUGHPUT][level], n, c, ratio)
+
+    batching_text = ", ".join(f"{k}: {v}" for k, v in THROUGHPUT_BATCHING.items() if k != "enabled")
     lines = [
         "### perf_analyzer (Triton's C++ client) against driftserve",
         "",
@@ -136,44 +155,34 @@ def main(argv: list[str] | None = None) -> int:
         f"{info['nproc']} cores, {info['cpu']}; {info['date_utc']} UTC. Every run completed with zero errors "
         "(perf_analyzer exits non-zero on any failed request).",
         "",
-        "| model | concurrency | throughput (req/s) | p50 (ms) | p99 (ms) |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for model, by_level in results.items():
-        for level, r in by_level.items():
-            lines.append(f"| {model} | {level} | {r['throughput_rps']:.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} |")
-    lines += [
+        *markdown_table(
+            ("model", "concurrency", "throughput (req/s)", "p50 (ms)", "p99 (ms)"),
+            (
+                (model, level, f"{r['throughput_rps']:.0f}", f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}")
+                for model, by_level in results.items()
+                for level, r in by_level.items()
+            ),
+        ),
         "",
         f"Side by side with the naive baseline (one ONNX Runtime call per request, sync gRPC server) and "
         f"the transport ceiling (bare grpc.aio on uvloop, canned reply, no model), same client, "
         f"{args.versus_rounds} rounds with the order reversed every other round, medians; ratio = median of "
         f"the per-round driftserve / naive ratios:",
         "",
-        "| model | concurrency | driftserve req/s | naive req/s | ratio | ceiling req/s | driftserve p50 / p99 (ms) "
-        "| naive p50 / p99 (ms) | ceiling p50 / p99 (ms) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for model, by_label in versus.items():
-        for level in VERSUS_LEVELS:
-            n, c = by_label["naive"][level], by_label[CEILING][level]
-            lines.append(
-                _versus_row(
-                    model, level, by_label["driftserve"][level], n, c, statistics.median(ratio_rounds[model][level])
-                )
-            )
-            if THROUGHPUT in by_label:
-                lines.append(
-                    _versus_row(
-                        f"{model}, throughput config",
-                        level,
-                        by_label[THROUGHPUT][level],
-                        n,
-                        c,
-                        statistics.median(throughput_rounds[level]),
-                    )
-                )
-    batching_text = ", ".join(f"{k}: {v}" for k, v in THROUGHPUT_BATCHING.items() if k != "enabled")
-    lines += [
+        *markdown_table(
+            (
+                "model",
+                "concurrency",
+                "driftserve req/s",
+                "naive req/s",
+                "ratio",
+                "ceiling req/s",
+                "driftserve p50 / p99 (ms)",
+                "naive p50 / p99 (ms)",
+                "ceiling p50 / p99 (ms)",
+            ),
+            versus_rows(),
+        ),
         "",
         f"Throughput config: `batching: {{{batching_text}}}` in the MLP's `config.yaml` "
         "(the example ships `max_queue_delay_us: 500, preferred_batch_sizes: [32, 64]`).",

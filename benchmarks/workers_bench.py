@@ -14,9 +14,10 @@ import argparse
 import json
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
-from benchmarks.common import start_driftserve
+from benchmarks.common import markdown_table, start_driftserve
 from benchmarks.perf_analyzer_runner import median_run, run_perf_analyzer
 from driftserve.core.machine import machine
 
@@ -64,24 +65,33 @@ def main(argv: list[str] | None = None) -> int:
     median = {key: median_run(rs) for key, rs in runs.items()}
     info = machine()
     command = "python -m benchmarks.workers_bench " + " ".join(argv if argv is not None else sys.argv[1:])
+
+    def rows() -> Iterator[tuple[object, ...]]:
+        for model in models:
+            base = median[f"{model}|{counts[0]}"]["throughput_rps"]
+            for n in counts:
+                m = median[f"{model}|{n}"]
+                yield (
+                    model,
+                    n,
+                    f"{m['throughput_rps']:.0f}",
+                    f"{m['throughput_rps'] / base:.2f}×",
+                    f"{m['p50_ms']:.2f}",
+                    f"{m['p99_ms']:.2f}",
+                )
+
     lines = [
         f"### Worker processes ({info['nproc']} cores): `--workers N` at {args.concurrency} concurrent clients",
         "",
         f"`{command}` — perf_analyzer, {args.rounds} interleaved rounds of {args.window_ms / 1000:g} s, medians; "
         f"{info['cpu']}; {info['date_utc']} UTC. The client runs on the same cores.",
         "",
-        "| model | workers | throughput (req/s) | vs 1 worker | p50 (ms) | p99 (ms) |",
-        "|---|---:|---:|---:|---:|---:|",
+        *markdown_table(
+            ("model", "workers", "throughput (req/s)", "vs 1 worker", "p50 (ms)", "p99 (ms)"),
+            rows(),
+        ),
+        "",
     ]
-    for model in models:
-        base = median[f"{model}|{counts[0]}"]["throughput_rps"]
-        for n in counts:
-            m = median[f"{model}|{n}"]
-            lines.append(
-                f"| {model} | {n} | {m['throughput_rps']:.0f} | {m['throughput_rps'] / base:.2f}× | "
-                f"{m['p50_ms']:.2f} | {m['p99_ms']:.2f} |"
-            )
-    lines.append("")
     (args.out / f"{args.tag}.json").write_text(
         json.dumps({"command": command, "machine": info, "runs": runs, "median": median}, indent=2)
     )

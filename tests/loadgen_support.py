@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,7 +13,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from driftserve.core.processes import start_process
+
 N_FEATURES = 30
+ROOT = Path(__file__).resolve().parents[1]
+START_TIMEOUT_S = 60.0
 
 
 def write_linear_model(path: Path, seed: int = 0) -> None:
@@ -48,38 +53,17 @@ class NaiveServer:
     """A running `python -m benchmarks.naive_server`; `target` is its loopback address."""
 
     def __init__(self, repository: Path, *extra: str) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "benchmarks.naive_server",
-                "--model-repository",
-                str(repository),
-                "--port",
-                "0",
-                *extra,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith("LISTENING "):
-            self.stop()
-            raise RuntimeError(f"naive server did not start: {line!r}")
-        self.port = int(line.split()[1])
+        command = [sys.executable, "-m", "benchmarks.naive_server", "--model-repository", str(repository)]
+        self.child = start_process("naive", [*command, "--port", "0", *extra], cwd=ROOT, output="keep")
+        if not self.child.wait_ready(START_TIMEOUT_S):
+            self.child.kill()
+            raise RuntimeError(f"naive server did not start:\n{self.child.output()}")
+        self.port = int(self.child.announced["grpc_port"])
         self.target = f"127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):  # terminate() killed it then
+            self.child.terminate(10.0)
 
 
 @pytest.fixture
