@@ -32,7 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from driftserve.core.drift_config import DriftConfig
-from driftserve.core.errors import ConfigError
+from driftserve.core.errors import ConfigError, InvalidArgument, clip
 from driftserve.core.preprocessing import PreprocessingSpec
 
 CONFIG_FILENAME = "config.yaml"
@@ -42,6 +42,9 @@ DEFAULT_MAX_QUEUE_DELAY_US = 500
 DEFAULT_MAX_QUEUE_SIZE = 1024
 DEFAULT_INLINE_WHEN_IDLE_US = 150
 MAX_INSTANCES = 64
+# Versions are int64 in Triton's model config: at most 19 decimal digits, at most 2**63 - 1.
+MAX_VERSION = 2**63 - 1
+_MAX_VERSION_DIGITS = len(str(MAX_VERSION))
 
 V2Datatype = Literal[
     "BOOL",
@@ -207,13 +210,36 @@ class ModelConfig(StrictModel):
     drift: DriftConfig | None = None
 
 
+def version_number(text: str) -> int | None:
+    """``text`` as a model version (ASCII decimal digits, at most ``MAX_VERSION``), else None.
+
+    ``str.isdigit`` alone also accepts digits such as "²" or "③" that ``int`` refuses, and ``int``
+    refuses 4,300 digits or more; a few string tests keep both out at the cost of a comparison.
+    """
+    if 0 < len(text) <= _MAX_VERSION_DIGITS and text.isascii() and text.isdigit():
+        number = int(text)
+        if number <= MAX_VERSION:
+            return number
+    return None
+
+
+def parse_version(text: str) -> int:
+    """A model version a client named, or INVALID_ARGUMENT saying what a version looks like."""
+    number = version_number(text)
+    if number is None:
+        raise InvalidArgument(
+            f"model version must be a decimal integer from 0 to {MAX_VERSION} in ASCII digits 0-9, got '{clip(text)}'"
+        )
+    return number
+
+
 def load_model_config(model_dir: Path) -> ModelConfig:
     """Read and validate ``model_dir/config.yaml`` (an absent file means all defaults)."""
     path = model_dir / CONFIG_FILENAME
     raw: Any = {}
     if path.exists():
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = yaml.safe_load(_read_text(path)) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
         if not isinstance(raw, dict):
@@ -225,6 +251,18 @@ def load_model_config(model_dir: Path) -> ModelConfig:
     if config.name is not None and config.name != model_dir.name:
         raise ConfigError(f"{path}: key 'name' is '{config.name}' but the directory is '{model_dir.name}'")
     return config
+
+
+def _read_text(path: Path) -> str:
+    """The file's text; a file that cannot be read or is not UTF-8 is a ConfigError naming it."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: not a regular file; expected a YAML file (or none, for all defaults)")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}") from None
 
 
 def format_validation_error(path: Path, exc: ValidationError, root: type[BaseModel]) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from driftserve.core.errors import InvalidArgument
+from driftserve.core.errors import InvalidArgument, clip
 
 # Open Inference Protocol datatype name -> NumPy dtype (little-endian, as on the wire).
 V2_TO_NUMPY: dict[str, np.dtype] = {
@@ -70,6 +70,13 @@ V2_TO_CONTENTS_FIELD: dict[str, str] = {
 
 _LENGTH = struct.Struct("<I")
 
+# Most dimensions of a tensor: NumPy's own limit (NPY_MAXDIMS in NumPy 2).
+MAX_DIMS = 64
+# Most elements one request can declare. gRPC caps a message below 2 GiB and every element takes at
+# least one byte of it (a BYTES element four), so no request can justify more; per request, the
+# byte checks (raw length, BYTES prefixes, number of contents values) bound the sum over tensors.
+MAX_ELEMENTS = 2**31 - 1
+
 
 def numpy_dtype(datatype: str, what: str) -> np.dtype:
     """The NumPy dtype of a V2 datatype name, or INVALID_ARGUMENT naming ``what``."""
@@ -77,44 +84,65 @@ def numpy_dtype(datatype: str, what: str) -> np.dtype:
         return V2_TO_NUMPY[datatype]
     except KeyError:
         raise InvalidArgument(
-            f"{what}: unsupported datatype '{datatype}'; expected one of {', '.join(sorted(V2_TO_NUMPY))}"
+            f"{what}: unsupported datatype '{clip(datatype)}'; expected one of {', '.join(sorted(V2_TO_NUMPY))}"
         ) from None
 
 
 def element_count(shape: Sequence[int], what: str) -> int:
-    """Number of elements of ``shape``; negative dimensions are a client error."""
-    count = 1
-    for dim in shape:
-        if dim < 0:
-            raise InvalidArgument(f"{what}: shape {list(shape)} has a negative dimension")
-        count *= dim
-    return count
+    """Number of elements of ``shape``, after checking it: a bad shape is a client error.
+
+    At most ``MAX_DIMS`` dimensions, none negative, and no more than ``MAX_ELEMENTS`` elements,
+    counting only the non-zero dimensions: NumPy refuses an empty array whose other dimensions
+    overflow, so ``[0, 2**63 - 1]`` must be refused here, not fail inside ``reshape``.
+    """
+    if len(shape) > MAX_DIMS:
+        raise InvalidArgument(f"{what}: shape has {len(shape)} dimensions; at most {MAX_DIMS} are supported")
+    if any(dim < 0 for dim in shape):
+        raise InvalidArgument(f"{what}: shape {list(shape)} has a negative dimension; dimensions must be >= 0")
+    declared = math.prod(dim for dim in shape if dim)  # exact: Python integers do not overflow
+    if declared > MAX_ELEMENTS:
+        raise InvalidArgument(
+            f"{what}: shape {list(shape)} declares {declared} elements; a request carries at most {MAX_ELEMENTS}"
+        )
+    return math.prod(shape)
 
 
 def decode_raw(datatype: str, shape: Sequence[int], data: bytes, name: str, kind: str = "input") -> np.ndarray:
     """Decode raw little-endian bytes of tensor ``name`` into an array of ``shape``, without copying.
 
     ``kind`` only words the error messages ("input 'x': ..."), built only when there is an error.
+    The fast path is a rank test, one product and one ``min``: any tensor that is empty, has too
+    many dimensions, a negative one, or a byte length that does not match takes ``_check_raw``.
     """
     dtype = V2_TO_NUMPY.get(datatype)
     if dtype is None or datatype == "BYTES":
-        what = f"{kind} '{name}'"
+        what = f"{kind} '{clip(name)}'"
         numpy_dtype(datatype, what)
         return _decode_bytes_elements(data, element_count(shape, what), what).reshape(tuple(shape))
     dims = shape[:]  # a list from protobuf's repeated field: several times cheaper than tuple()
-    count = math.prod(dims)
-    if len(data) != count * dtype.itemsize or (dims and min(dims) < 0):
-        what = f"{kind} '{name}'"
-        count = element_count(dims, what)
+    # The rank is tested first: a product of thousands of huge dimensions is itself expensive.
+    count = math.prod(dims) if len(dims) <= MAX_DIMS else -1
+    if len(data) != count * dtype.itemsize or not count or (dims and min(dims) < 0):
+        _check_raw(datatype, dtype, dims, data, f"{kind} '{clip(name)}'")
+    return np.frombuffer(data, dtype=dtype).reshape(dims)
+
+
+def _check_raw(datatype: str, dtype: np.dtype, dims: Sequence[int], data: bytes, what: str) -> None:
+    """The slow path of ``decode_raw``: raise on a bad shape or byte length; pass empty tensors."""
+    count = element_count(dims, what)
+    if len(data) != count * dtype.itemsize:
         raise InvalidArgument(
             f"{what}: {len(data)} bytes of raw data but shape {list(dims)} of {datatype} "
             f"needs {count * dtype.itemsize} bytes ({count} elements x {dtype.itemsize})"
         )
-    return np.frombuffer(data, dtype=dtype).reshape(dims)
 
 
 def decode_contents(datatype: str, shape: Sequence[int], contents: object, what: str) -> np.ndarray:
-    """Decode the typed ``InferTensorContents`` field that matches ``datatype``."""
+    """Decode the typed ``InferTensorContents`` field that matches ``datatype``.
+
+    The count of values given is checked against the shape before anything is allocated, and
+    integers are range-checked for the narrower datatypes they travel in a wider field for.
+    """
     dtype = numpy_dtype(datatype, what)
     count = element_count(shape, what)
     field = V2_TO_CONTENTS_FIELD[datatype]
@@ -125,7 +153,30 @@ def decode_contents(datatype: str, shape: Sequence[int], contents: object, what:
         array = np.empty(count, dtype=np.object_)
         array[:] = list(values)
         return array.reshape(shape)
+    narrow = _NARROW_INTEGERS.get(datatype)
+    if narrow is not None:
+        wide_dtype, low, high = narrow
+        wide = np.asarray(values, dtype=wide_dtype)
+        if wide.size and (wide.min() < low or wide.max() > high):
+            raise InvalidArgument(
+                f"{what}: contents.{field} holds values from {wide.min()} to {wide.max()}; "
+                f"{datatype} holds {low} to {high}"
+            )
+        return wide.astype(dtype).reshape(shape)
+    if datatype == "FP16":
+        with np.errstate(over="ignore"):  # FP16 travels as fp32: beyond 65504 is inf, as IEEE rounds it
+            return np.asarray(values, dtype=dtype).reshape(shape)
     return np.asarray(values, dtype=dtype).reshape(shape)
+
+
+def _narrow_integer(datatype: str) -> tuple[np.dtype, int, int]:
+    """The dtype of the wider contents field ``datatype`` travels in, and the range that fits."""
+    info = np.iinfo(V2_TO_NUMPY[datatype])
+    return (np.dtype("<i4") if info.min < 0 else np.dtype("<u4")), int(info.min), int(info.max)
+
+
+# Integer datatypes carried in a wider contents field (int_contents, uint_contents).
+_NARROW_INTEGERS = {name: _narrow_integer(name) for name in ("INT8", "INT16", "UINT8", "UINT16")}
 
 
 # Numeric dtypes whose memory layout already is the wire layout: encoding is one ``tobytes``.
@@ -154,20 +205,34 @@ def v2_datatype(array: np.ndarray) -> str:
 
 
 def _decode_bytes_elements(data: bytes, count: int, what: str) -> np.ndarray:
-    out = np.empty(count, dtype=np.object_)
+    """BYTES elements out of Triton's layout, checked against the payload before allocating.
+
+    Each element takes at least its 4-byte length, so a count above ``len(data) // 4`` is refused
+    before anything is allocated; elements are then parsed into a list that grows only with the
+    bytes actually present. Four bytes declaring ``[2**40]`` cost nothing.
+    """
+    if count > len(data) // _LENGTH.size:
+        raise InvalidArgument(
+            f"{what}: shape declares {count} BYTES elements but {len(data)} bytes of data hold at most "
+            f"{len(data) // _LENGTH.size} (each element starts with a 4-byte length)"
+        )
+    items: list[bytes] = []
     offset = 0
+    end = len(data)
     view = memoryview(data)
     for i in range(count):
-        if offset + 4 > len(data):
+        if offset + 4 > end:
             raise InvalidArgument(f"{what}: BYTES data ends after {i} of {count} elements")
         (length,) = _LENGTH.unpack_from(data, offset)
         offset += 4
-        if offset + length > len(data):
+        if offset + length > end:
             raise InvalidArgument(f"{what}: BYTES element {i} claims {length} bytes past the end")
-        out[i] = bytes(view[offset : offset + length])
+        items.append(bytes(view[offset : offset + length]))
         offset += length
-    if offset != len(data):
-        raise InvalidArgument(f"{what}: {len(data) - offset} trailing bytes after {count} BYTES elements")
+    if offset != end:
+        raise InvalidArgument(f"{what}: {end - offset} trailing bytes after {count} BYTES elements")
+    out = np.empty(count, dtype=np.object_)
+    out[:] = items
     return out
 
 

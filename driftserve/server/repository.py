@@ -3,7 +3,11 @@
 Layout (like Triton's): ``<root>/<model>/config.yaml`` and ``<root>/<model>/<version>/model.onnx``.
 Loading happens on a background thread and swaps the routing table of a model atomically
 (blue-green): requests keep flowing to the old versions until the new ones are loaded and warm;
-a load that fails leaves the previous versions serving and records why.
+a load that fails, whatever the exception, leaves the previous versions serving and records why.
+
+Model names are plain directory names (``MODEL_NAME``), never paths, and a model's directory and
+the files read from it must resolve inside the repository: no name a client sends, and no symlink
+in the repository, makes the server read a file outside it.
 """
 
 from __future__ import annotations
@@ -11,13 +15,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from driftserve.core.config import MODEL_FILENAME, ModelConfig, load_model_config
-from driftserve.core.errors import ConfigError, DriftserveError, InvalidArgument, NotFound, Unavailable
+from driftserve.core.config import (
+    CONFIG_FILENAME,
+    MODEL_FILENAME,
+    ModelConfig,
+    load_model_config,
+    parse_version,
+    version_number,
+)
+from driftserve.core.errors import ConfigError, DriftserveError, InvalidArgument, NotFound, Unavailable, clip, clip_list
 from driftserve.core.model import ModelVersion, load_model_version
 from driftserve.server.batcher import Batcher
 from driftserve.server.metrics import ServerMetrics
@@ -26,6 +38,20 @@ from driftserve.server.statistics import ModelStatistics
 logger = logging.getLogger(__name__)
 
 READY, LOADING, UNAVAILABLE, UNLOADING = "READY", "LOADING", "UNAVAILABLE", "UNLOADING"
+# A model name: a plain directory name, so never "..", a separator or anything a shell would quote.
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def check_model_name(name: str) -> None:
+    """Refuse a model name that is not a plain directory name (INVALID_ARGUMENT).
+
+    Names reach the file system on load, so ``../elsewhere`` must never be joined to the root.
+    """
+    if MODEL_NAME.fullmatch(name) is None:
+        raise InvalidArgument(
+            f"model name '{clip(name)}' is not valid: expected 1 to 128 of the characters A-Z a-z 0-9 _ . -, "
+            "starting with a letter or a digit"
+        )
 
 
 @dataclass
@@ -83,35 +109,90 @@ class ModelRepository:
 
     # ------------------------------------------------------------------ discovery
     def scan(self) -> list[str]:
-        """Names of the model directories under the root (hidden and ``_`` folders skipped)."""
+        """Names of the model directories under the root (hidden and ``_`` folders skipped).
+
+        Directories the server refuses to serve (see ``refused``) are left out.
+        """
+        return self._scan()[0]
+
+    def refused(self) -> dict[str, str]:
+        """Directories of the root that are not served, and why: a bad name, or outside the root."""
+        return self._scan()[1]
+
+    def _scan(self) -> tuple[list[str], dict[str, str]]:
         if not self.root.is_dir():
             raise ConfigError(f"model repository {self.root} is not a directory")
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+        root = self.root.resolve()
+        names: list[str] = []
+        refused: dict[str, str] = {}
+        for path in self.root.iterdir():
+            name = path.name
+            if name.startswith((".", "_")) or not _is_dir(path):
+                continue
+            if MODEL_NAME.fullmatch(name) is None:
+                refused[name] = (
+                    f"{path}: not served: a model name is 1 to 128 of the characters A-Z a-z 0-9 _ . -, "
+                    "starting with a letter or a digit"
+                )
+            elif not _inside(path, root):
+                refused[name] = f"{path}: not served: it resolves outside the model repository {root}"
+            else:
+                names.append(name)
+        return sorted(names), refused
 
     def _versions_on_disk(self, model_dir: Path) -> list[int]:
-        return sorted(
-            int(p.name)
-            for p in model_dir.iterdir()
-            if p.is_dir() and p.name.isdigit() and (p / MODEL_FILENAME).is_file()
-        )
+        """Version directories holding a model file, named as the version reads ("7", not "07");
+        other names ("²", "v1", 20 digits) are skipped."""
+        versions = []
+        for path in model_dir.iterdir():
+            number = version_number(path.name)
+            if number is not None and path.name == str(number) and _is_dir(path) and (path / MODEL_FILENAME).is_file():
+                versions.append(number)
+        return sorted(versions)
+
+    def _model_dir(self, name: str) -> Path:
+        """The directory of model ``name``: INVALID_ARGUMENT for a bad name or a directory that
+        resolves outside the repository (nothing is recorded for it), NOT_FOUND for none."""
+        check_model_name(name)
+        model_dir = self.root / name
+        if not _is_dir(model_dir):
+            raise NotFound(f"model '{name}' is not in the repository {self.root}")
+        root = self.root.resolve()
+        if not _inside(model_dir, root):
+            raise InvalidArgument(f"{model_dir}: resolves outside the model repository {root}; refusing to read it")
+        return model_dir
+
+    def _check_inside(self, *paths: Path) -> None:
+        """Refuse to read a file that resolves outside the repository (a symlink out of it)."""
+        root = self.root.resolve()
+        for path in paths:
+            if not _inside(path, root):
+                raise ConfigError(f"{path}: resolves outside the model repository {root}; refusing to read it")
 
     # ------------------------------------------------------------------ load / unload
     async def load_all(self) -> None:
         """Load every model found; failures are recorded per model and do not stop the others."""
-        results = await asyncio.gather(*(self.load(name) for name in self.scan()), return_exceptions=True)
+        names, refused = self._scan()
+        for reason in refused.values():
+            logger.warning("%s", reason)
+        results = await asyncio.gather(*(self.load(name) for name in names), return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, DriftserveError):
                 raise result
 
     async def load(self, name: str) -> None:
-        """(Re)load a model from disk; on failure the previously served versions stay."""
-        model_dir = self.root / name
-        if not model_dir.is_dir():
-            raise NotFound(f"model '{name}' is not in the repository {self.root}")
+        """(Re)load a model from disk; on failure the previously served versions stay.
+
+        Any exception of a load (an unreadable file, a bad config, ONNX Runtime refusing a graph)
+        becomes a ConfigError naming the file, recorded as the model's reason: one bad model never
+        stops the others, nor the server's start.
+        """
+        model_dir = self._model_dir(name)
         entry = self.models.setdefault(name, ModelEntry(name))
         async with entry.loading:
             loop = asyncio.get_running_loop()
             try:
+                self._check_inside(model_dir / CONFIG_FILENAME)
                 config = await loop.run_in_executor(self._load_executor, load_model_config, model_dir)
                 on_disk = self._versions_on_disk(model_dir)
                 chosen = config.version_policy.select(on_disk)
@@ -120,27 +201,23 @@ class ModelRepository:
                         f"{model_dir}: no version to serve (on disk: {on_disk or 'none'}; "
                         f"version_policy: {config.version_policy.model_dump(exclude_none=True)})"
                     )
+                paths = {v: model_dir / str(v) / MODEL_FILENAME for v in chosen}
+                self._check_inside(*paths.values())
                 for version in chosen:
                     entry.states[version] = (LOADING, "")
                     self.metrics.set_model_state(name, str(version), LOADING)
                 loaded = await asyncio.gather(
                     *(
-                        loop.run_in_executor(
-                            self._load_executor,
-                            load_model_version,
-                            name,
-                            v,
-                            model_dir / str(v) / MODEL_FILENAME,
-                            config,
-                        )
+                        loop.run_in_executor(self._load_executor, load_model_version, name, v, paths[v], config)
                         for v in chosen
                     ),
                     return_exceptions=True,
                 )
-                failed = [r for r in loaded if isinstance(r, BaseException)]
-                if failed:
-                    raise failed[0] if isinstance(failed[0], DriftserveError) else ConfigError(str(failed[0]))
-            except DriftserveError as exc:
+                for version, result in zip(chosen, loaded):
+                    if isinstance(result, BaseException):
+                        raise _as_load_error(result, paths[version])
+            except Exception as caught:
+                exc = _as_load_error(caught, model_dir)
                 entry.reason = exc.message
                 for version, (state, _) in list(entry.states.items()):
                     if state == LOADING:
@@ -148,7 +225,9 @@ class ModelRepository:
                         entry.states[version] = (READY if keep else UNAVAILABLE, "" if keep else exc.message)
                         self.metrics.set_model_state(name, str(version), READY if keep else UNAVAILABLE)
                 logger.error("loading model %s failed (previous versions keep serving): %s", name, exc.message)
-                raise
+                if exc is caught:
+                    raise
+                raise exc from caught
             new_versions = {
                 m.version: ServedVersion(m, Batcher(m, config.batching, stats, self.metrics), stats)
                 for m in loaded
@@ -172,6 +251,7 @@ class ModelRepository:
 
     async def unload(self, name: str) -> None:
         """Stop serving a model; in-flight and queued requests finish first."""
+        check_model_name(name)
         entry = self.models.get(name)
         if entry is None:
             raise NotFound(f"model '{name}' is not loaded")
@@ -197,7 +277,7 @@ class ModelRepository:
     def entry(self, name: str) -> ModelEntry:
         entry = self.models.get(name)
         if entry is None:
-            raise NotFound(f"unknown model '{name}'; available: {sorted(self.models)}")
+            raise NotFound(f"unknown model '{clip(name)}'; available: {clip_list(sorted(self.models))}")
         return entry
 
     def route(self, name: str, version: str = "", request_id: str = "") -> ServedVersion:
@@ -206,14 +286,15 @@ class ModelRepository:
         if not entry.versions:
             raise Unavailable(f"model '{name}' is not ready: {entry.reason or 'still loading'}")
         if version:
-            if not version.isdigit():
-                raise InvalidArgument(f"model version must be a positive integer, got '{version}'")
-            served = entry.versions.get(int(version))
+            number = parse_version(version)
+            served = entry.versions.get(number)
             if served is None:
-                state, reason = entry.states.get(int(version), ("", ""))
+                state, reason = entry.states.get(number, ("", ""))
                 if state:
-                    raise Unavailable(f"model '{name}' version {version} is {state}: {reason}")
-                raise NotFound(f"model '{name}' has no version {version}; served versions: {sorted(entry.versions)}")
+                    raise Unavailable(f"model '{name}' version {number} is {state}: {reason}")
+                raise NotFound(
+                    f"model '{name}' has no version {number}; served versions: {clip_list(sorted(entry.versions))}"
+                )
             return served
         canary = entry.config.deployment.canary if entry.config else {}
         if canary:
@@ -225,13 +306,42 @@ class ModelRepository:
         return entry.default_version()
 
     def index(self) -> list[tuple[str, str, str, str]]:
-        """(model, version, state, reason) for every model directory and known version."""
+        """(model, version, state, reason) for every model directory and known version.
+
+        Directories that are refused (bad name, outside the root) are listed UNAVAILABLE with why.
+        """
         rows: list[tuple[str, str, str, str]] = []
-        for name in self.scan():
+        names, refused = self._scan()
+        for name in names:
             entry = self.models.get(name)
             if entry is None or not entry.states:
                 rows.append((name, "", UNAVAILABLE if entry else "", entry.reason if entry else "not loaded"))
                 continue
             for version, (state, reason) in sorted(entry.states.items()):
                 rows.append((name, str(version), state, reason or entry.reason if state != READY else ""))
+        rows.extend((name, "", UNAVAILABLE, reason) for name, reason in sorted(refused.items()))
         return rows
+
+
+def _is_dir(path: Path) -> bool:
+    """``path.is_dir()``, False where even that cannot be told (permissions, a broken link)."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path``, symlinks resolved, lies inside the (resolved) repository ``root``."""
+    try:
+        return path.resolve().is_relative_to(root)
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
+        return False
+
+
+def _as_load_error(exc: BaseException, path: Path) -> DriftserveError:
+    """A load failure as the domain error recorded for the model: domain errors as they are,
+    anything else (OSError, UnicodeDecodeError, ONNX Runtime's own types) naming the file."""
+    if isinstance(exc, DriftserveError):
+        return exc
+    return ConfigError(f"{path}: cannot be loaded: {type(exc).__name__}: {exc}")

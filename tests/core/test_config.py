@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,3 +64,19 @@ def test_version_policy_selection() -> None:
     assert VersionPolicy.model_validate({"latest": {"num_versions": 2}}).select([3, 1, 2]) == [2, 3]
     assert VersionPolicy.model_validate({"all": {}}).select([3, 1]) == [1, 3]
     assert VersionPolicy.model_validate({"specific": {"versions": [1, 5]}}).select([1, 2, 3]) == [1]
+
+
+@pytest.mark.parametrize(
+    "make,fragment",
+    [
+        (lambda path: path.write_bytes(b"max_batch_size: 8\n# \xff\xfe not UTF-8\n"), "not UTF-8 text (byte 20"),
+        (lambda path: path.mkdir(), "not a regular file"),
+    ],
+)
+def test_unreadable_config_is_a_config_error_naming_the_file(tmp_path: Path, make: Any, fragment: str) -> None:
+    model_dir = tmp_path / "m"
+    model_dir.mkdir()
+    make(model_dir / "config.yaml")
+    with pytest.raises(ConfigError) as info:
+        load_model_config(model_dir)
+    assert info.value.message.startswith(f"{model_dir / 'config.yaml'}: ") and fragment in info.value.message

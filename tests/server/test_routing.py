@@ -40,7 +40,7 @@ def test_pinned_and_unknown_versions(tmp_path: Path) -> None:
     assert repo.route("m", "2") == "v2"
     with pytest.raises(NotFound, match="no version 9"):
         repo.route("m", "9")
-    with pytest.raises(InvalidArgument, match="positive integer"):
+    with pytest.raises(InvalidArgument, match="must be a decimal integer"):
         repo.route("m", "two")
     with pytest.raises(NotFound, match="unknown model 'x'"):
         repo.route("x")
