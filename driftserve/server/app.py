@@ -19,18 +19,20 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector, start_http_server
 
-from driftserve.api import driftserve_pb2, driftserve_pb2_grpc, grpc_service_pb2
+from driftserve.api import driftserve_pb2, grpc_service_pb2
 from driftserve.api._pool import reflection_pool
 from driftserve.core.heap import freeze_startup_heap
 from driftserve.server.dataplane import DataPlane
 from driftserve.server.grpc_common import InferenceBoundary
-from driftserve.server.grpc_native import PredictorServicer
+from driftserve.server.grpc_native import PredictorServicer, add_predictor_servicer
 from driftserve.server.grpc_v2 import InferenceServicer, add_inference_servicer
 from driftserve.server.metrics import ServerMetrics
 from driftserve.server.repository import ModelRepository
 from driftserve.server.settings import ServerSettings
 
 logger = logging.getLogger(__name__)
+
+PENDING_HARD_LIMIT_FACTOR = 4
 
 SERVICE_NAMES = (
     grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
@@ -70,14 +72,29 @@ class RunningServer:
     repository: ModelRepository
     health: health_aio.HealthServicer
     metrics: ServerMetrics
+    boundary: InferenceBoundary
+    drain_s: float = 0.0
     _http: Any = None
     _mirror: Any = None
 
     async def stop(self, grace_s: float) -> None:
-        """Graceful stop: NOT_SERVING, refuse new requests, finish in-flight ones, release all."""
+        """Graceful stop that finishes what it received, within ``grace_s``; then release all.
+
+        Health turns NOT_SERVING at once. gRPC hands calls to Python one at a time, so calls it
+        had already received may still wait in its queue: for ``drain_s`` every call is served
+        as usual. Then new calls are refused with UNAVAILABLE, the requests being served
+        (decoded, queued or computing) finish, and only then does the transport stop; gRPC
+        cancels what is left when the grace period runs out.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        self.dataplane.stopping = True
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await asyncio.sleep(min(self.drain_s, grace_s))
         self.dataplane.accepting = False
-        await self.server.stop(grace_s)
+        if not await self.boundary.wait_idle(deadline - loop.time()):
+            logger.warning("grace period of %.1f s ran out with %d requests unanswered", grace_s, self.boundary.active)
+        await self.server.stop(max(deadline - loop.time(), 0.0))
         await self.repository.close()
         if self._mirror is not None:
             await self._mirror.close()
@@ -108,11 +125,16 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
         ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
         ("grpc.max_send_message_length", settings.max_send_message_bytes),
         ("grpc.so_reuseport", 1 if settings.workers > 1 or settings.reuse_port else 0),
+        # Calls gRPC received but the event loop has not taken yet: past the soft limit gRPC
+        # refuses new calls at once (random early drop up to the hard limit), so an overloaded
+        # server answers in a millisecond instead of queueing calls until clients give up.
+        ("grpc.server.max_pending_requests", settings.max_pending_calls),
+        ("grpc.server.max_pending_requests_hard_limit", PENDING_HARD_LIMIT_FACTOR * settings.max_pending_calls),
     ]
     server = grpc.aio.server(options=options)
     v2 = InferenceServicer(boundary, repository)
     add_inference_servicer(v2, server)
-    driftserve_pb2_grpc.add_PredictorServicer_to_server(PredictorServicer(boundary), GenericHandlersOnly(server))
+    add_predictor_servicer(PredictorServicer(boundary), server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, GenericHandlersOnly(server))
     # enable_server_reflection would register its method; the aio servicer is what it would add.
@@ -127,7 +149,9 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
     port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
     if port == 0:
         raise RuntimeError(f"cannot bind gRPC port {settings.host}:{settings.grpc_port}")
-    running = RunningServer(server, port, -1, dataplane, repository, health, metrics, _mirror=mirror)
+    running = RunningServer(
+        server, port, -1, dataplane, repository, health, metrics, boundary, settings.drain_period_s, _mirror=mirror
+    )
     await running._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
     if settings.metrics_port >= 0:

@@ -36,6 +36,7 @@ import numpy as np
 
 from driftserve.core.config import BatchingConfig
 from driftserve.core.errors import (
+    DEFAULT_RETRY_AFTER_MS,
     DeadlineExceeded,
     DriftserveError,
     ModelExecutionError,
@@ -159,7 +160,8 @@ class Batcher:
             self._m_rejected("queue_full")
             raise ResourceExhausted(
                 f"queue of model '{self.model.name}' version {self.model.version} is full "
-                f"({self.config.max_queue_size} requests waiting); retry later or add capacity"
+                f"({self.config.max_queue_size} requests waiting); retry later or add capacity",
+                retry_after_ms=max(DEFAULT_RETRY_AFTER_MS, self.config.max_queue_delay_us // 1000),
             )
         level = self._default_level if priority <= 0 else min(priority, self._levels) - 1
         future: asyncio.Future[Outputs] = self._loop.create_future()

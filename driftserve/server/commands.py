@@ -20,6 +20,16 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-receive-message-bytes", type=int, help="largest request [default 64 MiB]")
     parser.add_argument("--grace-period-s", type=float, help="shutdown grace period [default 10]")
     parser.add_argument(
+        "--max-pending-calls",
+        type=int,
+        help="calls gRPC may queue before the server takes them; more are refused [default 256]",
+    )
+    parser.add_argument(
+        "--drain-period-s",
+        type=float,
+        help="after SIGTERM, serve this long before refusing new calls [DRIFTSERVE_DRAIN_PERIOD_S, default 0.5]",
+    )
+    parser.add_argument(
         "--mirror-address", help="drift sidecar address host:port or unix:path [DRIFTSERVE_MIRROR_ADDRESS]"
     )
     parser.add_argument("--workers", type=int, help="server processes sharing the port [DRIFTSERVE_WORKERS, default 1]")

@@ -56,6 +56,13 @@ class DataPlane:
         self.repository = repository
         self.mirror = mirror
         self.accepting = True
+        # Set at SIGTERM: readiness says no while the drain period still serves what arrived.
+        self.stopping = False
+
+    @property
+    def ready(self) -> bool:
+        """Whether to tell clients and probes to send traffic here."""
+        return self.accepting and not self.stopping
 
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
         """Run one request end to end; raises ``DriftserveError`` subclasses on failure."""

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from driftserve.core.errors import DriftserveError
+from driftserve.core.errors import DriftserveError, ResourceExhausted, cap_message
 from driftserve.server.dataplane import DataPlane, InferenceRequest, InferenceResponse
 from driftserve.server.metrics import HistogramRecorder, ServerMetrics, counter_writer
 
@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 UNKNOWN_MODEL_LABEL = "_unknown"
+# The trailer gRPC clients read as "retry no sooner than this many milliseconds" (gRFC A6).
+RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
 
 
 class InferenceBoundary:
@@ -33,6 +35,9 @@ class InferenceBoundary:
         self.dataplane = dataplane
         self.metrics = metrics
         self._inflight = counter_writer(metrics.inflight)
+        # Requests between arrival and reply (loop thread only); a stopping server waits for 0.
+        self.active = 0
+        self._idle: asyncio.Event | None = None
         self._worker_requests = counter_writer(metrics.worker_requests) if metrics.worker_requests is not None else None
         # Labelled children are looked up once per label set, not once per request.
         self._children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
@@ -48,7 +53,9 @@ class InferenceBoundary:
         """Decode, infer, encode; on an error abort the RPC with its status and message."""
         reply, error = await self._handle(protocol, message, decode, encode, context.time_remaining())
         if error is not None:
-            await context.abort(*error)
+            if isinstance(error, ResourceExhausted):
+                context.set_trailing_metadata(((RETRY_PUSHBACK_KEY, str(error.retry_after_ms)),))
+            await context.abort(error.code, error.message)
         assert reply is not None
         return reply
 
@@ -63,7 +70,7 @@ class InferenceBoundary:
         """Like ``serve`` for one message of a stream: errors become an error reply, not an abort."""
         reply, error = await self._handle(protocol, message, decode, encode, None)
         if error is not None:
-            return on_error(message, *error)
+            return on_error(message, error.code, error.message)
         assert reply is not None
         return reply
 
@@ -74,10 +81,11 @@ class InferenceBoundary:
         decode: Callable[[Req], InferenceRequest],
         encode: Callable[[InferenceResponse], Resp],
         time_remaining_s: float | None,
-    ) -> tuple[Resp | None, tuple[grpc.StatusCode, str] | None]:
-        """The one core of both: the reply, or the status and message it failed with; recorded."""
+    ) -> tuple[Resp | None, DriftserveError | None]:
+        """The one core of both: the reply, or the error (message capped) it failed with; recorded."""
         started = time.perf_counter_ns()
         self._inflight.inc(1)
+        self.active += 1
         model, version, code = UNKNOWN_MODEL_LABEL, "", "OK"
         try:
             request = decode(message)
@@ -90,7 +98,8 @@ class InferenceBoundary:
             return encode(response), None
         except DriftserveError as exc:
             code = exc.code.name
-            return None, (exc.code, exc.message)
+            exc.message = cap_message(exc.message)
+            return None, exc
         except asyncio.CancelledError:
             # gRPC cancels the handler when the client goes away or its deadline passes.
             expired = time_remaining_s is not None and time.perf_counter_ns() - started >= time_remaining_s * 1e9
@@ -99,12 +108,28 @@ class InferenceBoundary:
         except Exception as exc:
             code = grpc.StatusCode.INTERNAL.name
             logger.exception("unexpected error serving %s request for model %s", protocol, model)
-            return None, (grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+            return None, DriftserveError(cap_message(f"internal error: {type(exc).__name__}: {exc}"))
         finally:
             self._record(model, version, protocol, code, started)
 
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no request is being served (at shutdown); False if ``timeout_s`` ran out."""
+        if self.active == 0:
+            return True
+        self._idle = idle = asyncio.Event()
+        try:
+            await asyncio.wait_for(idle.wait(), max(timeout_s, 0.0))
+        except TimeoutError:
+            return False
+        finally:
+            self._idle = None
+        return True
+
     def _record(self, model: str, version: str, protocol: str, code: str, started_ns: int) -> None:
         self._inflight.inc(-1)
+        self.active -= 1
+        if self.active == 0 and self._idle is not None:
+            self._idle.set()
         key = (model, version, protocol, code)
         children = self._children.get(key)
         if children is None:
@@ -124,7 +149,7 @@ async def abort_on_error(context: grpc.aio.ServicerContext, call: Callable[[], A
     try:
         return await call()
     except DriftserveError as exc:
-        await context.abort(exc.code, exc.message)
+        await context.abort(exc.code, cap_message(exc.message))
     raise AssertionError("unreachable: context.abort raises")
 
 

@@ -2,19 +2,29 @@
 
 Triton's clients send tensors in ``raw_input_contents`` and read only ``raw_output_contents``,
 so inputs are accepted raw or as typed ``contents`` and outputs are always returned raw.
+
+Both services (this one and the native Predictor) are registered with ``add_service``: from the
+service descriptor, as generic handlers only, with request deserializers that never raise. A
+message that does not parse reaches its handler as the ``InvalidArgument`` to raise, so the client
+gets INVALID_ARGUMENT (an error reply, on a stream) instead of gRPC's UNKNOWN.
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from types import ModuleType
+from typing import Any, NoReturn, TypeVar, cast
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import Message
 
 from driftserve import __version__
 from driftserve.api import grpc_service_pb2 as pb
 from driftserve.api import grpc_service_pb2_grpc as pb_grpc
 from driftserve.api import model_config_pb2 as mc
-from driftserve.core.errors import DriftserveError, InvalidArgument, NotFound
+from driftserve.core.config import parse_version
+from driftserve.core.errors import DriftserveError, InvalidArgument, NotFound, clip
 from driftserve.core.tensors import decode_contents, decode_raw, encode_raw
 from driftserve.server.dataplane import InferenceRequest, InferenceResponse
 from driftserve.server.grpc_common import InferenceBoundary, abort_on_error, stream_concurrently
@@ -25,10 +35,24 @@ PROTOCOL = "v2"
 SERVER_NAME = "driftserve"
 EXTENSIONS = ["model_repository", "model_configuration", "statistics", "schedule_policy", "binary_tensor_data"]
 STREAM_MAX_INFLIGHT = 512
+_M = TypeVar("_M", bound=Message)
+_Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+_RPC_HANDLER_FACTORIES = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
 
 
-def decode_request(message: pb.ModelInferRequest) -> InferenceRequest:
-    """ModelInferRequest -> InferenceRequest, zero-copy for raw inputs."""
+def decode_request(message: pb.ModelInferRequest | InvalidArgument) -> InferenceRequest:
+    """ModelInferRequest -> InferenceRequest, zero-copy for raw inputs.
+
+    ``message`` is what ``lenient_deserializer`` made of the bytes: the error of a message that
+    did not parse is raised here, inside the boundary, so it is answered and counted like any other.
+    """
+    if isinstance(message, InvalidArgument):
+        raise message
     tensors = message.inputs
     raw = message.raw_input_contents
     if raw and len(raw) != len(tensors):
@@ -41,16 +65,16 @@ def decode_request(message: pb.ModelInferRequest) -> InferenceRequest:
         for tensor, data in zip(tensors, raw):
             name = tensor.name
             if name in inputs:
-                raise InvalidArgument(f"input '{name}' is given twice")
+                raise InvalidArgument(f"input '{clip(name)}' is given twice")
             if tensor.HasField("contents"):
-                raise InvalidArgument(f"input '{name}' has both typed contents and raw_input_contents; give one")
+                raise InvalidArgument(f"input '{clip(name)}' has both typed contents and raw_input_contents; give one")
             inputs[name] = decode_raw(tensor.datatype, tensor.shape, data, name)
     else:
         for tensor in tensors:
             name = tensor.name
             if name in inputs:
-                raise InvalidArgument(f"input '{name}' is given twice")
-            inputs[name] = decode_contents(tensor.datatype, tensor.shape, tensor.contents, f"input '{name}'")
+                raise InvalidArgument(f"input '{clip(name)}' is given twice")
+            inputs[name] = decode_contents(tensor.datatype, tensor.shape, tensor.contents, f"input '{clip(name)}'")
     outputs = message.outputs
     request = InferenceRequest(
         message.model_name, message.model_version, message.id, inputs, [o.name for o in outputs] if outputs else []
@@ -81,35 +105,99 @@ def _int_parameter(parameters: Any, key: str) -> int:
     elif which == "double_param" and float(param.double_param).is_integer():
         value = int(param.double_param)
     else:
-        raise InvalidArgument(f"parameter '{key}' must be an integer, got {which or 'nothing'}")
+        raise InvalidArgument(f"parameter '{clip(key)}' must be an integer, got {which or 'nothing'}")
     if value < 0:
-        raise InvalidArgument(f"parameter '{key}' must be >= 0, got {value}")
+        raise InvalidArgument(f"parameter '{clip(key)}' must be >= 0, got {value}")
     return value
 
 
-def add_inference_servicer(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
-    """Register GRPCInferenceService like the generated ``add_..._to_server``, built from the
-    service descriptor, except that ModelInfer's serializer passes pre-encoded bytes through
-    (``driftserve.server.v2_wire``) and the service is a generic handler only."""
-    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
-    factories = {
-        (False, False): grpc.unary_unary_rpc_method_handler,
-        (False, True): grpc.unary_stream_rpc_method_handler,
-        (True, False): grpc.stream_unary_rpc_method_handler,
-        (True, True): grpc.stream_stream_rpc_method_handler,
-    }
+def lenient_deserializer(request_class: type[_M]) -> Callable[[bytes], _M | InvalidArgument]:
+    """``request_class.FromString`` that never raises: bytes that do not parse become the error.
+
+    A deserializer that raises inside gRPC ends the call as UNKNOWN before any handler runs (and
+    ends a whole stream); returned instead, the error is raised by the handler, through the
+    boundary. On valid bytes this is the parse gRPC did anyway, plus one call.
+    """
+    parse = request_class.FromString
+    full_name = request_class.DESCRIPTOR.full_name
+
+    def deserialize(data: bytes) -> _M | InvalidArgument:
+        try:
+            return parse(data)
+        except Exception as exc:  # DecodeError, or whatever else a parser raises on junk
+            return InvalidArgument(f"request is not a valid {full_name}: {_parse_failure(exc)}")
+
+    return deserialize
+
+
+def _parse_failure(exc: Exception) -> str:
+    """What protobuf found wrong, without its "Error parsing message with type ..." preamble."""
+    text = str(exc)
+    if text.startswith("Error parsing message") and "': " in text:
+        text = text.split("': ", 1)[1]
+    return clip(text or type(exc).__name__, 200)
+
+
+def add_service(
+    server: grpc.aio.Server,
+    service: ServiceDescriptor,
+    messages: ModuleType,
+    servicer: object,
+    handles_undecodable: Collection[str],
+    serializers: Mapping[str, Callable[[Any], bytes]] | None = None,
+) -> None:
+    """Register ``service`` like a generated ``add_..._to_server``, built from its descriptor.
+
+    Differences: the service is a generic handler only (see ``app.GenericHandlersOnly``); every
+    request deserializer is ``lenient_deserializer``; methods named in ``handles_undecodable``
+    raise the error of an undecodable message themselves (the inference RPCs, through the boundary,
+    so it is counted), and every other method, unary, is answered INVALID_ARGUMENT for it before the
+    servicer runs; ``serializers`` replaces the response serializer of the methods it names.
+    """
     handlers = {}
     for method in service.methods:
-        request_class = getattr(pb, method.input_type.name)
-        response_class = getattr(pb, method.output_type.name)
-        serializer = serialize_infer_response if method.name == "ModelInfer" else response_class.SerializeToString
-        handlers[method.name] = factories[(method.client_streaming, method.server_streaming)](
-            getattr(servicer, method.name),
-            request_deserializer=request_class.FromString,
-            response_serializer=serializer,
+        request_class = getattr(messages, method.input_type.name)
+        response_class = getattr(messages, method.output_type.name)
+        handler = getattr(servicer, method.name)
+        if method.name not in handles_undecodable:
+            if method.client_streaming or method.server_streaming:
+                raise ValueError(f"{service.full_name}.{method.name} streams: it must handle undecodable messages")
+            handler = _refusing_undecodable(handler)
+        handlers[method.name] = _RPC_HANDLER_FACTORIES[(method.client_streaming, method.server_streaming)](
+            handler,
+            request_deserializer=lenient_deserializer(request_class),
+            response_serializer=(serializers or {}).get(method.name, response_class.SerializeToString),
         )
     # Generic only, not also registered: see app.GenericHandlersOnly.
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+
+
+def _refusing_undecodable(handler: _Handler) -> _Handler:
+    """A unary handler that answers a message that did not parse with its INVALID_ARGUMENT."""
+
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, InvalidArgument):
+            return await abort_on_error(context, lambda: _raise(request))
+        return await handler(request, context)
+
+    return call
+
+
+async def _raise(error: DriftserveError) -> NoReturn:
+    raise error
+
+
+def add_inference_servicer(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
+    """Register GRPCInferenceService (``add_service``); ModelInfer's serializer passes the bytes
+    that ``v2_wire.ResponseEncoder`` already encoded through."""
+    add_service(
+        server,
+        pb.DESCRIPTOR.services_by_name["GRPCInferenceService"],
+        pb,
+        servicer,
+        handles_undecodable={"ModelInfer", "ModelStreamInfer"},
+        serializers={"ModelInfer": serialize_infer_response},
+    )
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -129,7 +217,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ServerReady(
         self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=self.started and self.boundary.dataplane.accepting)
+        return pb.ServerReadyResponse(ready=self.started and self.boundary.dataplane.ready)
 
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
@@ -138,7 +226,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             self.repository.route(request.name, request.version)
         except DriftserveError:
             return pb.ModelReadyResponse(ready=False)
-        return pb.ModelReadyResponse(ready=self.boundary.dataplane.accepting)
+        return pb.ModelReadyResponse(ready=self.boundary.dataplane.ready)
 
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
@@ -167,21 +255,20 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         return await abort_on_error(context, body)
 
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> bytes:
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest | InvalidArgument, context: grpc.aio.ServicerContext
+    ) -> bytes:
         """Replies with the serialized ModelInferResponse (see ``add_inference_servicer``)."""
         return await self.boundary.serve(PROTOCOL, request, context, decode_request, self._encoder.encode)
 
     async def ModelStreamInfer(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
-        async def handle(message: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
+        async def handle(message: pb.ModelInferRequest | InvalidArgument) -> pb.ModelStreamInferResponse:
             return await self.boundary.serve_for_stream(
                 PROTOCOL,
                 message,
                 decode_request,
                 lambda r: pb.ModelStreamInferResponse(infer_response=encode_response(r)),
-                lambda m, code, text: pb.ModelStreamInferResponse(
-                    error_message=f"{code.name}: {text}",
-                    infer_response=pb.ModelInferResponse(model_name=m.model_name, id=m.id),
-                ),
+                _stream_error_reply,
             )
 
         async for reply in stream_concurrently(request_iterator, handle, STREAM_MAX_INFLIGHT):
@@ -251,6 +338,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelStatisticsResponse:
         async def body() -> pb.ModelStatisticsResponse:
+            wanted = parse_version(request.version) if request.version else None
             if request.name:
                 entry = self.repository.entry(request.name)
                 entries = [entry]
@@ -259,11 +347,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             stats = []
             for entry in entries:
                 for version, served in sorted(entry.versions.items()):
-                    if request.version and request.version != str(version):
+                    if wanted is not None and version != wanted:
                         continue
                     stats.append(_statistics_message(entry.name, version, served.statistics))
-            if request.name and request.version and not stats:
-                raise NotFound(f"model '{request.name}' has no served version {request.version}")
+            if request.name and wanted is not None and not stats:
+                raise NotFound(f"model '{clip(request.name)}' has no served version {wanted}")
             return pb.ModelStatisticsResponse(model_stats=stats)
 
         return await abort_on_error(context, body)
@@ -299,6 +387,20 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             return pb.RepositoryModelUnloadResponse()
 
         return await abort_on_error(context, body)
+
+
+_NO_REQUEST = pb.ModelInferRequest()
+
+
+def _stream_error_reply(
+    message: pb.ModelInferRequest | InvalidArgument, code: grpc.StatusCode, text: str
+) -> pb.ModelStreamInferResponse:
+    """The error reply of one stream message; one that did not parse has no model name or id."""
+    head = message if isinstance(message, pb.ModelInferRequest) else _NO_REQUEST
+    return pb.ModelStreamInferResponse(
+        error_message=f"{code.name}: {text}",
+        infer_response=pb.ModelInferResponse(model_name=head.model_name, id=head.id),
+    )
 
 
 def _config_type(datatype: str) -> mc.DataType:

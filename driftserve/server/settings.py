@@ -13,6 +13,8 @@ DEFAULT_GRPC_PORT = 8001
 DEFAULT_METRICS_PORT = 8002
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_GRACE_PERIOD_S = 10.0
+DEFAULT_DRAIN_PERIOD_S = 0.5
+DEFAULT_MAX_PENDING_CALLS = 256
 # The settings that a child `serve` process (a worker, the server of `run`) inherits as flags.
 SERVE_FLAG_FIELDS = (
     "model_repository",
@@ -22,6 +24,8 @@ SERVE_FLAG_FIELDS = (
     "log_level",
     "max_receive_message_bytes",
     "grace_period_s",
+    "drain_period_s",
+    "max_pending_calls",
     "mirror_address",
     "workers",
 )
@@ -43,6 +47,18 @@ class ServerSettings(BaseSettings):
     max_send_message_bytes: int = Field(DEFAULT_MAX_MESSAGE_BYTES, ge=1024, description="Largest response sent.")
     grace_period_s: float = Field(
         DEFAULT_GRACE_PERIOD_S, ge=0, description="How long in-flight requests may finish at shutdown."
+    )
+    drain_period_s: float = Field(
+        DEFAULT_DRAIN_PERIOD_S,
+        ge=0,
+        description="After SIGTERM (health NOT_SERVING), keep serving this long so calls gRPC already received "
+        "are answered; then refuse new ones with UNAVAILABLE. Part of the grace period.",
+    )
+    max_pending_calls: int = Field(
+        DEFAULT_MAX_PENDING_CALLS,
+        ge=1,
+        description="Calls gRPC may hold that the server has not taken yet; beyond it (up to 4x, randomly) gRPC "
+        "refuses new calls at once instead of queueing them (load shedding under overload).",
     )
     mirror_address: str | None = Field(
         None, description="Drift sidecar address (host:port or unix:path); unset = no mirroring."

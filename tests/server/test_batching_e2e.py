@@ -115,6 +115,8 @@ def test_queue_full_sheds_load(server: InProcessServer) -> None:
     with pytest.raises(grpc.RpcError) as info:
         stub.ModelInfer(v2_request("mlp_slow_queue", zeros))
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "is full" in info.value.details()
+    # The retry hint gRPC clients honour: here the queue's own delay, 3 s.
+    assert dict(info.value.trailing_metadata())["grpc-retry-pushback-ms"] == "3000"
     assert time.monotonic() - started < 2.5, "a full queue must refuse at once, not after the queue delay"
     assert all(f.result(timeout=30).model_name == "mlp_slow_queue" for f in queued)
 

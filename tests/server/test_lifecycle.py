@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import signal
 import threading
 from pathlib import Path
@@ -13,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from onnx import TensorProto
 
 from driftserve.api import driftserve_pb2 as dpb
+from driftserve.api import grpc_service_pb2 as pb
 from examples.build_repository import load_split
 from tests.server.support import ServerProcess, copy_model, v2_request, wait_until, write_identity_model
 
@@ -54,6 +56,27 @@ def test_sigterm_lets_in_flight_requests_finish(example_repository: Path, tmp_pa
         assert info.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
         channel.close()
     assert any("draining" in line for line in server.lines)
+
+
+def test_sigterm_answers_stream_messages_in_flight_and_readiness_turns_false(
+    example_repository: Path, tmp_path: Path
+) -> None:
+    copy_model(example_repository, tmp_path, "breast_cancer_mlp", config=SLOW_BATCH_CONFIG)
+    x, _, _ = load_split(example_repository / "breast_cancer_mlp" / "data" / "holdout.npz")
+    with ServerProcess(tmp_path, "--drain-period-s", "2") as server:
+        stub = server.v2()
+        sent = queue.Queue()
+        for i in range(6):
+            sent.put(v2_request("breast_cancer_mlp", x[i : i + 1], id=f"s{i}"))
+        replies = stub.ModelStreamInfer(iter(sent.get, None))
+        wait_until(lambda: server.metric("driftserve_batcher_queue_depth_requests", model="breast_cancer_mlp") == 6)
+        server.process.send_signal(signal.SIGTERM)
+        wait_until(lambda: not stub.ServerReady(pb.ServerReadyRequest(), timeout=5).ready, timeout_s=10)
+        answered = [next(replies) for _ in range(6)]
+        assert all(not r.error_message for r in answered), [r.error_message for r in answered]
+        assert sorted(r.infer_response.id for r in answered) == [f"s{i}" for i in range(6)]
+        sent.put(None)  # the client ends its stream
+        assert server.process.wait(timeout=30) == 0
 
 
 def test_environment_settings_and_process_metrics(example_repository: Path, tmp_path: Path) -> None:
@@ -201,7 +224,6 @@ def test_concurrent_clients_share_batches(example_repository: Path, tmp_path: Pa
         for t in threads:
             t.join()
         assert not errors
-        from driftserve.api import grpc_service_pb2 as pb
 
         stats = stub.ModelStatistics(pb.ModelStatisticsRequest(name="breast_cancer_mlp")).model_stats[0]
         assert stats.inference_count == 160 + 0 * stats.execution_count

@@ -1,0 +1,1 @@
+"""Reliability scenarios run against real driftserve processes (overload, SIGTERM, kills, soak)."""
