@@ -19,7 +19,7 @@ import onnx
 import onnxruntime as ort
 
 from driftserve.core.config import DEFAULT_MAX_BATCH_SIZE, ModelConfig, TensorConfig
-from driftserve.core.errors import ConfigError, InvalidArgument, ModelExecutionError
+from driftserve.core.errors import ConfigError, InvalidArgument, ModelExecutionError, clip_list
 from driftserve.core.tensors import ORT_TO_V2, V2_TO_NUMPY
 
 logger = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class ModelVersion:
             if missing:
                 parts.append(f"missing input(s) {missing}")
             if extra:
-                parts.append(f"unexpected input(s) {extra}")
+                parts.append(f"unexpected input(s) {clip_list(extra)}")
             raise InvalidArgument(
                 f"model '{self.name}' version {self.version}: {'; '.join(parts)}; expected exactly {list(self.inputs)}"
             )
@@ -186,7 +186,8 @@ class ModelVersion:
         unknown = [n for n in requested if n not in self.outputs]
         if unknown:
             raise InvalidArgument(
-                f"requested output(s) {unknown} not produced by model '{self.name}'; available: {self.output_names}"
+                f"requested output(s) {clip_list(unknown)} not produced by model '{self.name}'; "
+                f"available: {self.output_names}"
             )
         return list(requested)
 
