@@ -9,6 +9,7 @@ and infinity, and random bytes that are no protobuf message at all.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,11 @@ from driftserve.api import driftserve_pb2 as dpb
 from driftserve.api import grpc_service_pb2 as pb
 from driftserve.core.tensors import V2_TO_NUMPY
 from tests.server.support import InProcessServer, copy_model, v2_request
+
+# 250 examples in CI (a few seconds); the long run sets DRIFTSERVE_FUZZ_EXAMPLES, e.g. to 20000.
+FUZZ_EXAMPLES = int(os.environ.get("DRIFTSERVE_FUZZ_EXAMPLES", "250"))
+# No request may cost more memory than its bytes justify: the largest fuzzed message is ~1 MiB.
+RSS_GROWTH_LIMIT_MIB = 200
 
 CALL_TIMEOUT_S = 20
 MODELS = ("breast_cancer_lr", "breast_cancer_mlp")
@@ -64,6 +70,17 @@ def server(example_repository: Path, tmp_path_factory: pytest.TempPathFactory) -
 def channel(server: InProcessServer) -> Iterator[grpc.Channel]:
     with server.channel() as channel:
         yield channel
+
+
+def _rss_mib() -> float:
+    """This process's resident memory now (the in-process server lives here)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.fixture(scope="module")
+def rss_before_fuzzing(server: InProcessServer) -> float:
+    return _rss_mib()
 
 
 # ---------------------------------------------------------------------- strategies
@@ -257,20 +274,28 @@ def perform(channel: grpc.Channel, action: tuple[Any, ...]) -> Reply:
 
 
 @settings(
-    max_examples=250,
+    max_examples=FUZZ_EXAMPLES,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
 )
 @given(action=actions)
-def test_every_reply_is_a_status_a_client_can_act_on(channel: grpc.Channel, action: tuple[Any, ...]) -> None:
+def test_every_reply_is_a_status_a_client_can_act_on(
+    channel: grpc.Channel, rss_before_fuzzing: float, action: tuple[Any, ...]
+) -> None:
     reply = perform(channel, action)
     allowed = ALLOWED | ({grpc.StatusCode.DEADLINE_EXCEEDED} if reply.timeout_requested else set())
     assert set(reply.codes) <= allowed, (reply.codes, action[0])
 
 
-def test_server_still_serves_after_fuzzing(server: InProcessServer, channel: grpc.Channel) -> None:
-    """Runs after the fuzz test in this module: the same server answers a valid request."""
+def test_server_still_serves_after_fuzzing(
+    server: InProcessServer, channel: grpc.Channel, rss_before_fuzzing: float
+) -> None:
+    """Runs after the fuzz test in this module: the same server answers a valid request, and
+    no request cost more memory than its bytes justify (RSS stays within a bound)."""
+    growth = _rss_mib() - rss_before_fuzzing
+    print(f"fuzzing: RSS {rss_before_fuzzing:.0f} MiB -> {rss_before_fuzzing + growth:.0f} MiB")
+    assert growth < RSS_GROWTH_LIMIT_MIB, f"RSS grew by {growth:.0f} MiB while fuzzing"
     for model in MODELS:
         reply = server.v2(channel).ModelInfer(v2_request(model, np.zeros((2, 30), np.float32)), timeout=CALL_TIMEOUT_S)
         assert reply.model_name == model and len(reply.raw_output_contents) == len(reply.outputs) > 0
