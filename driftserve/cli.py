@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from driftserve import __version__
 from driftserve.bench import cli as bench_cli
+from driftserve.core.processes import follow_parent
 from driftserve.launcher import add_run_flags, run_server_and_sidecar
 from driftserve.server.commands import add_serve_flags, cmd_serve
 from driftserve.sidecar import commands as sidecar_commands
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default: the process's), run the subcommand, return its exit code."""
+    follow_parent()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -43,7 +43,8 @@ async def _client(
     target: str, request: pb.ModelInferRequest, stop: asyncio.Event, log: list[tuple[float, str]]
 ) -> None:
     """One closed-loop client on its own channel; logs (send time, status) per request."""
-    async with grpc.aio.insecure_channel(target) as channel:
+    # A connection of its own (channels in one process share one unless told otherwise).
+    async with grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         while not stop.is_set():
             sent = time.monotonic()

@@ -8,6 +8,7 @@ run`` (server + sidecar), the benchmarks (servers under test) and the tests all 
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import re
@@ -25,6 +26,9 @@ from driftserve.core.commandline import driftserve_command
 logger = logging.getLogger(__name__)
 
 READY_PATTERN = re.compile(r"^DRIFTSERVE_READY\b(.*)$")
+# Set in every child's environment: the pid of the process that started it (see follow_parent).
+PARENT_PID_ENV = "DRIFTSERVE_PARENT_PID"
+_PR_SET_PDEATHSIG = 1
 DEFAULT_START_TIMEOUT_S = 180.0
 # How long stop() waits after SIGTERM on top of the child's own grace period.
 STOP_MARGIN_S = 5.0
@@ -99,7 +103,7 @@ def start_process(
         stderr=subprocess.STDOUT if output != "relay" else None,
         text=True,
         cwd=cwd,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, PARENT_PID_ENV: str(os.getpid()), **(env or {})},
     )
     child = Child(name, process)
     sink: IO[str] | None = None
@@ -192,3 +196,22 @@ def stop_children(children: list[Child], grace_s: float) -> list[int]:
             logger.error("%s did not stop in time; killing it", child.name)
             codes.append(child.kill())
     return codes
+
+
+def follow_parent() -> None:
+    """In a child started by :func:`start_process`: get SIGTERM when that parent dies.
+
+    A supervisor killed with SIGKILL (``--workers``, ``driftserve run``, a test harness) cannot
+    stop its children itself; without this they would keep serving, orphaned, on their ports.
+    Linux only (``prctl(PR_SET_PDEATHSIG)``); elsewhere a no-op. The signal follows the thread
+    that started the child, which is the supervisor's main thread here.
+    """
+    parent = os.environ.pop(PARENT_PID_ENV, "")
+    if not parent.isascii() or not parent.isdigit() or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        logger.warning("cannot follow the parent process: prctl failed (errno %d)", ctypes.get_errno())
+        return
+    if os.getppid() != int(parent):  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -157,8 +157,11 @@ async def stream_concurrently(requests: Any, handle: Callable[[Any], Any], max_i
     """Handle each message of a request stream as its own task and yield replies as they finish.
 
     Requests of one stream can then share a batch; replies carry their request id, so order is
-    not needed (as in Triton's ModelStreamInfer). At most ``max_inflight`` are outstanding: the
-    reader stops pulling from the stream until one finishes (back-pressure, bounded memory).
+    not needed (as in Triton's ModelStreamInfer). At most ``max_inflight`` are outstanding,
+    counting replies not yet written to the client: a slot frees once its reply has been yielded
+    (gRPC's flow control holds the yield while the client does not read), and the reader stops
+    pulling from the stream until one frees. A client that sends without reading therefore holds
+    at most ``max_inflight`` replies in the server, whatever it sends.
     """
 
     replies: asyncio.Queue[Any] = asyncio.Queue()
@@ -168,9 +171,11 @@ async def stream_concurrently(requests: Any, handle: Callable[[Any], Any], max_i
 
     async def run_one(message: Any) -> None:
         try:
-            await replies.put(await handle(message))
-        finally:
+            reply = await handle(message)
+        except BaseException:
             slots.release()
+            raise
+        await replies.put(reply)  # its slot frees once the reply is yielded
 
     async def reader() -> None:
         nonlocal done_reading
@@ -191,6 +196,7 @@ async def stream_concurrently(requests: Any, handle: Callable[[Any], Any], max_i
             if reply is _END:
                 break
             yield reply
+            slots.release()
         while tasks or not replies.empty():
             if tasks:
                 await asyncio.wait(set(tasks))
@@ -198,6 +204,7 @@ async def stream_concurrently(requests: Any, handle: Callable[[Any], Any], max_i
                 reply = replies.get_nowait()
                 if reply is not _END:
                     yield reply
+                    slots.release()
     finally:
         read_task.cancel()
         for task in list(tasks):

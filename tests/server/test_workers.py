@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import grpc
@@ -13,11 +12,12 @@ from tests.server.support import ServerProcess, copy_model, v2_request, wait_unt
 
 
 def _alive(pid: int) -> bool:
+    """Running (an exited child nobody has reaped yet, a zombie, counts as gone)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
         return False
-    return True
+    return state != "Z"
 
 
 def test_two_workers_serve_from_two_pids_and_stop_together(example_repository: Path, tmp_path: Path) -> None:
@@ -45,4 +45,14 @@ def test_two_workers_serve_from_two_pids_and_stop_together(example_repository: P
         ok = server.metric("driftserve_server_requests_total", model="breast_cancer_lr", code="OK")
         assert ok >= 8, "the aggregated counter sums both workers"
         assert server.terminate() == 0
+        wait_until(lambda: not any(_alive(p) for p in pids), timeout_s=30)
+
+
+def test_workers_exit_when_their_supervisor_is_killed(example_repository: Path, tmp_path: Path) -> None:
+    copy_model(example_repository, tmp_path, "breast_cancer_lr")
+    with ServerProcess(tmp_path, "--workers", "2") as server:
+        pids = [int(p) for p in server.announced["pids"].split(",")]
+        assert all(_alive(p) for p in pids)
+        server.process.kill()  # SIGKILL: the supervisor cannot stop its workers itself
+        server.process.wait(timeout=10)
         wait_until(lambda: not any(_alive(p) for p in pids), timeout_s=30)
