@@ -108,21 +108,25 @@ def start_driftserve(
     return ServerProcess(label, command, port, log_dir / f"{label}.log")
 
 
-def start_sidecar(repository: Path, log_dir: Path) -> tuple[ServerProcess, str]:
-    """The drift sidecar on a free loopback port; returns it and its mirror address."""
-    port = free_port()
+def start_sidecar(
+    repository: Path, log_dir: Path, http_port: int = -1, listen: str | None = None
+) -> tuple[ServerProcess, str]:
+    """The drift sidecar on a free loopback port (or ``listen``, to restart one on the same address);
+    returns it and its mirror address. ``http_port`` serves its /metrics (-1: off)."""
+    listen = listen or f"127.0.0.1:{free_port()}"
+    port = int(listen.rpartition(":")[2])
     command = driftserve_command(
         "sidecar",
         "--model-repository",
         str(repository),
         "--listen",
-        f"127.0.0.1:{port}",
+        listen,
         "--http-port",
-        "-1",
+        str(http_port),
         "--log-level",
         "WARNING",
     )
-    return ServerProcess("sidecar", command, port, log_dir / "sidecar.log", "health"), f"127.0.0.1:{port}"
+    return ServerProcess("sidecar", command, port, log_dir / "sidecar.log", "health"), listen
 
 
 def start_naive(repository: Path, log_dir: Path, label: str = "naive") -> ServerProcess:
