@@ -87,9 +87,13 @@ class ServerProcess:
 
 
 def start_driftserve(
-    repository: Path, log_dir: Path, extra_args: list[str] | None = None, label: str = "driftserve"
+    repository: Path,
+    log_dir: Path,
+    extra_args: list[str] | None = None,
+    label: str = "driftserve",
+    cpus: str | None = None,
 ) -> ServerProcess:
-    """`driftserve serve` on free loopback gRPC and metrics ports."""
+    """`driftserve serve` on free loopback gRPC and metrics ports; ``cpus`` pins it (taskset list)."""
     port, metrics = free_port(), free_port()
     command = driftserve_command(
         "serve",
@@ -105,6 +109,8 @@ def start_driftserve(
         "WARNING",
         *(extra_args or []),
     )
+    if cpus:
+        command = ["taskset", "-c", cpus, *command]
     return ServerProcess(label, command, port, log_dir / f"{label}.log")
 
 

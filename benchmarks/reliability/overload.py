@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -103,7 +104,11 @@ def run_scenario(args: argparse.Namespace) -> dict[str, Any]:
     metrics_port = free_port()
     with tempfile.TemporaryDirectory(prefix="driftserve-overload-") as tmp:
         server = start_driftserve(
-            args.model_repository, Path(tmp), ["--metrics-port", str(metrics_port), *args.server_args], "overload"
+            args.model_repository,
+            Path(tmp),
+            ["--metrics-port", str(metrics_port), *args.server_args],
+            "overload",
+            cpus=args.server_cpus,
         )
         try:
             server.wait_ready()
@@ -161,6 +166,8 @@ def _summarize(
         "scenario": "overload, open loop",
         "command": " ".join(sys.argv),
         "model": args.model,
+        "server_cpus": args.server_cpus,
+        "client_cpus": args.client_cpus,
         "capacity_rps": round(capacity.throughput_rps, 1),
         "offered_rps": round(rate, 1),
         "duration_s": args.duration_s,
@@ -206,8 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recovered-after", type=int, default=10, help="OK probe replies in a row")
     parser.add_argument("--recovery-limit-s", type=float, default=30.0)
     parser.add_argument("--server-arg", dest="server_args", action="append", default=[], help="extra serve flag")
+    parser.add_argument("--server-cpus", help="pin the server to these CPUs (taskset list, e.g. 0)")
+    parser.add_argument("--client-cpus", help="pin this script and its load workers to these CPUs (e.g. 1)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    if args.client_cpus:
+        os.sched_setaffinity(0, {int(c) for c in args.client_cpus.split(",")})  # workers inherit it
     result = run_scenario(args)
     text = json.dumps(result, indent=2)
     if args.out:
