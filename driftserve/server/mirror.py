@@ -31,6 +31,7 @@ from driftserve.api import driftserve_pb2 as pb
 from driftserve.api import driftserve_pb2_grpc as pb_grpc
 from driftserve.core.tensors import encode_raw, v2_datatype
 from driftserve.server.dataplane import InferenceRequest
+from driftserve.server.metrics import counter_writer
 from driftserve.server.repository import ModelRepository, ServedVersion
 
 logger = logging.getLogger(__name__)
@@ -200,9 +201,11 @@ class MirrorPublisher:
         )
         self.queue_depth = Gauge(
             "driftserve_mirror_queue_depth_records",
-            "Records that were waiting at the last flush to the sidecar.",
+            "Records staged for the sidecar and not yet sent.",
             registry=registry,
         )
+        # Written per tapped request from the loop thread: the lock-free writer.
+        self._depth = counter_writer(self.queue_depth)
 
     # ------------------------------------------------------------------ request path
     def tap(self, served: ServedVersion, request: InferenceRequest, outputs: dict[str, np.ndarray]) -> None:
@@ -241,6 +244,7 @@ class MirrorPublisher:
                 return
         staging.records.append((request.request_id, rows, request.arrival_ns, tapped_ns))
         self._staged_rows = staged
+        self._depth.inc(1)
         if staged >= self.flush_rows and self._wakeup is not None:
             self._wakeup.set()
 
@@ -348,7 +352,6 @@ class MirrorPublisher:
             if not self._staged_rows:
                 continue
             batches = self._drain()
-            self.queue_depth.set(sum(records for _, _, records in batches))  # per flush, not per request
             for index, (batch, lane, records) in enumerate(batches):
                 try:
                     await call.write(batch)
@@ -380,6 +383,7 @@ class MirrorPublisher:
                 else:
                     self._release(staging)
         self._staged_rows = self._staged_bytes = 0
+        self._depth.set(0)
         return taken
 
     def _drop_all(self) -> None:
@@ -387,7 +391,6 @@ class MirrorPublisher:
             staging.lane.dropped.inc(len(staging.records))
             staging.reset()
             self._release(staging)
-        self.queue_depth.set(0)
 
     def _set_connected(self, value: bool) -> None:
         self._connected = value

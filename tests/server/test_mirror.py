@@ -304,10 +304,12 @@ def test_a_full_staging_drops_and_counts_then_sends_what_it_kept() -> None:
                 x = np.full((2, 3), i, dtype=np.float32)
                 mirror.tap(served(), request({"x": x}, str(i)), {"y": x.copy()})
             assert records(registry, "dropped") == 2 and records(registry, "sent") == 0
+            # The depth is what waits now: 4 staged records, none once they are sent.
+            assert registry.get_sample_value("driftserve_mirror_queue_depth_records") == 4
             mirror.start()
             await wait_for(lambda: records(registry, "sent") == 4, "the kept records")
             assert [i for b in sidecar.batches for i in b.request_ids] == ["0", "1", "2", "3"]
-            assert registry.get_sample_value("driftserve_mirror_queue_depth_records") == 4
+            assert registry.get_sample_value("driftserve_mirror_queue_depth_records") == 0
         finally:
             await mirror.close()
             await server.stop(None)
