@@ -27,7 +27,7 @@ import yaml
 
 from driftserve.api import driftserve_pb2
 from driftserve.core.machine import machine
-from driftserve.core.processes import Child, start_child
+from driftserve.core.processes import Child, start_child, start_process
 
 logger = logging.getLogger(__name__)
 
@@ -187,12 +187,11 @@ def run(batch_sizes: list[int], duration_s: float, soak_s: float, rounds: int) -
         try:
             throughput = [_run_one(announced, proc, size, duration_s) for _ in range(rounds) for size in batch_sizes]
             rss: list[tuple[float, int]] = []
-            soak = subprocess.Popen(
+            publisher = [sys.executable, "-m", "benchmarks.sidecar_loadtest", "publish"]
+            soak = start_process(
+                "publisher",
                 [
-                    sys.executable,
-                    "-m",
-                    "benchmarks.sidecar_loadtest",
-                    "publish",
+                    *publisher,
                     "--address",
                     announced["address"],
                     "--rows-per-batch",
@@ -200,14 +199,13 @@ def run(batch_sizes: list[int], duration_s: float, soak_s: float, rounds: int) -
                     "--duration-s",
                     str(soak_s),
                 ],
-                stdout=subprocess.PIPE,
-                text=True,
+                output="keep",
             )
             started = time.monotonic()
-            while soak.poll() is None:
+            while soak.process.poll() is None:
                 rss.append((round(time.monotonic() - started, 1), proc.memory_info().rss))
                 time.sleep(1.0)
-            soak_result = json.loads((soak.communicate()[0] or "{}").strip().splitlines()[-1])
+            soak_result = json.loads((soak.output().strip() or "{}").splitlines()[-1])
         finally:
             exit_code = sidecar.terminate(30)
     return {

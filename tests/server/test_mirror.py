@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -26,6 +25,7 @@ from driftserve.api import driftserve_pb2 as pb
 from driftserve.api import driftserve_pb2_grpc as pb_grpc
 from driftserve.api import grpc_service_pb2 as v2pb
 from driftserve.core.config import ModelConfig
+from driftserve.core.ports import free_port
 from driftserve.core.tensors import decode_raw
 from driftserve.server import mirror as mirror_module
 from driftserve.server.dataplane import DataPlane, InferenceRequest
@@ -105,9 +105,7 @@ def received(batches: list[pb.MirrorBatch], kind: str) -> dict[str, np.ndarray]:
 
 
 def dead_address() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{sock.getsockname()[1]}"
+    return f"127.0.0.1:{free_port()}"  # nothing listens there
 
 
 def numeric_request(rng: np.random.Generator, rows: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

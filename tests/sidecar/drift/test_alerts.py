@@ -14,6 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from driftserve.core.drift_config import ActionsConfig, DriftConfig
+from driftserve.core.ports import free_port
 from driftserve.sidecar.drift.actions import AlertDispatcher
 from driftserve.sidecar.drift.detector import (
     CUMULATIVE,
@@ -166,11 +167,7 @@ def test_cooldown_and_only_alert_entries_trigger_actions(tmp_path: Path) -> None
 
 
 def test_failing_webhook_and_command_are_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
-    import socket
-
-    with socket.socket() as sock:  # a port with nothing listening
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nothing listens there
     cfg = ActionsConfig(webhook_url=f"http://127.0.0.1:{port}/", command=[sys.executable, "-c", "raise SystemExit(3)"])
     dispatcher = AlertDispatcher(cfg, "m")
     try:
