@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
+import time
+
+from pydantic import ValidationError
 
 from driftserve.core.commandline import configure_logging
-from driftserve.core.processes import start_child, stop_children, supervise, wait_ready
+from driftserve.core.processes import DEFAULT_START_TIMEOUT_S, Child, start_child, stop_children, supervise
+from driftserve.core.startup import EXIT_FAILURE, EXIT_USAGE, StartupError
 from driftserve.server.commands import server_settings
-from driftserve.server.settings import serve_argv
+from driftserve.server.settings import check_repository, serve_argv
+from driftserve.sidecar.settings import SidecarSettings
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +41,57 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _fail(message: str, code: int) -> int:
+    print(f"driftserve run: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def _check_sidecar_flags(args: argparse.Namespace, settings_repository: object) -> str:
+    """What is wrong with ``--sidecar-listen`` / ``--sidecar-http-port`` ("" when nothing)."""
+    try:
+        SidecarSettings(
+            model_repository=settings_repository, listen=args.sidecar_listen, http_port=args.sidecar_http_port
+        )
+    except ValidationError as exc:
+        return "; ".join(
+            f"--sidecar-{str(e['loc'][0]).replace('_', '-')} is {e.get('input')!r}: "
+            + " ".join(str(e["msg"]).split()).removeprefix("Value error, ")
+            for e in exc.errors()
+            if e["loc"] and e["loc"][0] in ("listen", "http_port")
+        )
+    return ""
+
+
+def _wait_started(children: list[Child], timeout_s: float = DEFAULT_START_TIMEOUT_S) -> Child | None:
+    """None once every child printed its ready line; else the first that exited (or is not ready in time)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for child in children:
+            if not child.ready.is_set() and child.process.poll() is not None:
+                return child
+        if all(child.ready.is_set() for child in children):
+            return None
+        if time.monotonic() > deadline:
+            return next(child for child in children if not child.ready.is_set())
+        time.sleep(0.05)
+
+
 def run_server_and_sidecar(args: argparse.Namespace) -> int:
-    """Start the sidecar, then the server mirroring to it; stop both on a signal."""
+    """Start the sidecar, then the server mirroring to it; stop both on a signal.
+
+    A start that fails prints one line (each child prints its own reason first) and exits with
+    2 when a child exited with 2 (a setting to change), else 1.
+    """
     if args.mirror_address is None:
         args.mirror_address = args.sidecar_listen
     settings = server_settings(args)
+    try:
+        check_repository(settings)
+    except StartupError as exc:
+        return _fail(exc.message, exc.exit_code)
+    problem = _check_sidecar_flags(args, settings.model_repository)
+    if problem:
+        return _fail(problem, EXIT_USAGE)
     configure_logging(settings.log_level)
     sidecar_argv = [
         "sidecar",
@@ -55,9 +107,25 @@ def run_server_and_sidecar(args: argparse.Namespace) -> int:
     sidecar = start_child("sidecar", sidecar_argv)
     server = start_child("server", serve_argv(settings))
     children = [sidecar, server]
-    if not wait_ready(children):
+    failed = _wait_started(children)
+    if failed is not None:
         stop_children(children, settings.grace_period_s)
-        return 1
+        code = failed.process.poll()
+        if code is None:
+            return _fail(
+                f"the {failed.name} was not ready within {DEFAULT_START_TIMEOUT_S:.0f} s (see its log above); "
+                "stopped both",
+                EXIT_FAILURE,
+            )
+        hint = (
+            " (run sets the sidecar's --listen with --sidecar-listen and its --http-port with --sidecar-http-port)"
+            if failed is sidecar
+            else ""
+        )
+        return _fail(
+            f"the {failed.name} failed to start (exit code {code}; its reason is above){hint}; stopped both",
+            EXIT_USAGE if code == EXIT_USAGE else EXIT_FAILURE,
+        )
     print(
         f"driftserve is up: gRPC {settings.host}:{server.announced.get('grpc_port')}, "
         f"metrics http://{settings.host}:{server.announced.get('metrics_port')}/metrics, "

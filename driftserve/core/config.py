@@ -25,6 +25,7 @@ allowed, so a typo never silently falls back to a default. Example::
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,7 +36,17 @@ from driftserve.core.drift_config import DriftConfig
 from driftserve.core.errors import ConfigError, InvalidArgument, clip
 from driftserve.core.preprocessing import PreprocessingSpec
 
+logger = logging.getLogger(__name__)
+
 CONFIG_FILENAME = "config.yaml"
+# Triton's model configuration, which driftserve does not read: a model that has only this file is refused.
+TRITON_CONFIG_FILENAME = "config.pbtxt"
+TRITON_TRANSLATION = (
+    "translate it to config.yaml: max_batch_size -> max_batch_size; dynamic_batching "
+    "{max_queue_delay_microseconds, preferred_batch_size} -> batching {enabled: true, max_queue_delay_us, "
+    "preferred_batch_sizes}; input/output {name, data_type: TYPE_FP32, dims} -> inputs/outputs {name, "
+    "datatype: FP32, dims} (optional: read from the graph); instance_group count -> instances"
+)
 MODEL_FILENAME = "model.onnx"
 DEFAULT_MAX_BATCH_SIZE = 64
 DEFAULT_MAX_QUEUE_DELAY_US = 500
@@ -236,6 +247,14 @@ def parse_version(text: str) -> int:
 def load_model_config(model_dir: Path) -> ModelConfig:
     """Read and validate ``model_dir/config.yaml`` (an absent file means all defaults)."""
     path = model_dir / CONFIG_FILENAME
+    triton = model_dir / TRITON_CONFIG_FILENAME
+    if triton.exists():
+        if not path.exists():
+            raise ConfigError(
+                f"{triton}: driftserve reads {CONFIG_FILENAME}, not Triton's {TRITON_CONFIG_FILENAME}, and this "
+                f"model has no {CONFIG_FILENAME}; {TRITON_TRANSLATION}"
+            )
+        logger.warning("%s: ignored; driftserve reads %s", triton, path)
     raw: Any = {}
     if path.exists():
         try:

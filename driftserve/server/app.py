@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -22,13 +23,14 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from driftserve.api import driftserve_pb2, grpc_service_pb2
 from driftserve.api._pool import reflection_pool
 from driftserve.core.heap import freeze_startup_heap
+from driftserve.core.startup import EXIT_FAILURE, StartupError, bind_problem, probe_tcp_port
 from driftserve.server.dataplane import DataPlane
 from driftserve.server.grpc_common import InferenceBoundary
 from driftserve.server.grpc_native import PredictorServicer, add_predictor_servicer
 from driftserve.server.grpc_v2 import InferenceServicer, add_inference_servicer
 from driftserve.server.metrics import ServerMetrics
 from driftserve.server.repository import ModelRepository
-from driftserve.server.settings import ServerSettings
+from driftserve.server.settings import ServerSettings, check_repository
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +78,8 @@ class RunningServer:
     drain_s: float = 0.0
     _http: Any = None
     _mirror: Any = None
+    # Set once the server is ready (see ``is_ready``): health SERVING and ServerReady true.
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def stop(self, grace_s: float) -> None:
         """Graceful stop that finishes what it received, within ``grace_s``; then release all.
@@ -109,11 +113,19 @@ class RunningServer:
 
 
 async def create_server(settings: ServerSettings, registry: CollectorRegistry | None = None) -> RunningServer:
-    """Start the gRPC server, load the repository, and mark the process SERVING."""
+    """Bind the ports, load the repository, and mark the process SERVING once it is ready.
+
+    Ready means at least one model ready, or every ``load_models`` model ready when that list is
+    set. A server that is not ready after the start stays NOT_SERVING (ServerReady false) and turns
+    SERVING the first time a later load makes it ready; with ``exit_on_error`` a model that fails
+    to load at start stops the server instead. What keeps the server from starting (a missing
+    repository or model, a port in use) raises ``StartupError`` before anything is served.
+    """
+    check_repository(settings)
     registry = registry if registry is not None else CollectorRegistry()
     metrics = ServerMetrics(registry)
     repository = ModelRepository(settings.model_repository, metrics)
-    repository.scan()  # fail fast on a missing directory
+    repository.scan()
     mirror = None
     if settings.mirror_address:
         from driftserve.server.mirror import MirrorPublisher
@@ -146,26 +158,103 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
         reflection.aio.ReflectionServicer(reflection_names, pool=reflection_pool()), GenericHandlersOnly(server)
     )
-    port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
-    if port == 0:
-        raise RuntimeError(f"cannot bind gRPC port {settings.host}:{settings.grpc_port}")
+    port = _bind_grpc(server, settings)
     running = RunningServer(
         server, port, -1, dataplane, repository, health, metrics, boundary, settings.drain_period_s, _mirror=mirror
     )
-    await running._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-    await server.start()
     if settings.metrics_port >= 0:
-        httpd, _ = start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
+        try:
+            httpd, _ = start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
+        except OSError as exc:
+            await server.stop(None)
+            raise StartupError(
+                f"metrics port {settings.metrics_port} on {settings.host} {bind_problem(exc)}; pick another with "
+                "--metrics-port or DRIFTSERVE_METRICS_PORT (-1 turns metrics off)"
+            ) from None
         running._http = httpd
         running.metrics_port = httpd.server_port
-    await repository.load_all()
+    await running._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+    await server.start()
+    await repository.load_all(settings.load_models or None)
     if mirror is not None:
         mirror.start()
-    v2.started = True
-    await running._set_health(health_pb2.HealthCheckResponse.SERVING)
-    ready = [n for n, e in repository.models.items() if e.ready]
-    logger.info("serving %s on %s:%d (metrics :%d)", ready, settings.host, port, running.metrics_port)
+    failed = _failed_models(repository, settings.load_models)
+    if failed and settings.exit_on_error:
+        await running.stop(0.0)
+        raise StartupError(
+            f"--exit-on-error: {len(failed)} model(s) failed to load: "
+            + "; ".join(f"{name}: {_one_line(reason)}" for name, reason in failed.items()),
+            EXIT_FAILURE,
+        )
+
+    async def became_ready() -> None:
+        if running.ready.is_set() or dataplane.stopping or not is_ready(repository, settings.load_models):
+            return
+        v2.started = True
+        await running._set_health(health_pb2.HealthCheckResponse.SERVING)
+        running.ready.set()
+        ready_models = [n for n, e in repository.models.items() if e.ready]
+        logger.info("serving %s on %s:%d (metrics :%d)", ready_models, settings.host, port, running.metrics_port)
+
+    await became_ready()
+    if not running.ready.is_set():
+        wanted = settings.load_models or sorted(repository.models)
+        logger.warning(
+            "not ready: %s of %d model(s) %s loaded; health stays NOT_SERVING and ServerReady false until %s "
+            "(RepositoryModelLoad after a fix); --exit-on-error exits instead",
+            "none" if len(failed) == len(wanted) else f"{len(wanted) - len(failed)}",
+            len(wanted),
+            "listed with --load-model" if settings.load_models else "in the repository",
+            "every listed model is ready" if settings.load_models else "a model is ready",
+        )
+        repository.on_loaded.append(became_ready)
     return running
+
+
+def is_ready(repository: ModelRepository, load_models: list[str]) -> bool:
+    """Every model of ``load_models`` ready, or, when it is empty, at least one model ready."""
+    if load_models:
+        return all(name in repository.models and repository.models[name].ready for name in load_models)
+    return any(entry.ready for entry in repository.models.values())
+
+
+def _failed_models(repository: ModelRepository, load_models: list[str]) -> dict[str, str]:
+    """The models that should have loaded and did not, with why."""
+    names = load_models or sorted(repository.models)
+    failed = {}
+    for name in names:
+        entry = repository.models.get(name)
+        if entry is None or not entry.ready:
+            failed[name] = entry.reason if entry is not None and entry.reason else "not loaded"
+    return failed
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """``text`` on one line, clipped to ``limit`` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _bind_grpc(server: grpc.aio.Server, settings: ServerSettings) -> int:
+    """Bind the gRPC port; StartupError naming the port and the flag when it cannot be."""
+    fix = "pick another with --grpc-port or DRIFTSERVE_GRPC_PORT"
+    where = f"gRPC port {settings.grpc_port} on {settings.host}"
+    try:
+        probe_tcp_port(settings.host, settings.grpc_port, settings.workers > 1 or settings.reuse_port)
+    except socket.gaierror as exc:
+        raise StartupError(
+            f"host {settings.host!r} cannot be resolved ({exc.strerror}); pass an address of this machine with "
+            "--host or DRIFTSERVE_HOST"
+        ) from None
+    except OSError as exc:
+        raise StartupError(f"{where} {bind_problem(exc)}; {fix}") from None
+    try:
+        port = int(server.add_insecure_port(f"{settings.host}:{settings.grpc_port}"))
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise StartupError(f"{where} cannot be bound; {fix}, or check --host / DRIFTSERVE_HOST")
+    return port
 
 
 async def serve(settings: ServerSettings) -> int:
@@ -176,14 +265,21 @@ async def serve(settings: ServerSettings) -> int:
     for collector in (ProcessCollector, GCCollector, PlatformCollector):
         collector(registry=registry)
     running = await create_server(settings, registry)
-    frozen = freeze_startup_heap()
-    logger.debug("froze %d start-up objects out of the collector's reach", frozen)
-    print(f"DRIFTSERVE_READY grpc_port={running.port} metrics_port={running.metrics_port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    if not running.ready.is_set():  # not ready yet: the ready line waits for a model to load
+        waiters = [loop.create_task(running.ready.wait()), loop.create_task(stop.wait())]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+    if running.ready.is_set() and not stop.is_set():
+        frozen = freeze_startup_heap()
+        logger.debug("froze %d start-up objects out of the collector's reach", frozen)
+        print(f"DRIFTSERVE_READY grpc_port={running.port} metrics_port={running.metrics_port}", flush=True)
+        await stop.wait()
     logger.info("signal received: draining for up to %.1f s", settings.grace_period_s)
     await running.stop(settings.grace_period_s)
     return 0

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from driftserve.core.commandline import configure_logging, settings_from_args
-from driftserve.server.settings import ServerSettings
+from driftserve.core.startup import StartupError
+from driftserve.server.settings import ServerSettings, check_repository
+
+STARTUP_ERRORS_HELP = """\
+start-up errors: one line on stderr, no traceback. Exit code 2: the command line or the environment
+must change (a missing or invalid setting, a missing repository or --load-model, a port in use);
+exit code 1: the start failed at run time (a model failed to load with --exit-on-error).
+readiness: health SERVING, V2 ServerReady and the DRIFTSERVE_READY line come once at least one model
+is ready (with --load-model: every listed model). If none is, the server stays up NOT_SERVING, logs
+why, and becomes ready when a model loads (RepositoryModelLoad); --exit-on-error exits instead."""
 
 
 def add_serve_flags(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +43,22 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
         "--mirror-address", help="drift sidecar address host:port or unix:path [DRIFTSERVE_MIRROR_ADDRESS]"
     )
     parser.add_argument("--workers", type=int, help="server processes sharing the port [DRIFTSERVE_WORKERS, default 1]")
+    parser.add_argument(
+        "--load-model",
+        dest="load_models",
+        action="append",
+        metavar="NAME",
+        help="load only this model, repeatable; ready when every listed model is "
+        "[DRIFTSERVE_LOAD_MODELS=a,b; default: every model, ready when one is]",
+    )
+    parser.add_argument(
+        "--exit-on-error",
+        action="store_true",
+        default=None,
+        help="exit with code 1 if a model fails to load at start [DRIFTSERVE_EXIT_ON_ERROR, default off]",
+    )
+    parser.epilog = STARTUP_ERRORS_HELP
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
 def server_settings(args: argparse.Namespace) -> ServerSettings:
@@ -43,6 +69,10 @@ def server_settings(args: argparse.Namespace) -> ServerSettings:
 def cmd_serve(args: argparse.Namespace) -> int:
     """``driftserve serve``: one server process, or ``--workers N`` of them on one port."""
     settings = server_settings(args)
+    try:
+        check_repository(settings)
+    except StartupError as exc:
+        return startup_failed(exc)
     configure_logging(settings.log_level)
     if settings.workers > 1:
         from driftserve.server.workers import run_workers
@@ -52,4 +82,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from driftserve.server.app import serve
 
-    return uvloop.run(serve(settings))
+    try:
+        return uvloop.run(serve(settings))
+    except StartupError as exc:
+        return startup_failed(exc)
+
+
+def startup_failed(exc: StartupError) -> int:
+    """Print the one line of a failed start and return its exit code."""
+    print(f"driftserve serve: {exc.message}", file=sys.stderr, flush=True)
+    return exc.exit_code

@@ -17,6 +17,7 @@ import logging
 import random
 import re
 import zlib
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,8 @@ class ModelRepository:
         self._load_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="model-load")
         # Retired versions draining in the background; held so the loop does not drop the tasks.
         self._retiring: set[asyncio.Task[None]] = set()
+        # Awaited after every successful load (the server uses it to turn ready after its start).
+        self.on_loaded: list[Callable[[], Awaitable[None]]] = []
 
     # ------------------------------------------------------------------ discovery
     def scan(self) -> list[str]:
@@ -170,9 +173,13 @@ class ModelRepository:
                 raise ConfigError(f"{path}: resolves outside the model repository {root}; refusing to read it")
 
     # ------------------------------------------------------------------ load / unload
-    async def load_all(self) -> None:
-        """Load every model found; failures are recorded per model and do not stop the others."""
+    async def load_all(self, only: list[str] | None = None) -> None:
+        """Load every model found (or only the models ``only`` names); failures are recorded per
+        model and do not stop the others."""
         names, refused = self._scan()
+        if only is not None:
+            names = list(only)
+            refused = {name: reason for name, reason in refused.items() if name in only}
         for reason in refused.values():
             logger.warning("%s", reason)
         results = await asyncio.gather(*(self.load(name) for name in names), return_exceptions=True)
@@ -248,6 +255,8 @@ class ModelRepository:
             task = loop.create_task(served.batcher.close())
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
+        for callback in list(self.on_loaded):
+            await callback()
 
     async def unload(self, name: str) -> None:
         """Stop serving a model; in-flight and queued requests finish first."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from driftserve.core.commandline import settings_argv
+from driftserve.core.startup import StartupError, check_log_level
 
 DEFAULT_GRPC_PORT = 8001
 DEFAULT_METRICS_PORT = 8002
@@ -65,8 +67,64 @@ class ServerSettings(BaseSettings):
     )
     workers: int = Field(1, ge=1, le=64, description="Server processes sharing the gRPC port (SO_REUSEPORT).")
     reuse_port: bool = Field(False, description="Bind with SO_REUSEPORT; set for the processes that --workers starts.")
+    load_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Load only these models (--load-model, repeatable; DRIFTSERVE_LOAD_MODELS=a,b); the server is "
+        "ready when every one of them is. Empty = load every model; ready when at least one is.",
+    )
+    exit_on_error: bool = Field(False, description="Exit with code 1 when a model fails to load at start.")
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        return check_log_level(value)
+
+    @field_validator("load_models", mode="before")
+    @classmethod
+    def _split_load_models(cls, value: object) -> object:
+        """``a,b`` (the environment variable) or a list (flags); blanks dropped, order kept, no duplicates."""
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            return value
+        names = [str(item).strip() for item in items]
+        return list(dict.fromkeys(name for name in names if name))
 
 
 def serve_argv(settings: ServerSettings, **overrides: object) -> list[str]:
     """``serve`` and the flags that start a server process with ``settings`` (``overrides`` win)."""
-    return ["serve", *settings_argv(settings, SERVE_FLAG_FIELDS, **overrides)]
+    argv = ["serve", *settings_argv(settings, SERVE_FLAG_FIELDS, **overrides)]
+    for name in settings.load_models:
+        argv += ["--load-model", name]
+    if settings.exit_on_error:
+        argv.append("--exit-on-error")
+    return argv
+
+
+def check_repository(settings: ServerSettings) -> None:
+    """Raise StartupError unless the repository is a directory holding every ``--load-model``."""
+    root = settings.model_repository
+    if not root.is_dir():
+        raise StartupError(
+            f"model repository {root} is not a directory; "
+            "pass an existing one with --model-repository or DRIFTSERVE_MODEL_REPOSITORY"
+        )
+    missing = [name for name in settings.load_models if not _is_model_dir(root, name)]
+    if missing:
+        try:
+            present = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+        except OSError:
+            present = []
+        raise StartupError(
+            f"--load-model (or DRIFTSERVE_LOAD_MODELS) names {', '.join(repr(m) for m in missing)}, "
+            f"not a model directory of {root}; models there: {', '.join(present) or 'none'}"
+        )
+
+
+def _is_model_dir(root: Path, name: str) -> bool:
+    """Whether ``name`` is a plain directory name of ``root`` (never a path out of it)."""
+    if not name or name.startswith((".", "_")) or "/" in name or "\\" in name or name in (".", ".."):
+        return False
+    try:
+        return (root / name).is_dir()
+    except OSError:
+        return False

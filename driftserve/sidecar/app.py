@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -22,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from driftserve.api import driftserve_pb2, driftserve_pb2_grpc
 from driftserve.api._pool import reflection_pool
 from driftserve.core.heap import freeze_startup_heap
+from driftserve.core.startup import StartupError, bind_problem, probe_tcp_port
 from driftserve.sidecar.http_api import SidecarHttpServer
 from driftserve.sidecar.monitor_service import MirrorServicer, MonitorServicer
 from driftserve.sidecar.settings import SidecarSettings
@@ -62,22 +65,60 @@ class RunningSidecar:
             await self.health.set(name, status)
 
 
+LISTEN_FIX = "pick another with --listen or DRIFTSERVE_SIDECAR_LISTEN"
+
+
+def _probe(listen: str) -> None:
+    """StartupError for an address gRPC could not bind (gRPC's own error gives no reason and its
+    C core logs one to stderr)."""
+    if listen.startswith("unix:"):
+        directory = Path(listen[len("unix:") :].removeprefix("//")).parent
+        if not directory.is_dir():
+            raise StartupError(f"gRPC address {listen}: directory {directory} does not exist; {LISTEN_FIX}")
+        return
+    host, _, port_text = listen.rpartition(":")
+    port = int(port_text)
+    if port == 0:
+        return
+    try:
+        probe_tcp_port(host, port)
+    except socket.gaierror as exc:
+        raise StartupError(
+            f"gRPC address {listen}: host {host!r} cannot be resolved ({exc.strerror}); {LISTEN_FIX}"
+        ) from None
+    except OSError as exc:
+        raise StartupError(f"gRPC address {listen} {bind_problem(exc)}; {LISTEN_FIX}") from None
+
+
 def _bind(server: grpc.aio.Server, listen: str) -> tuple[str, int]:
     """Bind ``listen``; returns the address clients should use and the TCP port (0 for unix)."""
-    port = server.add_insecure_port(listen)
+    _probe(listen)
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError:
+        raise StartupError(f"gRPC address {listen} cannot be bound; {LISTEN_FIX}") from None
     if listen.startswith("unix:"):
         return listen, 0
     if port == 0:
-        raise RuntimeError(f"cannot bind the sidecar's gRPC address {listen}")
+        raise StartupError(f"gRPC address {listen} cannot be bound; {LISTEN_FIX}")
     host = listen.rpartition(":")[0]
     return f"{host}:{port}", port
 
 
 async def create_sidecar(settings: SidecarSettings, registry: CollectorRegistry | None = None) -> RunningSidecar:
-    """Load the monitored models, start gRPC and HTTP, and mark the process SERVING."""
+    """Bind gRPC and HTTP, load the monitored models, start, and mark the process SERVING.
+
+    The addresses are bound before the models load, so a port in use or a missing repository
+    raises ``StartupError`` (one line naming the flag) before anything is logged or started.
+    """
+    root = settings.model_repository
+    if not root.is_dir():
+        raise StartupError(
+            f"model repository {root} is not a directory; "
+            "pass an existing one with --model-repository or DRIFTSERVE_SIDECAR_MODEL_REPOSITORY"
+        )
     registry = registry if registry is not None else CollectorRegistry()
     state = SidecarState(settings, registry)
-    await asyncio.to_thread(state.load)  # loads profiles and shadow models (ORT sessions)
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", settings.max_receive_message_bytes)])
     driftserve_pb2_grpc.add_MirrorServicer_to_server(MirrorServicer(state), server)
     driftserve_pb2_grpc.add_MonitorServicer_to_server(MonitorServicer(state), server)
@@ -90,15 +131,31 @@ async def create_sidecar(settings: SidecarSettings, registry: CollectorRegistry 
     )
     address, port = _bind(server, settings.listen)
     running = RunningSidecar(server, address, port, -1, state, health)
+    if settings.http_port >= 0:
+        try:
+            running.http = SidecarHttpServer(
+                state, registry, settings.http_host, settings.http_port, settings.report_interval_s
+            )
+        except OSError as exc:
+            await server.stop(None)
+            raise StartupError(
+                f"HTTP port {settings.http_port} on {settings.http_host} {bind_problem(exc)}; pick another with "
+                "--http-port or DRIFTSERVE_SIDECAR_HTTP_PORT (-1 turns HTTP off)"
+            ) from None
+        running.http_port = running.http.port
+    try:
+        await asyncio.to_thread(state.load)  # loads profiles and shadow models (ORT sessions)
+    except BaseException:
+        await server.stop(None)
+        if running.http is not None:
+            running.http.start()  # close() waits for the serving thread, so it needs one
+            await asyncio.to_thread(running.http.close)
+        raise
     await running._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
     state.start()
     await server.start()
-    if settings.http_port >= 0:
-        running.http = SidecarHttpServer(
-            state, registry, settings.http_host, settings.http_port, settings.report_interval_s
-        )
+    if running.http is not None:
         running.http.start()
-        running.http_port = running.http.port
     await running._set_health(health_pb2.HealthCheckResponse.SERVING)
     logger.info("drift sidecar on %s (http :%d) monitoring %s", address, running.http_port, sorted(state.models))
     return running

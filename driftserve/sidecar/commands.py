@@ -33,16 +33,14 @@ def _cmd_sidecar(args: argparse.Namespace) -> int:
     import uvloop
 
     from driftserve.core.errors import ConfigError
+    from driftserve.core.startup import StartupError
     from driftserve.sidecar.app import serve
 
     try:
         return uvloop.run(serve(settings))
-    except ConfigError as exc:
-        print(f"driftserve sidecar: {exc.message}", file=sys.stderr)
-        return 2
-    except (OSError, RuntimeError) as exc:  # a port in use, an unusable socket path
-        print(f"driftserve sidecar: cannot start: {exc}", file=sys.stderr)
-        return 1
+    except (StartupError, ConfigError) as exc:
+        print(f"driftserve sidecar: {exc.message}", file=sys.stderr, flush=True)
+        return exc.exit_code if isinstance(exc, StartupError) else 2
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
@@ -141,7 +139,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``sidecar`` and ``drift`` (``profile``, ``report``) subcommands."""
-    side = sub.add_parser("sidecar", help="run the drift sidecar (mirror ingest, drift, shadow, dashboard)")
+    side = sub.add_parser(
+        "sidecar",
+        help="run the drift sidecar (mirror ingest, drift, shadow, dashboard)",
+        epilog="start-up errors: one line on stderr, no traceback; exit code 2 when a setting must change "
+        "(a missing or invalid setting, a missing repository, an address or port in use).",
+    )
     side.add_argument("--model-repository", help="model repository [DRIFTSERVE_SIDECAR_MODEL_REPOSITORY]")
     side.add_argument("--listen", help=f"gRPC address host:port or unix:/path [default {DEFAULT_LISTEN}]")
     side.add_argument("--http-host", help="HTTP bind address [default 127.0.0.1]")

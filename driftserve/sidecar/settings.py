@@ -11,6 +11,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from driftserve.core.startup import check_log_level
+
 DEFAULT_LISTEN = "127.0.0.1:8003"
 DEFAULT_HTTP_HOST = "127.0.0.1"
 DEFAULT_HTTP_PORT = 8004
@@ -50,6 +52,11 @@ class SidecarSettings(BaseSettings):
     grace_period_s: float = Field(
         DEFAULT_GRACE_PERIOD_S, ge=0, description="Time open streams get to finish at shutdown."
     )
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        return check_log_level(value)
 
     @field_validator("listen")
     @classmethod
