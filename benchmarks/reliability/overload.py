@@ -11,13 +11,13 @@
 3. Recovery: after the load stops, how long until the probe sees ``--recovered-after`` OK replies
    in a row.
 
-The server's own count of shed requests comes from its metrics. Prints one JSON document.
+The server's own count of shed requests comes from its metrics. Prints one JSON document; exits
+0 when the surplus was refused RESOURCE_EXHAUSTED with a p99 under 5 ms and nothing waited out.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -34,12 +34,16 @@ import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.common import start_driftserve
+from benchmarks.reliability.common import finish
 from driftserve.api import grpc_service_pb2 as pb
 from driftserve.api import grpc_service_pb2_grpc as pb_grpc
 from driftserve.bench.payload import TensorSpec, build_arrays, serialize_requests
 from driftserve.bench.runner import LoadSpec, RunResult, run_load
 from driftserve.core.machine import machine
 from driftserve.core.ports import free_port
+
+# Newcomers must learn they are refused within this (p99).
+GOAL_TIME_TO_REJECT_P99_MS = 5.0
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -193,6 +197,12 @@ def _summarize(
             "accepted_p99_ms": _percentile(accepted, 99),
         },
         "recovery_s": round(recovered_at - end, 3) if recovered_at is not None else None,
+        # The goal: the surplus refused RESOURCE_EXHAUSTED quickly, nothing left to wait out.
+        "passed": bool(
+            rejected
+            and not codes.get("CANCELLED", 0) + codes.get("DEADLINE_EXCEEDED", 0)
+            and (_percentile(rejected, 99) or 0.0) < GOAL_TIME_TO_REJECT_P99_MS
+        ),
         "machine": machine(),
     }
 
@@ -219,12 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.client_cpus:
         os.sched_setaffinity(0, {int(c) for c in args.client_cpus.split(",")})  # workers inherit it
-    result = run_scenario(args)
-    text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
-    return 0
+    return finish(run_scenario(args), args.out)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import sys
 import tempfile
@@ -23,36 +22,27 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import numpy as np
 
 from benchmarks.common import start_driftserve
+from benchmarks.reliability.common import OWN_CONNECTION, finish, infer_request, infer_status
 from driftserve.api import grpc_service_pb2 as pb
 from driftserve.api import grpc_service_pb2_grpc as pb_grpc
 from driftserve.core.machine import machine
 
-ALLOWED_AFTER_SIGNAL = {"OK", "UNAVAILABLE"}
-
-
-def _request(model: str, rows: int, width: int) -> pb.ModelInferRequest:
-    x = np.random.default_rng(0).normal(size=(rows, width)).astype(np.float32)
-    tensor = pb.ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=list(x.shape))
-    return pb.ModelInferRequest(model_name=model, inputs=[tensor], raw_input_contents=[x.tobytes()])
+# After the signal: served in the drain period, refused, or cancelled by gRPC for reaching it after
+# the transport stopped (the server never saw those; a client retries them like UNAVAILABLE).
+ALLOWED_AFTER_SIGNAL = {"OK", "UNAVAILABLE", "CANCELLED"}
 
 
 async def _client(
     target: str, request: pb.ModelInferRequest, stop: asyncio.Event, log: list[tuple[float, str]]
 ) -> None:
     """One closed-loop client on its own channel; logs (send time, status) per request."""
-    # A connection of its own (channels in one process share one unless told otherwise).
-    async with grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+    async with grpc.aio.insecure_channel(target, options=OWN_CONNECTION) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         while not stop.is_set():
             sent = time.monotonic()
-            try:
-                await stub.ModelInfer(request, timeout=30)
-                code = "OK"
-            except grpc.aio.AioRpcError as exc:
-                code = exc.code().name
+            code = await infer_status(stub, request, timeout_s=30.0)
             log.append((sent, code))
             if code != "OK":
                 await asyncio.sleep(0.01)  # a refused client backs off briefly, as a real one would
@@ -61,7 +51,7 @@ async def _client(
 async def _round(repository: Path, logs: Path, args: argparse.Namespace) -> dict[str, Any]:
     server = start_driftserve(repository, logs, ["--grace-period-s", str(args.grace_s)], label="sigterm")
     server.wait_ready()
-    request = _request(args.model, args.rows, args.width)
+    request = infer_request(args.model, args.rows, args.width)
     stop = asyncio.Event()
     log: list[tuple[float, str]] = []
     tasks = [asyncio.create_task(_client(server.target, request, stop, log)) for _ in range(args.clients)]
@@ -103,6 +93,9 @@ async def run_scenario(args: argparse.Namespace) -> dict[str, Any]:
         "failed_before_signal": sum(r["failed_before_signal"] for r in rounds),
         "bad_after_signal": sum(r["bad_after_signal"] for r in rounds),
         "nonzero_exits": sum(r["exit_code"] != 0 for r in rounds),
+        "passed": all(
+            not r["failed_before_signal"] and not r["bad_after_signal"] and not r["exit_code"] for r in rounds
+        ),
         "machine": machine(),
     }
 
@@ -119,13 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    result = asyncio.run(run_scenario(args))
-    text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
-    ok = not result["failed_before_signal"] and not result["bad_after_signal"] and not result["nonzero_exits"]
-    return 0 if ok else 1
+    return finish(asyncio.run(run_scenario(args)), args.out)
 
 
 if __name__ == "__main__":

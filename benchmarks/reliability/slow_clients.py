@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import socket
 import sys
 import tempfile
@@ -41,8 +40,9 @@ import grpc
 import psutil
 
 from benchmarks.common import start_driftserve
-from benchmarks.reliability.sidecar_kill import (
+from benchmarks.reliability.common import (
     OWN_CONNECTION,
+    finish,
     infer_request,
     metric_total,
     percentile_ms,
@@ -346,11 +346,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     result = asyncio.run(run_scenario(args))
-    text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
-    return 0 if result["passed"] else 1
+    return finish(result, args.out)
 
 
 if __name__ == "__main__":

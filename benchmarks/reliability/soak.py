@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import sys
 import tempfile
 import time
@@ -37,9 +36,11 @@ import numpy as np
 import psutil
 
 from benchmarks.common import start_driftserve, start_sidecar
-from benchmarks.reliability.sidecar_kill import (
+from benchmarks.reliability.common import (
     OWN_CONNECTION,
+    finish,
     infer_request,
+    infer_status,
     metric_total,
     percentile_ms,
     rotated,
@@ -105,11 +106,7 @@ async def paced_client(
             request = bad[(i // bad_every) % len(bad)] if is_bad else good[i % len(good)]
             i += 1
             sent = time.monotonic()
-            try:
-                await stub.ModelInfer(request, timeout=30)
-                code = "OK"
-            except grpc.aio.AioRpcError as exc:
-                code = exc.code().name
+            code = await infer_status(stub, request, timeout_s=30.0)
             tally.record(is_bad, code, time.monotonic() - sent)
             next_at = max(next_at + interval, time.monotonic())
             with contextlib.suppress(TimeoutError):
@@ -280,11 +277,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     result = asyncio.run(run_scenario(args))
-    text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
-    return 0 if result["passed"] else 1
+    return finish(result, args.out)
 
 
 if __name__ == "__main__":
