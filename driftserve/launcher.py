@@ -9,12 +9,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 
 from pydantic import ValidationError
 
 from driftserve.core.commandline import configure_logging
-from driftserve.core.processes import DEFAULT_START_TIMEOUT_S, Child, start_child, stop_children, supervise
+from driftserve.core.processes import Child, start_child, stop_children, stop_signals, supervise, wait_ready
 from driftserve.core.startup import EXIT_FAILURE, EXIT_USAGE, StartupError
 from driftserve.server.commands import server_settings
 from driftserve.server.settings import check_repository, serve_argv
@@ -62,20 +61,6 @@ def _check_sidecar_flags(args: argparse.Namespace, settings_repository: object) 
     return ""
 
 
-def _wait_started(children: list[Child], timeout_s: float = DEFAULT_START_TIMEOUT_S) -> Child | None:
-    """None once every child printed its ready line; else the first that exited (or is not ready in time)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        for child in children:
-            if not child.ready.is_set() and child.process.poll() is not None:
-                return child
-        if all(child.ready.is_set() for child in children):
-            return None
-        if time.monotonic() > deadline:
-            return next(child for child in children if not child.ready.is_set())
-        time.sleep(0.05)
-
-
 def run_server_and_sidecar(args: argparse.Namespace) -> int:
     """Start the sidecar, then the server mirroring to it; stop both on a signal.
 
@@ -107,29 +92,32 @@ def run_server_and_sidecar(args: argparse.Namespace) -> int:
     sidecar = start_child("sidecar", sidecar_argv)
     server = start_child("server", serve_argv(settings))
     children = [sidecar, server]
-    failed = _wait_started(children)
-    if failed is not None:
-        stop_children(children, settings.grace_period_s)
-        code = failed.process.poll()
-        if code is None:
-            return _fail(
-                f"the {failed.name} was not ready within {DEFAULT_START_TIMEOUT_S:.0f} s (see its log above); "
-                "stopped both",
-                EXIT_FAILURE,
-            )
-        hint = (
-            " (run sets the sidecar's --listen with --sidecar-listen and its --http-port with --sidecar-http-port)"
-            if failed is sidecar
-            else ""
+    with stop_signals() as stop:
+        failed = wait_ready(children, stop)
+        if stop.is_set():
+            codes = stop_children(children, settings.grace_period_s)
+            return 0 if all(code == 0 for code in codes) else EXIT_FAILURE
+        if failed is not None:
+            stop_children(children, settings.grace_period_s)
+            return _failed_child(failed, sidecar)
+        print(
+            f"driftserve is up: gRPC {settings.host}:{server.announced.get('grpc_port')}, "
+            f"metrics http://{settings.host}:{server.announced.get('metrics_port')}/metrics, "
+            f"drift dashboard http://127.0.0.1:{args.sidecar_http_port}/dashboard",
+            flush=True,
         )
-        return _fail(
-            f"the {failed.name} failed to start (exit code {code}; its reason is above){hint}; stopped both",
-            EXIT_USAGE if code == EXIT_USAGE else EXIT_FAILURE,
-        )
-    print(
-        f"driftserve is up: gRPC {settings.host}:{server.announced.get('grpc_port')}, "
-        f"metrics http://{settings.host}:{server.announced.get('metrics_port')}/metrics, "
-        f"drift dashboard http://127.0.0.1:{args.sidecar_http_port}/dashboard",
-        flush=True,
+        return supervise(children, settings.grace_period_s, stop)
+
+
+def _failed_child(failed: Child, sidecar: Child) -> int:
+    """One line naming the child that exited before it was ready; its exit code decides ours."""
+    code = failed.process.poll()
+    hint = (
+        " (run sets the sidecar's --listen with --sidecar-listen and its --http-port with --sidecar-http-port)"
+        if failed is sidecar
+        else ""
     )
-    return supervise(children, settings.grace_period_s)
+    return _fail(
+        f"the {failed.name} failed to start (exit code {code}; its reason is above){hint}; stopped both",
+        EXIT_USAGE if code == EXIT_USAGE else EXIT_FAILURE,
+    )

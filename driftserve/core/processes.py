@@ -8,6 +8,7 @@ run`` (server + sidecar), the benchmarks (servers under test) and the tests all 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -30,6 +32,8 @@ READY_PATTERN = re.compile(r"^DRIFTSERVE_READY\b(.*)$")
 PARENT_PID_ENV = "DRIFTSERVE_PARENT_PID"
 _PR_SET_PDEATHSIG = 1
 DEFAULT_START_TIMEOUT_S = 180.0
+# A supervisor says once which child is slow to become ready after this long.
+NOT_READY_NOTICE_S = 30.0
 # How long stop() waits after SIGTERM on top of the child's own grace period.
 STOP_MARGIN_S = 5.0
 
@@ -152,32 +156,63 @@ def _read(child: Child, output: str | Path, sink: IO[str] | None) -> None:
             sink.close()
 
 
-def wait_ready(children: list[Child], timeout_s: float = DEFAULT_START_TIMEOUT_S) -> bool:
-    """True when every child printed its ready line; False if one exited or time ran out."""
-    deadline = time.monotonic() + timeout_s
-    for child in children:
-        if not child.wait_ready(max(deadline - time.monotonic(), 0.0)):
-            logger.error("%s did not become ready (exit code %s)", child.name, child.process.poll())
-            return False
-    return True
-
-
-def supervise(children: list[Child], grace_s: float) -> int:
-    """Block until SIGTERM/SIGINT or a child exits; then stop all and return an exit code."""
+@contextlib.contextmanager
+def stop_signals() -> Iterator[threading.Event]:
+    """An event SIGTERM or SIGINT sets, for a supervisor's main thread; handlers restored after."""
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
-    failed = False
     try:
-        while not stop.wait(0.2):
-            exited = [c for c in children if c.process.poll() is not None]
-            if exited:
-                for child in exited:
-                    logger.error("%s exited with code %s; stopping the others", child.name, child.process.returncode)
-                failed = True
-                break
+        yield stop
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def wait_ready(
+    children: list[Child], stop: threading.Event | None = None, timeout_s: float | None = None
+) -> Child | None:
+    """Wait until every child printed its ready line; the first child that did not, or None.
+
+    A child that exits first is returned at once. Without ``timeout_s`` a supervisor waits as long
+    as its children run: a server whose models are still loading, or of which none could load,
+    stays up not ready (as a single ``serve`` does) rather than being killed after a guess.
+    ``stop`` (a signal) ends the wait too; the caller checks it.
+    """
+    started = time.monotonic()
+    reported: set[str] = set()
+    while not all(child.ready.is_set() for child in children):
+        for child in children:
+            if not child.ready.is_set() and child.process.poll() is not None:
+                logger.error("%s exited with code %s before it was ready", child.name, child.process.returncode)
+                return child
+        waited = time.monotonic() - started
+        if timeout_s is not None and waited > timeout_s:
+            return next(child for child in children if not child.ready.is_set())
+        if waited > NOT_READY_NOTICE_S:
+            for child in children:
+                if not child.ready.is_set() and child.name not in reported:
+                    reported.add(child.name)
+                    logger.warning("%s is not ready after %.0f s; still waiting (see its log)", child.name, waited)
+        if stop is not None and stop.wait(0.05):
+            return None
+        if stop is None:
+            time.sleep(0.05)
+    return None
+
+
+def supervise(children: list[Child], grace_s: float, stop: threading.Event | None = None) -> int:
+    """Block until ``stop`` (SIGTERM/SIGINT) or a child exits; then stop all and return an exit code."""
+    if stop is None:
+        with stop_signals() as own:
+            return supervise(children, grace_s, own)
+    failed = False
+    while not stop.wait(0.2):
+        exited = [c for c in children if c.process.poll() is not None]
+        if exited:
+            for child in exited:
+                logger.error("%s exited with code %s; stopping the others", child.name, child.process.returncode)
+            failed = True
+            break
     codes = stop_children(children, grace_s)
     return 1 if failed or any(code != 0 for code in codes) else 0
 

@@ -13,11 +13,12 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
 from driftserve.core.ports import free_port
-from driftserve.core.processes import start_child, stop_children, supervise, wait_ready
+from driftserve.core.processes import Child, start_child, stop_children, stop_signals, supervise, wait_ready
 from driftserve.server.settings import ServerSettings, serve_argv
 
 logger = logging.getLogger(__name__)
@@ -34,11 +35,22 @@ def run_workers(settings: ServerSettings) -> int:
     children = [
         start_child(f"worker-{i}", argv, {**env, "DRIFTSERVE_REUSE_PORT": "true"}) for i in range(settings.workers)
     ]
+    with stop_signals() as stop:
+        try:
+            return _serve_workers(settings, children, port, metrics_dir, stop)
+        finally:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _serve_workers(
+    settings: ServerSettings, children: list[Child], port: int, metrics_dir: str, stop: threading.Event
+) -> int:
+    """Wait for every worker to be ready (as long as they run), serve the aggregated metrics, supervise."""
+    if wait_ready(children, stop) is not None or stop.is_set():
+        codes = stop_children(children, settings.grace_period_s)
+        return 0 if stop.is_set() and all(code == 0 for code in codes) else 1
     httpd = None
     try:
-        if not wait_ready(children):
-            stop_children(children, settings.grace_period_s)
-            return 1
         metrics_port = -1
         if settings.metrics_port >= 0:
             os.environ[MULTIPROC_ENV] = metrics_dir
@@ -49,9 +61,8 @@ def run_workers(settings: ServerSettings) -> int:
         pids = ",".join(str(c.process.pid) for c in children)
         print(f"DRIFTSERVE_READY grpc_port={port} metrics_port={metrics_port} pids={pids}", flush=True)
         logger.info("%d workers serving on %s:%d", len(children), settings.host, port)
-        return supervise(children, settings.grace_period_s)
+        return supervise(children, settings.grace_period_s, stop)
     finally:
         if httpd is not None:
             httpd.shutdown()
             httpd.server_close()
-        shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -6,8 +6,11 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from driftserve.api import grpc_service_pb2_grpc
+from driftserve.core.ports import free_port
+from driftserve.core.processes import start_child
 from tests.server.support import ServerProcess, copy_model, v2_request, wait_until
 
 
@@ -56,3 +59,22 @@ def test_workers_exit_when_their_supervisor_is_killed(example_repository: Path, 
         server.process.kill()  # SIGKILL: the supervisor cannot stop its workers itself
         server.process.wait(timeout=10)
         wait_until(lambda: not any(_alive(p) for p in pids), timeout_s=30)
+
+
+def test_workers_with_nothing_ready_stay_up_not_ready_and_stop_on_sigterm(
+    example_repository: Path, tmp_path: Path
+) -> None:
+    # The only model's config is broken: every worker starts, and none becomes ready.
+    copy_model(example_repository, tmp_path, "breast_cancer_lr", config="max_batch_size: 8\nbatchin: {}\n")
+    port = free_port()
+    argv = ["serve", "--model-repository", str(tmp_path), "--host", "127.0.0.1", "--grpc-port", str(port)]
+    supervisor = start_child("supervisor", [*argv, "--metrics-port", "-1", "--workers", "2"], output="keep")
+    try:
+        wait_until(lambda: sum("not ready: none of 1 model(s)" in line for line in supervisor.lines) == 2, 60)
+        assert supervisor.process.poll() is None and not supervisor.ready.is_set()
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert supervisor.terminate(30) == 0
+    finally:
+        supervisor.kill()
