@@ -77,7 +77,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.workers > 1:
         from driftserve.server.workers import run_workers
 
-        return run_workers(settings)
+        try:
+            return run_workers(settings)
+        except StartupError as exc:
+            return startup_failed(exc)
     import uvloop
 
     from driftserve.server.app import serve

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
 from driftserve.core.ports import free_port
 from driftserve.core.processes import Child, start_child, stop_children, stop_signals, supervise, wait_ready
+from driftserve.core.startup import StartupError, bind_problem, probe_tcp_port
 from driftserve.server.settings import ServerSettings, serve_argv
 
 logger = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 def run_workers(settings: ServerSettings) -> int:
     """Start the workers, serve aggregated metrics, supervise until a signal; exit code."""
+    _check_metrics_port(settings)
     port = settings.grpc_port or free_port(settings.host)
     metrics_dir = tempfile.mkdtemp(prefix="driftserve-metrics-")
     env = {MULTIPROC_ENV: metrics_dir}
@@ -40,6 +42,19 @@ def run_workers(settings: ServerSettings) -> int:
             return _serve_workers(settings, children, port, metrics_dir, stop)
         finally:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _check_metrics_port(settings: ServerSettings) -> None:
+    """The parent serves the workers' aggregated metrics: StartupError before any worker starts."""
+    if settings.metrics_port <= 0:
+        return
+    try:
+        probe_tcp_port(settings.host, settings.metrics_port)
+    except OSError as exc:
+        raise StartupError(
+            f"metrics port {settings.metrics_port} on {settings.host} {bind_problem(exc)}; pick another with "
+            "--metrics-port or DRIFTSERVE_METRICS_PORT (-1 turns metrics off)"
+        ) from None
 
 
 def _serve_workers(

@@ -123,7 +123,9 @@ def test_grpc_port_in_use_names_port_and_flag(good_repository: Path, busy_port: 
     )
 
 
-def test_metrics_port_in_use_names_port_and_flag(good_repository: Path, busy_port: int) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_metrics_port_in_use_names_port_and_flag(good_repository: Path, busy_port: int, workers: str) -> None:
+    # With --workers the parent serves the aggregated metrics: it checks the port before starting them.
     done = run_cli(
         "serve",
         "--model-repository",
@@ -134,6 +136,8 @@ def test_metrics_port_in_use_names_port_and_flag(good_repository: Path, busy_por
         "0",
         "--metrics-port",
         str(busy_port),
+        "--workers",
+        workers,
     )
     line = one_line(done, 2)
     assert line == (
