@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,3 +15,12 @@ from examples.build_repository import build_repository
 def example_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example model repository (breast_cancer_lr v1+v2, breast_cancer_mlp), built locally."""
     return build_repository(tmp_path_factory.mktemp("examples") / "repository")
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A port this test holds (bound and listening on 127.0.0.1)."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield int(holder.getsockname()[1])

@@ -12,7 +12,7 @@ from driftserve.core.errors import InvalidArgument, clip
 from driftserve.core.tensors import decode_raw, encode_raw, v2_datatype
 from driftserve.server.dataplane import InferenceRequest, InferenceResponse
 from driftserve.server.grpc_common import InferenceBoundary, stream_concurrently
-from driftserve.server.grpc_v2 import add_service
+from driftserve.server.registration import add_service
 
 PROTOCOL = "native"
 STREAM_MAX_INFLIGHT = 512
@@ -21,7 +21,7 @@ STREAM_MAX_INFLIGHT = 512
 def decode_request(message: pb.PredictRequest | InvalidArgument) -> InferenceRequest:
     """PredictRequest -> InferenceRequest (zero-copy views over the message's bytes).
 
-    A message that did not parse arrives as its error (``grpc_v2.lenient_deserializer``) and is
+    A message that did not parse arrives as its error (``registration.lenient_deserializer``) and is
     raised here, inside the boundary.
     """
     if isinstance(message, InvalidArgument):
@@ -56,7 +56,7 @@ def encode_response(response: InferenceResponse) -> pb.PredictResponse:
 
 
 def add_predictor_servicer(servicer: PredictorServicer, server: grpc.aio.Server) -> None:
-    """Register ``driftserve.v1.Predictor`` from its descriptor (``grpc_v2.add_service``): a generic
+    """Register ``driftserve.v1.Predictor`` from its descriptor (``registration.add_service``): a generic
     handler only, and undecodable messages answered INVALID_ARGUMENT through the boundary."""
     add_service(
         server,

@@ -9,11 +9,6 @@ once a model is ready, or every ``--load-model`` model.
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -28,40 +23,10 @@ from driftserve.core.errors import ConfigError
 from driftserve.core.ports import free_port
 from driftserve.core.processes import start_child
 from driftserve.server.settings import ServerSettings, serve_argv
+from tests.cli_support import one_line, run_cli
 from tests.server.support import ROOT, InProcessServer, wait_until, write_identity_model
 
 IDENTITY_CONFIG = "max_batch_size: 8\n"
-
-
-def run_cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``python -m driftserve ARGV`` with no DRIFTSERVE_* variable from this environment."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTSERVE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "driftserve", *argv],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**clean, **(env or {})},
-    )
-
-
-def one_line(done: subprocess.CompletedProcess[str], code: int) -> str:
-    """The single stderr line of a failed start with exit code ``code``."""
-    lines = done.stderr.splitlines()
-    assert done.returncode == code, done.stderr
-    assert len(lines) == 1 and lines[0].strip(), done.stderr
-    assert "Traceback" not in done.stderr
-    return lines[0]
-
-
-@pytest.fixture
-def busy_port() -> Iterator[int]:
-    """A port this test holds (bound and listening on 127.0.0.1)."""
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        yield int(holder.getsockname()[1])
 
 
 def write_broken_model(model_dir: Path) -> None:

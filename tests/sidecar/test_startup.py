@@ -2,45 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.sidecar.support import ROOT
+from tests.cli_support import one_line, run_cli
 
 
 def run_sidecar(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m driftserve sidecar ARGV`` with no DRIFTSERVE_* variable from this environment."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTSERVE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "driftserve", "sidecar", *argv],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**clean, **(env or {})},
-    )
-
-
-def one_line(done: subprocess.CompletedProcess[str], code: int = 2) -> str:
-    lines = done.stderr.splitlines()
-    assert done.returncode == code, done.stderr
-    assert len(lines) == 1 and lines[0].strip(), done.stderr
-    assert "Traceback" not in done.stderr
-    return lines[0]
-
-
-@pytest.fixture
-def busy_port() -> Iterator[int]:
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        yield int(holder.getsockname()[1])
+    return run_cli("sidecar", *argv, env=env)
 
 
 def test_missing_model_repository_flag() -> None:
