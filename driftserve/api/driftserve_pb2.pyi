@@ -157,20 +157,44 @@ class ShadowReport(_message.Message):
     def __init__(self, primary_version: _Optional[str] = ..., shadow_version: _Optional[str] = ..., rows: _Optional[int] = ..., agreement: _Optional[float] = ..., mean_abs_delta: _Optional[float] = ..., max_abs_delta: _Optional[float] = ..., primary_latency_p50_s: _Optional[float] = ..., shadow_latency_p50_s: _Optional[float] = ..., errors: _Optional[int] = ...) -> None: ...
 
 class DriftReport(_message.Message):
-    __slots__ = ("model", "generated_unix_s", "rows_seen", "features", "shadow", "batches_seen")
+    __slots__ = ("model", "generated_unix_s", "rows_seen", "features", "shadow", "batches_seen", "fleet")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     GENERATED_UNIX_S_FIELD_NUMBER: _ClassVar[int]
     ROWS_SEEN_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     SHADOW_FIELD_NUMBER: _ClassVar[int]
     BATCHES_SEEN_FIELD_NUMBER: _ClassVar[int]
+    FLEET_FIELD_NUMBER: _ClassVar[int]
     model: str
     generated_unix_s: float
     rows_seen: int
     features: _containers.RepeatedCompositeFieldContainer[FeatureDrift]
     shadow: ShadowReport
     batches_seen: int
-    def __init__(self, model: _Optional[str] = ..., generated_unix_s: _Optional[float] = ..., rows_seen: _Optional[int] = ..., features: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ..., shadow: _Optional[_Union[ShadowReport, _Mapping]] = ..., batches_seen: _Optional[int] = ...) -> None: ...
+    fleet: FleetInfo
+    def __init__(self, model: _Optional[str] = ..., generated_unix_s: _Optional[float] = ..., rows_seen: _Optional[int] = ..., features: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ..., shadow: _Optional[_Union[ShadowReport, _Mapping]] = ..., batches_seen: _Optional[int] = ..., fleet: _Optional[_Union[FleetInfo, _Mapping]] = ...) -> None: ...
+
+class ReplicaInfo(_message.Message):
+    __slots__ = ("address", "instance_id", "status", "age_s", "rows", "error")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    AGE_S_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    instance_id: str
+    status: str
+    age_s: float
+    rows: int
+    error: str
+    def __init__(self, address: _Optional[str] = ..., instance_id: _Optional[str] = ..., status: _Optional[str] = ..., age_s: _Optional[float] = ..., rows: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
+class FleetInfo(_message.Message):
+    __slots__ = ("replicas",)
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    replicas: _containers.RepeatedCompositeFieldContainer[ReplicaInfo]
+    def __init__(self, replicas: _Optional[_Iterable[_Union[ReplicaInfo, _Mapping]]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -181,3 +205,101 @@ class ListModelsResponse(_message.Message):
     MODELS_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, models: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class WindowStateRequest(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, models: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PaneCounts(_message.Message):
+    __slots__ = ("pane", "rows", "bin_count", "bin_index", "extra", "sparse", "count_bytes", "index_bytes")
+    PANE_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    BIN_COUNT_FIELD_NUMBER: _ClassVar[int]
+    BIN_INDEX_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_FIELD_NUMBER: _ClassVar[int]
+    SPARSE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    INDEX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    pane: int
+    rows: int
+    bin_count: bytes
+    bin_index: bytes
+    extra: bytes
+    sparse: bool
+    count_bytes: int
+    index_bytes: int
+    def __init__(self, pane: _Optional[int] = ..., rows: _Optional[int] = ..., bin_count: _Optional[bytes] = ..., bin_index: _Optional[bytes] = ..., extra: _Optional[bytes] = ..., sparse: _Optional[bool] = ..., count_bytes: _Optional[int] = ..., index_bytes: _Optional[int] = ...) -> None: ...
+
+class CountGroup(_message.Message):
+    __slots__ = ("source", "features", "bins", "layout_digest", "panes", "cumulative")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    BINS_FIELD_NUMBER: _ClassVar[int]
+    LAYOUT_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    PANES_FIELD_NUMBER: _ClassVar[int]
+    CUMULATIVE_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    features: int
+    bins: int
+    layout_digest: str
+    panes: _containers.RepeatedCompositeFieldContainer[PaneCounts]
+    cumulative: PaneCounts
+    def __init__(self, source: _Optional[str] = ..., features: _Optional[int] = ..., bins: _Optional[int] = ..., layout_digest: _Optional[str] = ..., panes: _Optional[_Iterable[_Union[PaneCounts, _Mapping]]] = ..., cumulative: _Optional[_Union[PaneCounts, _Mapping]] = ...) -> None: ...
+
+class ShadowCounters(_message.Message):
+    __slots__ = ("primary_version", "shadow_version", "rows", "decided_rows", "agreeing_rows", "abs_delta_sum", "abs_delta_count", "max_abs_delta", "errors", "primary_latency_s", "shadow_latency_s")
+    PRIMARY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    AGREEING_ROWS_FIELD_NUMBER: _ClassVar[int]
+    ABS_DELTA_SUM_FIELD_NUMBER: _ClassVar[int]
+    ABS_DELTA_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MAX_ABS_DELTA_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_LATENCY_S_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_LATENCY_S_FIELD_NUMBER: _ClassVar[int]
+    primary_version: str
+    shadow_version: str
+    rows: int
+    decided_rows: int
+    agreeing_rows: int
+    abs_delta_sum: float
+    abs_delta_count: int
+    max_abs_delta: float
+    errors: int
+    primary_latency_s: bytes
+    shadow_latency_s: bytes
+    def __init__(self, primary_version: _Optional[str] = ..., shadow_version: _Optional[str] = ..., rows: _Optional[int] = ..., decided_rows: _Optional[int] = ..., agreeing_rows: _Optional[int] = ..., abs_delta_sum: _Optional[float] = ..., abs_delta_count: _Optional[int] = ..., max_abs_delta: _Optional[float] = ..., errors: _Optional[int] = ..., primary_latency_s: _Optional[bytes] = ..., shadow_latency_s: _Optional[bytes] = ...) -> None: ...
+
+class ModelWindowState(_message.Message):
+    __slots__ = ("model", "rows_total", "batches_seen", "pane_seconds", "panes", "groups", "shadow")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ROWS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_SEEN_FIELD_NUMBER: _ClassVar[int]
+    PANE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PANES_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    rows_total: int
+    batches_seen: int
+    pane_seconds: float
+    panes: int
+    groups: _containers.RepeatedCompositeFieldContainer[CountGroup]
+    shadow: ShadowCounters
+    def __init__(self, model: _Optional[str] = ..., rows_total: _Optional[int] = ..., batches_seen: _Optional[int] = ..., pane_seconds: _Optional[float] = ..., panes: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[CountGroup, _Mapping]]] = ..., shadow: _Optional[_Union[ShadowCounters, _Mapping]] = ...) -> None: ...
+
+class WindowStateResponse(_message.Message):
+    __slots__ = ("format_version", "instance_id", "generated_unix_s", "models")
+    FORMAT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    GENERATED_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    format_version: int
+    instance_id: str
+    generated_unix_s: float
+    models: _containers.RepeatedCompositeFieldContainer[ModelWindowState]
+    def __init__(self, format_version: _Optional[int] = ..., instance_id: _Optional[str] = ..., generated_unix_s: _Optional[float] = ..., models: _Optional[_Iterable[_Union[ModelWindowState, _Mapping]]] = ...) -> None: ...

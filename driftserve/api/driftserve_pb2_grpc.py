@@ -231,6 +231,11 @@ class MonitorStub:
                 request_serializer=driftserve_dot_api_dot_driftserve__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=driftserve_dot_api_dot_driftserve__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.GetWindowState = channel.unary_unary(
+                '/driftserve.v1.Monitor/GetWindowState',
+                request_serializer=driftserve_dot_api_dot_driftserve__pb2.WindowStateRequest.SerializeToString,
+                response_deserializer=driftserve_dot_api_dot_driftserve__pb2.WindowStateResponse.FromString,
+                _registered_method=True)
 
 
 class MonitorServicer:
@@ -248,6 +253,13 @@ class MonitorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetWindowState(self, request, context):
+        """The sidecar's current window counts per model, for fleet aggregation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MonitorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -260,6 +272,11 @@ def add_MonitorServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=driftserve_dot_api_dot_driftserve__pb2.ListModelsRequest.FromString,
                     response_serializer=driftserve_dot_api_dot_driftserve__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'GetWindowState': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWindowState,
+                    request_deserializer=driftserve_dot_api_dot_driftserve__pb2.WindowStateRequest.FromString,
+                    response_serializer=driftserve_dot_api_dot_driftserve__pb2.WindowStateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -316,6 +333,33 @@ class Monitor:
             '/driftserve.v1.Monitor/ListModels',
             driftserve_dot_api_dot_driftserve__pb2.ListModelsRequest.SerializeToString,
             driftserve_dot_api_dot_driftserve__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWindowState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/driftserve.v1.Monitor/GetWindowState',
+            driftserve_dot_api_dot_driftserve__pb2.WindowStateRequest.SerializeToString,
+            driftserve_dot_api_dot_driftserve__pb2.WindowStateResponse.FromString,
             options,
             channel_credentials,
             insecure,

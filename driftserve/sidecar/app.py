@@ -29,6 +29,7 @@ from driftserve.sidecar.http_api import SidecarHttpServer
 from driftserve.sidecar.monitor_service import MirrorServicer, MonitorServicer
 from driftserve.sidecar.settings import SidecarSettings
 from driftserve.sidecar.state import SidecarState
+from driftserve.sidecar.window_state import WindowStateExporter
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ async def create_sidecar(settings: SidecarSettings, registry: CollectorRegistry 
     state = SidecarState(settings, registry)
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", settings.max_receive_message_bytes)])
     driftserve_pb2_grpc.add_MirrorServicer_to_server(MirrorServicer(state), server)
-    driftserve_pb2_grpc.add_MonitorServicer_to_server(MonitorServicer(state), server)
+    driftserve_pb2_grpc.add_MonitorServicer_to_server(MonitorServicer(state, WindowStateExporter(state).export), server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from driftserve.core.commandline import configure_logging, settings_from_args
+from driftserve.sidecar.fleet.commands import register_fleet
 from driftserve.sidecar.settings import DEFAULT_LISTEN, SidecarSettings
 
 logger = logging.getLogger(__name__)
@@ -174,3 +175,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rep.add_argument("--only-flagged", action="store_true", help="show only features in warn or alert")
     rep.add_argument("--timeout-s", type=float, default=DEFAULT_REPORT_TIMEOUT_S, help="RPC timeout [default 10]")
     rep.set_defaults(func=_cmd_report)
+    register_fleet(drift_sub)

@@ -102,6 +102,8 @@ def _model_section(report: ModelReport, config: DriftConfig | None, window: str)
         f"<p>{report.rows_seen} rows, {report.batches_seen} batches seen; {_esc(window)} window "
         f"{items[0].window_rows if items else 0} rows.</p>",
     ]
+    if report.fleet is not None:
+        parts.append(report.fleet.to_html())
     if alerts:
         lines = "".join(
             f"<li><b>{_esc(a.feature)}</b> ({_esc(a.window)}): {_esc('; '.join(a.reasons))}</li>" for a in alerts

@@ -21,7 +21,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from driftserve.sidecar.dashboard import render_dashboard
 from driftserve.sidecar.drift.detector import SLIDING
 from driftserve.sidecar.monitor_service import window_filter
-from driftserve.sidecar.state import SidecarState, UnknownModel
+from driftserve.sidecar.report_source import ReportSource
+from driftserve.sidecar.state import UnknownModel
 from driftserve.sidecar.views import report_to_json
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ class SidecarHttpServer:
     """Owns the HTTP server thread; ``port`` is the bound port (useful with port 0)."""
 
     def __init__(
-        self, state: SidecarState, registry: CollectorRegistry, host: str, port: int, refresh_s: float
+        self, state: ReportSource, registry: CollectorRegistry, host: str, port: int, refresh_s: float
     ) -> None:
         handler = type("Handler", (_Handler,), {"state": state, "registry": registry, "refresh_s": refresh_s})
         self._httpd = ThreadingHTTPServer((host, port), handler)
@@ -53,7 +54,7 @@ class SidecarHttpServer:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    state: SidecarState
+    state: ReportSource
     registry: CollectorRegistry
     refresh_s: float
     server_version = "driftserve-sidecar"

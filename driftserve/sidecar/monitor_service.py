@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
 from driftserve.api import driftserve_pb2, driftserve_pb2_grpc
 from driftserve.sidecar.drift.detector import WINDOWS, FeatureWindowReport
+from driftserve.sidecar.replicas import FleetView
+from driftserve.sidecar.report_source import ReportSource
 from driftserve.sidecar.shadow import ShadowStats
 from driftserve.sidecar.state import ModelReport, SidecarState, UnknownModel
+
+WindowStateSource = Callable[[list[str]], driftserve_pb2.WindowStateResponse]
 
 logger = logging.getLogger(__name__)
 
@@ -108,14 +112,33 @@ def report_to_proto(report: ModelReport, windows: tuple[str, ...] = WINDOWS) -> 
     )
     if report.shadow is not None:
         message.shadow.CopyFrom(shadow_to_proto(report.shadow))
+    if report.fleet is not None:
+        message.fleet.CopyFrom(fleet_to_proto(report.fleet))
     return message
 
 
-class MonitorServicer(driftserve_pb2_grpc.MonitorServicer):
-    """Serves drift and shadow reports to the CLI and other tools."""
+def fleet_to_proto(fleet: FleetView) -> driftserve_pb2.FleetInfo:
+    """The replicas behind a fleet-wide report as the wire message."""
+    return driftserve_pb2.FleetInfo(
+        replicas=[
+            driftserve_pb2.ReplicaInfo(
+                address=r.address, instance_id=r.instance_id, status=r.status, age_s=r.age_s, rows=r.rows, error=r.error
+            )
+            for r in fleet.replicas
+        ]
+    )
 
-    def __init__(self, state: SidecarState) -> None:
+
+class MonitorServicer(driftserve_pb2_grpc.MonitorServicer):
+    """Serves drift and shadow reports to the CLI and other tools, and window state to aggregators.
+
+    ``window_state`` exports the mergeable counts (a sidecar's own); None (a fleet aggregator)
+    answers ``GetWindowState`` with FAILED_PRECONDITION.
+    """
+
+    def __init__(self, state: ReportSource, window_state: WindowStateSource | None = None) -> None:
         self._state = state
+        self._window_state = window_state
 
     async def GetDriftReport(
         self, request: driftserve_pb2.DriftReportRequest, context: grpc.aio.ServicerContext
@@ -135,3 +158,18 @@ class MonitorServicer(driftserve_pb2_grpc.MonitorServicer):
         self, request: driftserve_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> driftserve_pb2.ListModelsResponse:
         return driftserve_pb2.ListModelsResponse(models=sorted(self._state.models))
+
+    async def GetWindowState(
+        self, request: driftserve_pb2.WindowStateRequest, context: grpc.aio.ServicerContext
+    ) -> driftserve_pb2.WindowStateResponse:
+        if self._window_state is None:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "this is a fleet aggregator: it merges window state but does not export it; "
+                "ask the replicas' sidecars",
+            )
+        try:
+            # Copying and encoding the counts is NumPy work; keep it off the event loop.
+            return await asyncio.to_thread(self._window_state, list(request.models))
+        except UnknownModel as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc.args[0]))

@@ -95,6 +95,37 @@ class ShadowStats:
     errors: int
 
 
+@dataclass(frozen=True)
+class ShadowCounters:
+    """The sums behind :class:`ShadowStats`, which add up across sidecars (fleet aggregation)."""
+
+    primary_version: str
+    shadow_version: str
+    rows: int
+    decided_rows: int
+    agreeing_rows: int
+    abs_delta_sum: float
+    abs_delta_count: int
+    max_abs_delta: float
+    errors: int
+    primary_latency_s: tuple[float, ...]
+    shadow_latency_s: tuple[float, ...]
+
+    def stats(self) -> ShadowStats:
+        """Ratios, means and medians of these sums (NaN where nothing was measured yet)."""
+        return ShadowStats(
+            primary_version=self.primary_version,
+            shadow_version=self.shadow_version,
+            rows=self.rows,
+            agreement=self.agreeing_rows / self.decided_rows if self.decided_rows else math.nan,
+            mean_abs_delta=self.abs_delta_sum / self.abs_delta_count if self.abs_delta_count else math.nan,
+            max_abs_delta=self.max_abs_delta if self.abs_delta_count else math.nan,
+            primary_latency_p50_s=_median(self.primary_latency_s),
+            shadow_latency_p50_s=_median(self.shadow_latency_s),
+            errors=self.errors,
+        )
+
+
 class ShadowRunner:
     """Runs one model's shadow version on its mirrored batches in a dedicated thread."""
 
@@ -150,6 +181,23 @@ class ShadowRunner:
         self._metrics.abs_delta.labels(self.model, "max").set(stats.max_abs_delta)
         return stats
 
+    def counters(self) -> ShadowCounters:
+        """The comparison's sums so far, for a fleet aggregator to add up."""
+        with self._lock:
+            return ShadowCounters(
+                self._primary_version,
+                str(self.shadow.version),
+                self._rows,
+                self._decided,
+                self._agreeing,
+                self._delta_sum,
+                self._delta_count,
+                self._delta_max,
+                self._errors,
+                tuple(self._primary_latency),
+                tuple(self._shadow_latency),
+            )
+
     def _run_batch(self, batch: MirroredBatch) -> None:
         bounds = np.cumsum([0, *(batch.request_rows or [batch.rows])])
         parts: list[dict[str, np.ndarray]] = []
@@ -192,5 +240,5 @@ class ShadowRunner:
             self._errors += 1
 
 
-def _median(values: deque[float]) -> float:
+def _median(values: deque[float] | tuple[float, ...]) -> float:
     return float(np.median(np.fromiter(values, dtype=np.float64))) if values else math.nan

@@ -35,6 +35,7 @@ from driftserve.sidecar.ingest import (
     decode_batch,
 )
 from driftserve.sidecar.metrics import DriftMetrics, IngestMetrics, ShadowMetrics
+from driftserve.sidecar.replicas import FleetView
 from driftserve.sidecar.settings import SidecarSettings
 from driftserve.sidecar.shadow import ShadowRunner, ShadowStats
 
@@ -59,6 +60,7 @@ class ModelReport:
     batches_seen: int
     items: list[FeatureWindowReport]
     shadow: ShadowStats | None
+    fleet: FleetView | None = None  # set when a fleet aggregator merged the report from replicas
 
 
 @dataclass

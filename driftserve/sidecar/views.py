@@ -44,6 +44,7 @@ def report_to_json(report: ModelReport, windows: tuple[str, ...] = WINDOWS) -> d
         ],
         "features": [_feature_json(i) for i in items],
         "shadow": _clean(asdict(report.shadow)) if report.shadow is not None else None,
+        **({"fleet": report.fleet.to_json()} if report.fleet is not None else {}),
     }
 
 

@@ -22,7 +22,7 @@ from driftserve.sidecar.drift.kernels import MISSING, UNSEEN, BinLayout
 from driftserve.sidecar.drift.profile import FeatureProfile, ReferenceProfile
 from driftserve.sidecar.drift.scoring import FeatureReference, FeatureScore, levels, score
 from driftserve.sidecar.drift.stats import benjamini_hochberg, bonferroni
-from driftserve.sidecar.drift.windows import PaneRing, WindowSnapshot
+from driftserve.sidecar.drift.windows import PaneCopy, PaneRing, WindowSnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,16 @@ class DriftReportData:
         return [i for i in self.items if i.status in statuses]
 
 
+@dataclass(frozen=True)
+class GroupState:
+    """One group's mergeable counts: the sliding window's panes and the cumulative window."""
+
+    source: str
+    ring: PaneRing
+    panes: list[PaneCopy]
+    cumulative: WindowSnapshot
+
+
 class _Group:
     """Features read from one matrix (model inputs, or stacked output columns)."""
 
@@ -83,6 +93,7 @@ class _Group:
         self.refs = refs
         layout = BinLayout.build(columns, [p.edges for p in profiles], [p.kind == "categorical" for p in profiles])
         self.ring = PaneRing(layout, cfg.window.pane_seconds, cfg.window.panes)
+        self.source = refs[0].source if refs else "input"
 
 
 class ModelDriftMonitor:
@@ -188,20 +199,51 @@ class ModelDriftMonitor:
             snapshots = []
             for group in self._groups():
                 group.ring.advance(now)
-                snapshots.append((group, group.ring.snapshot()))
+                snapshots.append(group.ring.snapshot())
+        return self.evaluate(snapshots, now, self.rows_total)
+
+    def evaluate(
+        self, snapshots: list[tuple[WindowSnapshot, WindowSnapshot]], now: float, rows_total: int
+    ) -> DriftReportData:
+        """Score (sliding, cumulative) counts per group and advance the alert hysteresis.
+
+        :meth:`report` calls this on the monitor's own counts; a fleet aggregator calls it on
+        counts merged from many sidecars, so both are judged by one and the same code.
+
+        Parameters
+        ----------
+        snapshots : list of (WindowSnapshot, WindowSnapshot)
+            Per group (inputs, then outputs when monitored), the sliding and cumulative counts,
+            shaped like :meth:`group_states` gives them.
+        now : float
+            Evaluation time, carried into the report and the transitions.
+        rows_total : int
+            Input rows seen since start, for the report.
+        """
+        groups = self._groups()
+        if len(snapshots) != len(groups):
+            raise ValueError(f"expected counts for {len(groups)} groups, got {len(snapshots)}")
         with self._report_lock:
             items: list[FeatureWindowReport] = []
             transitions: list[AlertTransition] = []
             for w, window in enumerate(WINDOWS):
                 scored = [
                     (ref, score(ref, snap[w].counts[f], *_extra(snap[w], f)))
-                    for group, snap in snapshots
+                    for group, snap in zip(groups, snapshots)
                     for f, ref in enumerate(group.refs)
                 ]
                 corrected = self._correct(np.array([s.ks_pvalue for _, s in scored]))
                 for (ref, s), p_corr in zip(scored, corrected):
                     items.append(self._judge(ref, s, float(p_corr), window, now, transitions))
-        return DriftReportData(self.model, now, self.rows_total, items, transitions)
+        return DriftReportData(self.model, now, rows_total, items, transitions)
+
+    def group_states(self) -> list[GroupState]:
+        """Copies of every group's panes and cumulative counts, taken under the ingest lock."""
+        with self._lock:
+            return [
+                GroupState(group.source, group.ring, group.ring.pane_copies(), group.ring.snapshot()[1])
+                for group in self._groups()
+            ]
 
     def reset(self) -> None:
         """Forget all live counts and alert states (e.g. after retraining on new data)."""

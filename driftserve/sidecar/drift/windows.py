@@ -31,6 +31,16 @@ class WindowSnapshot:
     rows: int
 
 
+@dataclass(frozen=True)
+class PaneCopy:
+    """Copies of one pane's counts and its wall-clock number ``floor(time / pane_seconds)``."""
+
+    pane: int
+    counts: NDArray[np.int64]
+    extra: NDArray[np.int64]
+    rows: int
+
+
 class PaneRing:
     """Sliding (pane ring) and cumulative counts for the features described by ``layout``.
 
@@ -57,6 +67,16 @@ class PaneRing:
         """Bytes held by the count arrays (constant for the life of the ring)."""
         sets = [*self._ring, self._closed_window, self._closed_total]
         return sum(c.counts.nbytes + c.extra.nbytes for c in sets) + self._ring_rows.nbytes
+
+    @property
+    def pane_seconds(self) -> float:
+        """Length of one pane in seconds."""
+        return self._pane_seconds
+
+    @property
+    def panes(self) -> int:
+        """Panes in the sliding window."""
+        return self._panes
 
     @property
     def total_rows(self) -> int:
@@ -124,6 +144,18 @@ class PaneRing:
                 self._closed_total_rows + rows,
             ),
         )
+
+    def pane_copies(self) -> list[PaneCopy]:
+        """Copies of the panes still inside the window that hold rows, oldest first (for merging)."""
+        if self._pane is None:
+            return []
+        copies = []
+        for pane in range(self._pane - self._panes + 1, self._pane + 1):
+            slot = pane % self._panes
+            if self._ring_rows[slot]:
+                ring = self._ring[slot]
+                copies.append(PaneCopy(pane, ring.counts.copy(), ring.extra.copy(), int(self._ring_rows[slot])))
+        return copies
 
     def reset(self) -> None:
         """Forget every count; the next timestamp starts a fresh ring."""
