@@ -162,14 +162,16 @@ class MonitorServicer(driftserve_pb2_grpc.MonitorServicer):
     async def GetWindowState(
         self, request: driftserve_pb2.WindowStateRequest, context: grpc.aio.ServicerContext
     ) -> driftserve_pb2.WindowStateResponse:
-        if self._window_state is None:
+        export = self._window_state
+        if export is None:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                "this is a fleet aggregator: it merges window state but does not export it; "
-                "ask the replicas' sidecars",
+                "this is a fleet aggregator: it merges window state but does not export it; ask the replicas' sidecars",
             )
+        assert export is not None  # abort raised
         try:
             # Copying and encoding the counts is NumPy work; keep it off the event loop.
-            return await asyncio.to_thread(self._window_state, list(request.models))
+            state = await asyncio.to_thread(export, list(request.models))
         except UnknownModel as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc.args[0]))
+        return state

@@ -57,7 +57,9 @@ def _narrowest(largest: int, widths: tuple[int, ...]) -> int:
     return next(w for w in widths if largest < 1 << (8 * w))
 
 
-def encode_counts(pane: int, counts: NDArray[np.int64], extra: NDArray[np.int64], rows: int) -> driftserve_pb2.PaneCounts:
+def encode_counts(
+    pane: int, counts: NDArray[np.int64], extra: NDArray[np.int64], rows: int
+) -> driftserve_pb2.PaneCounts:
     """One pane's counts as a message: sparse or dense, whichever is smaller, in the narrowest integers."""
     flat = counts.reshape(-1)
     nonzero = np.flatnonzero(flat)
@@ -112,9 +114,7 @@ def encode_model(
                     bins=bins,
                     layout_digest=layout_digest(group.ring),
                     panes=[encode_counts(p.pane, p.counts, p.extra, p.rows) for p in group.panes],
-                    cumulative=encode_counts(
-                        0, group.cumulative.counts, group.cumulative.extra, group.cumulative.rows
-                    ),
+                    cumulative=encode_counts(0, group.cumulative.counts, group.cumulative.extra, group.cumulative.rows),
                 )
             )
     if shadow is not None:
@@ -206,10 +206,10 @@ def decode_counts(message: driftserve_pb2.PaneCounts, features: int, bins: int, 
     size = features * bins
     if message.count_bytes not in _COUNT_WIDTHS:
         raise StateMismatch(f"{what}: count_bytes is {message.count_bytes}, expected one of {_COUNT_WIDTHS}")
-    values = _frombuffer(message.bin_count, np.dtype(f"<u{message.count_bytes}"), f"{what} bin_count")
-    if int(values.max(initial=0)) > np.iinfo(np.int64).max:
+    raw = _frombuffer(message.bin_count, np.dtype(f"<u{message.count_bytes}"), f"{what} bin_count")
+    if int(raw.max(initial=0)) > np.iinfo(np.int64).max:
         raise StateMismatch(f"{what}: a count exceeds 2**63 - 1")
-    values = values.astype(np.int64)
+    values: NDArray[np.int64] = raw.astype(np.int64)
     extra = _frombuffer(message.extra, _EXTRA, f"{what} extra").astype(np.int64, copy=False)
     if extra.size != features * EXTRA_COLUMNS:
         raise StateMismatch(f"{what}: extra holds {extra.size} values, expected {features} features x {EXTRA_COLUMNS}")

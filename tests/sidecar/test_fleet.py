@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-
-import urllib.request
 
 import grpc
 import numpy as np
@@ -86,9 +85,7 @@ def _monitor(repository: Path) -> ModelDriftMonitor:
 
 
 def _layouts(monitor: ModelDriftMonitor) -> list[GroupLayout]:
-    return [
-        GroupLayout(g.source, *g.cumulative.counts.shape, layout_digest(g.ring)) for g in monitor.group_states()
-    ]
+    return [GroupLayout(g.source, *g.cumulative.counts.shape, layout_digest(g.ring)) for g in monitor.group_states()]
 
 
 # ------------------------------------------------------------------------------------ the codec
@@ -117,7 +114,10 @@ def test_counts_round_trip_sparse_and_dense() -> None:
         (lambda m: setattr(m, "bin_index", np.array([5, 200], "<u2").tobytes()), "strictly increasing and below 120"),
         (lambda m: setattr(m, "bin_index", np.array([9, 0], "<u2").tobytes()), "strictly increasing"),
         (lambda m: setattr(m, "sparse", False), "2 dense counts, expected 3 features x 40"),
-        (lambda m: (setattr(m, "count_bytes", 8), setattr(m, "bin_count", np.full(2, 2**63, "<u8").tobytes())), r"2\*\*63"),
+        (
+            lambda m: (setattr(m, "count_bytes", 8), setattr(m, "bin_count", np.full(2, 2**63, "<u8").tobytes())),
+            r"2\*\*63",
+        ),
     ],
 )
 def test_malformed_counts_are_refused_with_a_reason(change: object, message: str) -> None:
@@ -141,7 +141,7 @@ def test_model_state_must_match_the_aggregators_layout(fleet_repository: Path) -
     with pytest.raises(StateMismatch, match="bin edges or window panes differ"):
         decode_model(message, moved)
     with pytest.raises(StateMismatch, match=r"count groups .* expected"):
-        decode_model(message, layouts[:1] + [GroupLayout("output", 9, 9, "x")])
+        decode_model(message, [*layouts[:1], GroupLayout("output", 9, 9, "x")])
 
 
 # ------------------------------------------------------------------------------------ the RPC
@@ -190,7 +190,9 @@ def test_four_replicas_merge_to_exactly_one_sidecar(
             assert got.window_rows == expected.window_rows, key
             assert got.unseen_categories == expected.unseen_categories, key
             for stat in ("psi", "psi_expected", "ks_statistic", "ks_bound", "ks_pvalue", "ks_pvalue_corrected"):
-                assert getattr(got, stat) == pytest.approx(getattr(expected, stat), rel=1e-12, abs=1e-300, nan_ok=True), (key, stat)
+                assert getattr(got, stat) == pytest.approx(
+                    getattr(expected, stat), rel=1e-12, abs=1e-300, nan_ok=True
+                ), (key, stat)
             assert got.missing_share == pytest.approx(expected.missing_share, rel=1e-12), key
             assert got.status == expected.status, key
         alerts = alert_set(single.items)
@@ -247,7 +249,9 @@ def test_a_missing_or_foreign_replica_never_blocks_the_report(
     replicas: list[InProcessSidecar], fleet_repository: Path, tmp_path: Path
 ) -> None:
     """Nothing listening, and a sidecar with other bins: both listed, neither merged, the report served."""
-    foreign_repo = build_repository(tmp_path / "models", shadow=False, drift={"window": {"pane_seconds": 1.0, "panes": 60}})
+    foreign_repo = build_repository(
+        tmp_path / "models", shadow=False, drift={"window": {"pane_seconds": 1.0, "panes": 60}}
+    )
     dead = f"127.0.0.1:{free_port()}"
     with InProcessSidecar(foreign_repo, report_interval_s=3600) as foreign:
         live = replicas[0].running.address

@@ -85,7 +85,9 @@ class ReplicaRecord:
 def _load_fleet_model(model_dir: Path) -> FleetModel | None:
     config = load_model_config(model_dir)
     if config.drift is None and config.deployment.shadow_version is None:
-        logger.info("model %s has no drift section in %s and no shadow version; not aggregated", model_dir.name, CONFIG_FILENAME)
+        logger.info(
+            "model %s has no drift section in %s and no shadow version; not aggregated", model_dir.name, CONFIG_FILENAME
+        )
         return None
     monitor = dispatcher = None
     layouts: list[GroupLayout] = []

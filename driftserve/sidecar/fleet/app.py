@@ -70,7 +70,9 @@ def _bind(server: grpc.aio.Server, listen: str) -> tuple[str, int]:
         try:
             probe_tcp_port(host, int(port_text))
         except socket.gaierror as exc:
-            raise StartupError(f"gRPC address {listen}: host {host!r} cannot be resolved ({exc.strerror}); {LISTEN_FIX}") from None
+            raise StartupError(
+                f"gRPC address {listen}: host {host!r} cannot be resolved ({exc.strerror}); {LISTEN_FIX}"
+            ) from None
         except OSError as exc:
             raise StartupError(f"gRPC address {listen} {bind_problem(exc)}; {LISTEN_FIX}") from None
     try:
@@ -149,8 +151,7 @@ async def serve(settings: FleetSettings) -> int:
     """Run until SIGTERM or SIGINT, then shut down cleanly; returns the exit code."""
     running = await create_fleet(settings)
     print(
-        f"DRIFTSERVE_READY role=fleet address={running.address} grpc_port={running.port} "
-        f"http_port={running.http_port}",
+        f"DRIFTSERVE_READY role=fleet address={running.address} grpc_port={running.port} http_port={running.http_port}",
         flush=True,
     )
     stop = asyncio.Event()

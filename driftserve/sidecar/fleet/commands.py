@@ -59,7 +59,9 @@ def register_fleet(drift_sub: Any) -> None:
     fleet.add_argument("--model-repository", help="the replicas' model repository [DRIFTSERVE_FLEET_MODEL_REPOSITORY]")
     fleet.add_argument("--listen", help="gRPC address of the aggregator's Monitor service [default 127.0.0.1:8003]")
     fleet.add_argument("--http-host", help="HTTP bind address [default 127.0.0.1]")
-    fleet.add_argument("--http-port", type=int, help="HTTP port for /metrics, /api, /dashboard; -1 = off [default 8004]")
+    fleet.add_argument(
+        "--http-port", type=int, help="HTTP port for /metrics, /api, /dashboard; -1 = off [default 8004]"
+    )
     fleet.add_argument("--log-level", help="logging level [default INFO]")
     fleet.add_argument("--report-interval-s", type=float, help="seconds between fleet evaluations [default 1]")
     fleet.add_argument("--pull-interval-s", type=float, help="seconds between pulls of every replica [default 2]")
