@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -16,6 +19,7 @@ from driftserve.core.drift_config import DriftConfig
 from driftserve.core.ports import free_port
 from driftserve.sidecar.drift.detector import ModelDriftMonitor
 from driftserve.sidecar.drift.profile import ReferenceProfile
+from driftserve.sidecar.fleet.discovery import parse_targets
 from driftserve.sidecar.window_state import (
     FORMAT_VERSION,
     GroupLayout,
@@ -268,3 +272,83 @@ def test_a_missing_or_foreign_replica_never_blocks_the_report(
             with urllib.request.urlopen(f"http://127.0.0.1:{fleet.running.http_port}/dashboard", timeout=30) as r:
                 html = r.read().decode()
             assert "Fleet-wide" in html and "unreachable" in html
+
+
+def test_a_stopped_replica_is_stale_then_forgotten(fleet_repository: Path, session: ort.InferenceSession) -> None:
+    """Its last state stays merged while stale, and leaves the merge after ``forget_after_s``."""
+    with InProcessSidecar(fleet_repository, report_interval_s=3600) as kept:
+        stopped = InProcessSidecar(fleet_repository, report_interval_s=3600)
+        addresses = [kept.running.address, stopped.running.address]
+        open_ = True
+        try:
+            kept.publish(batches_from(reference_rows(np.random.default_rng(6), 300), session))
+            stopped.publish(batches_from(reference_rows(np.random.default_rng(7), 200), session))
+            with InProcessFleet(fleet_repository, addresses, forget_after_s=1.0, pull_timeout_s=1) as fleet:
+                fleet.pull()
+                assert fleet.report().rows_seen == 500
+                stopped.close()
+                open_ = False
+                fleet.pull()
+                report = fleet.report()
+                status = {r.address: r for r in report.fleet.replicas}[addresses[1]]
+                assert (status.status, status.rows, report.rows_seen) == ("stale", 200, 500)
+                time.sleep(1.1)
+                fleet.pull()
+                report = fleet.report()
+                status = {r.address: r for r in report.fleet.replicas}[addresses[1]]
+                assert (status.status, status.rows, report.rows_seen) == ("unreachable", 0, 300)
+        finally:
+            if open_:
+                stopped.close()
+
+
+def test_a_headless_service_name_is_resolved_on_every_pull(
+    fleet_repository: Path, session: ort.InferenceSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One name, one port, one address per pod (as a headless Service): scaling up is followed."""
+    port = free_port()
+    pods = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    ready = pods[:2]
+    original = socket.getaddrinfo
+
+    def getaddrinfo(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host == "sidecars.fleet.test":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in ready]
+        return original(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    started = []
+    try:
+        for i, ip in enumerate(pods):
+            started.append(InProcessSidecar(fleet_repository, listen=f"{ip}:{port}", report_interval_s=3600))
+            started[-1].publish(batches_from(reference_rows(np.random.default_rng(8 + i), 100 * (i + 1)), session))
+        with InProcessFleet(fleet_repository, [f"sidecars.fleet.test:{port}", "no-such-host.invalid:8003"]) as fleet:
+            fleet.pull()
+            report = fleet.report()
+            statuses = {r.address: r.status for r in report.fleet.replicas}
+            assert statuses == {
+                f"127.0.0.2:{port}": "contributing",
+                f"127.0.0.3:{port}": "contributing",
+                "no-such-host.invalid:8003": "unreachable",
+            }
+            assert report.rows_seen == 300
+            assert "cannot resolve" in {r.address: r for r in report.fleet.replicas}["no-such-host.invalid:8003"].error
+            ready.append(pods[2])  # a third pod becomes ready
+            fleet.pull()
+            assert fleet.report().rows_seen == 600
+    finally:
+        for sidecar in started:
+            sidecar.close()
+
+
+def test_replica_lists_are_checked() -> None:
+    assert [str(t) for t in parse_targets(" a:1, [::1]:8003 ,b.c:65535")] == ["a:1", "[::1]:8003", "b.c:65535"]
+    for bad, message in (
+        ("a", "not host:port"),
+        ("a:0", "not host:port"),
+        ("fe80::1:80", "in brackets"),
+        ("[nope]:80", "not an IPv6 address"),
+        (" , ", "no replicas"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            parse_targets(bad)

@@ -35,17 +35,20 @@ def parse_targets(spec: str) -> list[Target]:
         if not entry:
             continue
         host, sep, port = entry.rpartition(":")
-        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        bracketed = host.startswith("[") and host.endswith("]")
+        host = host[1:-1] if bracketed else host
         if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
             raise ValueError(
                 f"replica {entry!r} is not host:port (port 1..65535); e.g. 10.0.0.7:8003, "
                 "[::1]:8003 or sidecars.default.svc.cluster.local:8003"
             )
-        if ":" in host:
+        if ":" in host or bracketed:
             try:
                 ipaddress.IPv6Address(host)
             except ValueError:
-                raise ValueError(f"replica {entry!r}: {host!r} is not an IPv6 address; write [addr]:port") from None
+                raise ValueError(f"replica {entry!r}: {host!r} is not an IPv6 address in [addr]:port") from None
+            if not bracketed:
+                raise ValueError(f"replica {entry!r}: write an IPv6 address in brackets, [addr]:port")
         targets.append(Target(host, int(port)))
     if not targets:
         raise ValueError("no replicas given; pass --replicas host:port[,host:port...] or a headless Service name")
