@@ -10,7 +10,8 @@ Steps (each writes JSON + a Markdown section under ``benchmarks/results/``):
 4. ``workers_bench`` — ``--workers`` 1 vs 2 on this machine;
 5. micro-benchmarks (pytest-benchmark): codec, batcher, preprocessing kernels, drift update;
 6. ``drift_ingest`` — detector update rows/s and memory over 10 M rows;
-7. ``benchmarks.sidecar_loadtest`` — sidecar ingest through the real Mirror/Publish path, RSS soak.
+7. ``benchmarks.sidecar_loadtest`` — sidecar ingest through the real Mirror/Publish path, RSS soak;
+8. ``fleet_merge_bench`` — fleet aggregation: merge cost vs replicas, features, bins; alert speed-up.
 
 ``--only-assemble`` rebuilds RESULTS.md from what is in ``benchmarks/results/``; sections measured
 elsewhere (``workers_16core.md``, from a 16-core machine) are included when present.
@@ -78,6 +79,7 @@ def steps(repo: Path) -> list[tuple[str, list[str]]]:
                 str(RESULTS / "sidecar.json"),
             ],
         ),
+        ("fleet", ["-m", "benchmarks.fleet_merge_bench", "--out", str(RESULTS / "fleet.json")]),
     ]
 
 
@@ -284,6 +286,17 @@ def headlines() -> list[str]:
                 "≥ 200,000 rows/s, flat memory",
             )
         )
+    fleet = _load("fleet.json")
+    if fleet:
+        largest = max(fleet["merge"], key=lambda c: (c["group"] == "replicas", c["replicas"]))
+        rows.append(
+            (
+                f"fleet merge, {largest['replicas']:,} replicas × {largest['features']} features × "
+                f"{largest['bins']:,} bins",
+                f"{largest['round_cpu_s'] * 1e3:,.0f} ms CPU per round, {largest['decoded_bytes'] / 2**20:,.0f} MiB held",
+                "linear in replicas, exact",
+            )
+        )
     workers = _load("workers.json")
     if workers:
         med = workers["median"]
@@ -310,6 +323,7 @@ SECTIONS = (
     ("micro.md", "Request-path micro-benchmarks"),
     ("drift_ingest.md", "Drift detector"),
     ("sidecar_ingest.md", "Sidecar"),
+    ("fleet.md", "Fleet-wide drift (many replicas)"),
 )
 
 

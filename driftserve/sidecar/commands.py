@@ -68,6 +68,11 @@ def print_report(report: Any, out: TextIO, only_flagged: bool = False) -> None:
     """Print one ``DriftReport`` message as an aligned table."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(report.generated_unix_s)) if report.generated_unix_s else "-"
     print(f"model {report.model}: {report.rows_seen} rows, {report.batches_seen} batches (as of {stamp} UTC)", file=out)
+    if report.HasField("fleet"):
+        replicas = report.fleet.replicas
+        print(f"fleet-wide, merged from {len(replicas)} replicas:", file=out)
+        for r in replicas:
+            print(f"  {r.address}  {r.status}  {r.rows} rows" + (f"  ({r.error})" if r.error else ""), file=out)
     header = ("feature", "kind", "window", "rows", "psi", "psi_exp", "ks", "p_corr", "missing", "status")
     rows = [header]
     for f in report.features:

@@ -19,6 +19,7 @@ import hashlib
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -148,21 +149,25 @@ class WindowStateExporter:
 # ---------------------------------------------------------------------------------------- decoding
 @dataclass(frozen=True)
 class DecodedCounts:
-    """One pane (or the cumulative window) of one replica: views over the message's bytes."""
+    """One pane (or the cumulative window) of one replica, checked, as views over the message's bytes.
+
+    The narrow integers stay as they came, so holding a replica's state costs what its message
+    does; indices are rebuilt from their gaps only while adding.
+    """
 
     pane: int
     rows: int
-    index: NDArray[np.int64] | None  # None: ``values`` is dense, features x bins
-    values: NDArray[np.int64]
+    gaps: NDArray[np.unsignedinteger] | None  # None: ``values`` is dense, features x bins
+    values: NDArray[np.integer]
     extra: NDArray[np.int64]
 
     def add_to(self, counts: NDArray[np.int64], extra: NDArray[np.int64]) -> None:
         """Add these counts into ``counts`` (features x bins) and ``extra`` (features x 2)."""
-        if self.index is None:
+        if self.gaps is None:
             counts.reshape(-1)[:] += self.values
         else:
             # Indices are strictly increasing (checked), so plain fancy-index addition is exact.
-            counts.reshape(-1)[self.index] += self.values
+            counts.reshape(-1)[np.cumsum(self.gaps, dtype=np.int64)] += self.values
         extra += self.extra
 
 
@@ -195,7 +200,7 @@ class DecodedModel:
     shadow: ShadowCounters | None
 
 
-def _frombuffer(data: bytes, dtype: np.dtype[np.generic], what: str) -> NDArray[np.generic]:
+def _frombuffer(data: bytes, dtype: np.dtype[Any], what: str) -> NDArray[Any]:
     if len(data) % dtype.itemsize:
         raise StateMismatch(f"{what}: {len(data)} bytes is not a whole number of {dtype.itemsize}-byte values")
     return np.frombuffer(data, dtype=dtype)
@@ -206,28 +211,30 @@ def decode_counts(message: driftserve_pb2.PaneCounts, features: int, bins: int, 
     size = features * bins
     if message.count_bytes not in _COUNT_WIDTHS:
         raise StateMismatch(f"{what}: count_bytes is {message.count_bytes}, expected one of {_COUNT_WIDTHS}")
-    raw = _frombuffer(message.bin_count, np.dtype(f"<u{message.count_bytes}"), f"{what} bin_count")
-    if int(raw.max(initial=0)) > np.iinfo(np.int64).max:
-        raise StateMismatch(f"{what}: a count exceeds 2**63 - 1")
-    values: NDArray[np.int64] = raw.astype(np.int64)
-    extra = _frombuffer(message.extra, _EXTRA, f"{what} extra").astype(np.int64, copy=False)
+    values = _frombuffer(message.bin_count, np.dtype(f"<u{message.count_bytes}"), f"{what} bin_count")
+    if message.count_bytes == max(_COUNT_WIDTHS):
+        # uint64 would turn int64 sums into floats; counts past 2**63 are not counts.
+        if int(values.max(initial=0)) > np.iinfo(np.int64).max:
+            raise StateMismatch(f"{what}: a count exceeds 2**63 - 1")
+        values = values.astype(np.int64)
+    extra = _frombuffer(message.extra, _EXTRA, f"{what} extra")
     if extra.size != features * EXTRA_COLUMNS:
         raise StateMismatch(f"{what}: extra holds {extra.size} values, expected {features} features x {EXTRA_COLUMNS}")
+    extra = extra.reshape(features, EXTRA_COLUMNS)
     if extra.size and int(extra.min()) < 0:
         raise StateMismatch(f"{what}: missing and unseen counts must not be negative")
-    index: NDArray[np.int64] | None = None
+    gaps = None
     if message.sparse:
         if message.index_bytes not in _INDEX_WIDTHS:
             raise StateMismatch(f"{what}: index_bytes is {message.index_bytes}, expected one of {_INDEX_WIDTHS}")
         gaps = _frombuffer(message.bin_index, np.dtype(f"<u{message.index_bytes}"), f"{what} bin_index")
         if gaps.size != values.size:
             raise StateMismatch(f"{what}: {gaps.size} bin indices but {values.size} counts")
-        index = np.cumsum(gaps, dtype=np.int64)
-        if index.size and (int(index[-1]) >= size or bool(np.any(gaps[1:] == 0))):
+        if gaps.size and (int(gaps.sum(dtype=np.int64)) >= size or int(gaps[1:].min(initial=1)) == 0):
             raise StateMismatch(f"{what}: bin indices must be strictly increasing and below {size}")
     elif values.size != size:
         raise StateMismatch(f"{what}: {values.size} dense counts, expected {features} features x {bins} bins")
-    return DecodedCounts(int(message.pane), int(message.rows), index, values, extra.reshape(features, EXTRA_COLUMNS))
+    return DecodedCounts(int(message.pane), int(message.rows), gaps, values, extra)
 
 
 def decode_shadow(message: driftserve_pb2.ShadowCounters) -> ShadowCounters:
