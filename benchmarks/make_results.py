@@ -293,7 +293,8 @@ def headlines() -> list[str]:
             (
                 f"fleet merge, {largest['replicas']:,} replicas × {largest['features']} features × "
                 f"{largest['bins']:,} bins",
-                f"{largest['round_cpu_s'] * 1e3:,.0f} ms CPU per round, {largest['decoded_bytes'] / 2**20:,.0f} MiB held",
+                f"{largest['round_cpu_s'] * 1e3:,.0f} ms CPU per round, "
+                f"{largest['decoded_bytes'] / 2**20:,.0f} MiB held",
                 "linear in replicas, exact",
             )
         )

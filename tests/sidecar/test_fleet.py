@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -352,3 +354,27 @@ def test_replica_lists_are_checked() -> None:
     ):
         with pytest.raises(ValueError, match=message):
             parse_targets(bad)
+
+
+def test_fleet_alerts_run_the_models_actions(tmp_path: Path, session: ort.InferenceSession) -> None:
+    """The command hook of the aggregator's repository runs on a fleet-level alert, with the payload."""
+    replicas_repo = build_repository(tmp_path / "replicas", shadow=False)
+    payload = tmp_path / "payload.json"
+    hook = [sys.executable, "-c", f"import sys; open({str(payload)!r}, 'w').write(sys.stdin.read())"]
+    fleet_repo = build_repository(tmp_path / "fleet", shadow=False, drift={"actions": {"command": hook}})
+    # Same profile and windows (the layout digest checks it): mergeable whatever the actions.
+    with (
+        InProcessSidecar(replicas_repo, report_interval_s=3600) as a,
+        InProcessSidecar(replicas_repo, report_interval_s=3600) as b,
+    ):
+        for i, sidecar in enumerate((a, b)):
+            sidecar.publish(batches_from(_stream(np.random.default_rng(20 + i), 0, 400), session))
+        with InProcessFleet(fleet_repo, [a.running.address, b.running.address]) as fleet:
+            fleet.pull()
+            assert (SHIFTED, "sliding") in alert_set(fleet.report().items)
+            deadline = time.monotonic() + 30
+            while not payload.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            doc = json.loads(payload.read_text())
+    assert doc["model"] == MODEL and doc["rows_total"] == 800
+    assert SHIFTED in json.dumps(doc["alerting"])
