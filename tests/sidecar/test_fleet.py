@@ -15,13 +15,16 @@ import grpc
 import numpy as np
 import onnxruntime as ort
 import pytest
+from prometheus_client import CollectorRegistry
 
 from driftserve.api import driftserve_pb2, driftserve_pb2_grpc
 from driftserve.core.drift_config import DriftConfig
 from driftserve.core.ports import free_port
 from driftserve.sidecar.drift.detector import ModelDriftMonitor
 from driftserve.sidecar.drift.profile import ReferenceProfile
+from driftserve.sidecar.fleet.aggregator import FleetState
 from driftserve.sidecar.fleet.discovery import parse_targets
+from driftserve.sidecar.fleet.settings import FleetSettings
 from driftserve.sidecar.window_state import (
     FORMAT_VERSION,
     GroupLayout,
@@ -378,3 +381,13 @@ def test_fleet_alerts_run_the_models_actions(tmp_path: Path, session: ort.Infere
             doc = json.loads(payload.read_text())
     assert doc["model"] == MODEL and doc["rows_total"] == 800
     assert SHIFTED in json.dumps(doc["alerting"])
+
+
+def test_before_the_first_pull_every_replica_is_listed(fleet_repository: Path) -> None:
+    settings = FleetSettings(model_repository=fleet_repository, replicas="127.0.0.1:1,sidecars.example:8003")
+    state = FleetState(settings, CollectorRegistry())
+    state.load()
+    assert [(r.address, r.status, r.error) for r in state.report(MODEL).fleet.replicas] == [
+        ("127.0.0.1:1", "unreachable", "not pulled yet"),
+        ("sidecars.example:8003", "unreachable", "not pulled yet"),
+    ]

@@ -52,6 +52,11 @@ from driftserve.sidecar.window_state import (
 
 logger = logging.getLogger(__name__)
 
+# A replica's state grows with features x bins x panes (30 x 1,000 x 6 busy panes: ~240 KiB), past
+# gRPC's default 4 MiB only for very wide models; this bound still keeps one reply from flooding memory.
+MAX_STATE_BYTES = 256 * 1024 * 1024
+NOT_PULLED = "not pulled yet"
+
 
 @dataclass
 class FleetModel:
@@ -113,7 +118,12 @@ class FleetState:
         self._shadow_metrics = ShadowMetrics(registry)
         self.metrics = FleetMetrics(registry)
         self.models: dict[str, FleetModel] = {}
-        self._records: dict[str, ReplicaRecord] = {}
+        # Until the first round ends, every --replicas entry is listed as not pulled yet.
+        self._records: dict[str, ReplicaRecord] = {
+            str(t): ReplicaRecord(str(t), "", False, NOT_PULLED, None, {}, {}) for t in self._targets
+        }
+        self._pulled = False
+        self._round_lock: asyncio.Lock | None = None  # made inside the running loop
         self._records_lock = threading.Lock()
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stop = threading.Event()
@@ -158,14 +168,24 @@ class FleetState:
             return [self._records[a] for a in sorted(self._records)]
 
     async def pull_once(self) -> None:
-        """One round: resolve the replicas, pull them all concurrently, keep what answered."""
+        """One round: resolve the replicas, pull them all concurrently, keep what answered.
+
+        Rounds never overlap (a round asked for during another waits for it), so the records
+        always come from the newest round.
+        """
+        if self._round_lock is None:
+            self._round_lock = asyncio.Lock()
+        async with self._round_lock:
+            await self._pull_round()
+
+    async def _pull_round(self) -> None:
         started = time.perf_counter()
         addresses, resolve_errors = await asyncio.to_thread(resolve, self._targets)
         answers = await asyncio.gather(*(self._pull(a) for a in addresses))
         now = time.time()
         decoded = await asyncio.to_thread(self._decode_all, addresses, answers, now)
         with self._records_lock:
-            previous = self._records
+            previous = self._records if self._pulled else {}
         records: dict[str, ReplicaRecord] = {}
         for address, record in decoded.items():
             old = previous.get(address)
@@ -197,13 +217,16 @@ class FleetState:
             await self._channels.pop(address).close(None)
         with self._records_lock:
             self._records = records
+            self._pulled = True
         self._count_statuses(records.values())
         self.metrics.pull_duration.observe(time.perf_counter() - started)
 
     async def _pull(self, address: str) -> driftserve_pb2.WindowStateResponse | str:
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(address)
+            channel = self._channels[address] = grpc.aio.insecure_channel(
+                address, options=[("grpc.max_receive_message_length", MAX_STATE_BYTES)]
+            )
         stub = driftserve_pb2_grpc.MonitorStub(channel)
         try:
             response: driftserve_pb2.WindowStateResponse = await stub.GetWindowState(
