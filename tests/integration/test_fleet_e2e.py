@@ -61,6 +61,7 @@ def _replicas(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {r["address"]: r for r in doc["fleet"]["replicas"]}
 
 
+@pytest.mark.timeout(600)  # four processes started, one restarted: ~20 s normally; generous for a loaded box
 def test_killed_replica_goes_stale_and_comes_back(
     repository: Path, replicas: list[SidecarProcess], session: ort.InferenceSession
 ) -> None:

@@ -225,6 +225,7 @@ def test_four_replicas_merge_to_exactly_one_sidecar(
         assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
+@pytest.mark.timeout(600)  # ~15 s normally; generous for a loaded box
 def test_fleet_alerts_with_fewer_rows_per_replica_than_one_replica_needs(
     fleet_repository: Path, session: ort.InferenceSession
 ) -> None:
