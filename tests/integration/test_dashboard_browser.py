@@ -101,6 +101,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def drifted(repository: Path) -> Iterator[tuple[int, TrafficLoop]]:
     """Server + sidecar processes with traffic running, after the sidecar alerted on ``SHIFTED``."""
+    system_tools.chromium()  # skip, saying why, before starting anything
     address = f"127.0.0.1:{free_port()}"
     sidecar = SidecarProcess(repository, "--report-interval-s", "0.5", listen=address)
     try:
@@ -149,7 +150,7 @@ def _chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
         f"--window-size={WINDOW[0]},{WINDOW[1]}",
         *args,
     ]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=90)
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -165,10 +166,10 @@ def _rows_by_status(dom: str) -> dict[str, str]:
     return dict(re.findall(pattern, dom))
 
 
+@pytest.mark.timeout(600)  # two process starts, two phases of traffic, two browser runs; ~1 min normally
 def test_browser_shows_the_alert_on_the_shifted_feature_only(drifted, tmp_path: Path) -> None:
     port, traffic = drifted
     url = f"http://127.0.0.1:{port}/dashboard"
-    system_tools.chromium()  # skip with the reason before anything else when Chromium is missing
     dom = _chromium("--dump-dom", url, profile=tmp_path / "profile-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
     statuses = _rows_by_status(dom.stdout)

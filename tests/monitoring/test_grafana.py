@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from driftserve.sidecar.drift.hysteresis import LEVELS
 from driftserve.sidecar.metrics import INSUFFICIENT_GAUGE
+from tests import system_tools
 from tests.monitoring import promql
 from tests.monitoring.conftest import MONITORING, Scrapes
 
@@ -26,6 +30,8 @@ CUSTOM_UNIT_PREFIXES = ("suffix:",)
 # Labels Prometheus adds on scrape (prometheus.yml adds `component`).
 TARGET_LABELS = {"instance", "job", "component"}
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+# What Grafana substitutes before a query reaches Prometheus, for checking the PromQL itself.
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$model": ".*"}
 
 
 def _panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
@@ -72,6 +78,13 @@ def test_dashboard_is_well_formed_with_valid_units_and_a_templated_data_source(p
         assert panel["targets"] and all(t["datasource"] == DATASOURCE for t in panel["targets"]), panel["title"]
         for unit in _units(panel):
             assert unit in GRAFANA_UNITS or str(unit).startswith(CUSTOM_UNIT_PREFIXES), (panel["title"], unit)
+    cells = [
+        (x, y, p["title"])
+        for p in dashboard["panels"]
+        for x in range(p["gridPos"]["x"], p["gridPos"]["x"] + p["gridPos"]["w"])
+        for y in range(p["gridPos"]["y"], p["gridPos"]["y"] + p["gridPos"]["h"])
+    ]
+    assert len({(x, y) for x, y, _ in cells}) == len(cells), f"overlapping panels in {path.name}"
     titles = [p["title"] for p in panels]
     assert len(titles) == len(set(titles)), f"duplicate panel titles in {path.name}"
 
@@ -126,3 +139,25 @@ def test_drift_alert_panels_map_the_sidecar_gauge_encoding_to_names() -> None:
         (mapping,) = panel["fieldConfig"]["defaults"]["mappings"]
         assert mapping["type"] == "value"
         assert {value: option["text"] for value, option in mapping["options"].items()} == expected, panel["title"]
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_every_query_parses_as_promql(path, tmp_path: Path) -> None:
+    """promtool parses each query (Grafana's variables substituted) as a recording rule."""
+    exprs = [t["expr"] for p in _panels(_load(path)) for t in p.get("targets", [])]
+    for variable, value in GRAFANA_VARIABLES.items():
+        exprs = [e.replace(variable, value) for e in exprs]
+    assert not [e for e in exprs if "$" in e], "a Grafana variable the test does not substitute"
+    rules = {
+        "groups": [{"name": "queries", "rules": [{"record": f"query:{i}", "expr": e} for i, e in enumerate(exprs)]}]
+    }
+    (tmp_path / "queries.yml").write_text(yaml.safe_dump(rules))
+    result = subprocess.run(
+        [system_tools.promtool(), "check", "rules", "queries.yml"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(exprs)} rules found" in result.stdout
