@@ -43,8 +43,10 @@ class TrafficTracker:
 
     def __init__(self, now: float | None = None) -> None:
         self._lock = threading.Lock()
-        self._batches: deque[tuple[float, int, int]] = deque(maxlen=MAX_BATCH_ENTRIES)
+        self._batches: deque[tuple[float, int, int]] = deque()
         self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        # Running sums over ``_batches``, so a snapshot costs the evicted entries, not the window.
+        self._window_requests = self._window_rows = 0
         self._requests_total = self._rows_total = 0
         self._started = time.monotonic() if now is None else now
 
@@ -53,7 +55,11 @@ class TrafficTracker:
         requests = len(batch.request_rows) or len(batch.latency_s) or 1
         stamp = time.monotonic() if now is None else now
         with self._lock:
+            if len(self._batches) >= MAX_BATCH_ENTRIES:
+                self._evict_oldest()
             self._batches.append((stamp, requests, batch.rows))
+            self._window_requests += requests
+            self._window_rows += batch.rows
             self._latencies.extend(v for v in batch.latency_s if math.isfinite(v) and v >= 0)
             self._requests_total += requests
             self._rows_total += batch.rows
@@ -63,11 +69,15 @@ class TrafficTracker:
         stamp = time.monotonic() if now is None else now
         with self._lock:
             while self._batches and self._batches[0][0] < stamp - RATE_WINDOW_S:
-                self._batches.popleft()
-            requests = sum(b[1] for b in self._batches)
-            rows = sum(b[2] for b in self._batches)
+                self._evict_oldest()
+            requests, rows = self._window_requests, self._window_rows
             latencies = np.fromiter(self._latencies, dtype=np.float64)
             totals = self._requests_total, self._rows_total
         window = min(RATE_WINDOW_S, max(stamp - self._started, 1e-9))
         p50, p99 = (float(q) for q in np.quantile(latencies, (0.5, 0.99))) if latencies.size else (math.nan, math.nan)
         return TrafficSnapshot(requests / window, rows / window, p50, p99, totals[0], totals[1], window)
+
+    def _evict_oldest(self) -> None:
+        _, requests, rows = self._batches.popleft()
+        self._window_requests -= requests
+        self._window_rows -= rows

@@ -12,6 +12,7 @@ import onnxruntime as ort
 import pytest
 
 from driftserve.core.drift_config import DriftConfig
+from driftserve.sidecar import traffic
 from driftserve.sidecar.dashboard import sparkline
 from driftserve.sidecar.drift.detector import FeatureWindowReport
 from driftserve.sidecar.ingest import MirroredBatch
@@ -101,10 +102,10 @@ def test_psi_history_is_bounded_and_in_the_json_api(sidecar: InProcessSidecar, p
     feature = next(f for f in doc["features"] if f["feature"] == SHIFTED)
     assert len(feature["psi_excess_history"]) == HISTORY_POINTS
     assert feature["psi_excess_history"][-1] == pytest.approx(feature["psi"] - feature["psi_expected"])
-    traffic = doc["mirrored_traffic"]
+    mirrored = doc["mirrored_traffic"]
     # batches_from: requests of 16 rows, each with the 1 ms server latency mirror_batch states.
-    assert traffic["requests_total"] == 1024 // 16 and traffic["rows_total"] == 1024
-    assert traffic["latency_p50_s"] == pytest.approx(0.001) and traffic["requests_per_s"] > 0
+    assert mirrored["requests_total"] == 1024 // 16 and mirrored["rows_total"] == 1024
+    assert mirrored["latency_p50_s"] == pytest.approx(0.001) and mirrored["requests_per_s"] > 0
 
 
 def _batch(requests: int, latency_s: float) -> MirroredBatch:
@@ -136,3 +137,12 @@ def test_a_model_without_traffic_renders(repository: Path) -> None:
     with InProcessSidecar(repository) as fresh:
         status, page = fresh.http("/dashboard")
     assert status == 200 and "0 rows in 0 batches seen" in page and "–" in page
+
+
+def test_traffic_tracker_keeps_at_most_max_batch_entries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(traffic, "MAX_BATCH_ENTRIES", 10)
+    tracker = TrafficTracker(now=0.0)
+    for _ in range(15):
+        tracker.observe(_batch(1, 0.001), now=RATE_WINDOW_S)
+    snapshot = tracker.snapshot(now=RATE_WINDOW_S)
+    assert snapshot.requests_per_s == pytest.approx(10 / RATE_WINDOW_S) and snapshot.requests_total == 15
