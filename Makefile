@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 REPO ?= examples/repository
 EXTRAS := examples,bench,test,dev
 
-.PHONY: setup repository run serve lint test bench protos clean
+.PHONY: setup repository run serve lint test system-packages bench protos clean
 
 setup: $(VENV)/.installed
 
@@ -35,8 +35,13 @@ lint: setup
 	$(VENV)/bin/lint-imports
 	$(PY) -m mypy
 
-test: lint
+test: lint system-packages
 	$(PY) -m pytest -p no:cacheprovider
+
+# promtool and headless Chromium for the monitoring and dashboard tests: installed as root with
+# apt-get, otherwise one line says what is missing and those tests are skipped. Never fails.
+system-packages:
+	@sh scripts/install-system-packages.sh
 
 # Every benchmark in turn (about 30 minutes), then benchmarks/RESULTS.md.
 bench: repository

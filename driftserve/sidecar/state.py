@@ -10,8 +10,11 @@ the model's lock, so steps are never doubled.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
+from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +26,7 @@ from driftserve.core.config import CONFIG_FILENAME, MODEL_FILENAME, ModelConfig,
 from driftserve.core.errors import ConfigError
 from driftserve.core.model import load_model_version
 from driftserve.sidecar.drift.actions import AlertDispatcher
-from driftserve.sidecar.drift.detector import DriftReportData, FeatureWindowReport, ModelDriftMonitor
+from driftserve.sidecar.drift.detector import SLIDING, DriftReportData, FeatureWindowReport, ModelDriftMonitor
 from driftserve.sidecar.drift.profile import ReferenceProfile
 from driftserve.sidecar.ingest import (
     QUEUE_FULL,
@@ -38,12 +41,15 @@ from driftserve.sidecar.metrics import DriftMetrics, IngestMetrics, ShadowMetric
 from driftserve.sidecar.replicas import FleetView
 from driftserve.sidecar.settings import SidecarSettings
 from driftserve.sidecar.shadow import ShadowRunner, ShadowStats
+from driftserve.sidecar.traffic import TrafficSnapshot, TrafficTracker
 
 logger = logging.getLogger(__name__)
 
 # Distinct unknown model names remembered for "log once"; a bound so junk names cannot grow memory.
 _MAX_REMEMBERED_UNKNOWN = 1024
 _REPEAT_LOG_S = 60.0
+# Evaluations kept per feature for the dashboard's sparklines (5 minutes at the default 1 s cadence).
+HISTORY_POINTS = 300
 
 
 class UnknownModel(KeyError):
@@ -52,7 +58,12 @@ class UnknownModel(KeyError):
 
 @dataclass(frozen=True)
 class ModelReport:
-    """What every view shows of one model: drift items per feature and window, and the shadow."""
+    """What every view shows of one model: drift items per feature and window, and the shadow.
+
+    ``psi_history`` holds, per ``(source, feature)``, the sliding window's PSI excess over its
+    no-drift expectation at each of the last evaluations (oldest first; NaN while too few rows);
+    ``traffic_history`` the mirrored request rate and server p99 latency at the same evaluations.
+    """
 
     model: str
     generated_unix_s: float
@@ -61,6 +72,9 @@ class ModelReport:
     items: list[FeatureWindowReport]
     shadow: ShadowStats | None
     fleet: FleetView | None = None  # set when a fleet aggregator merged the report from replicas
+    traffic: TrafficSnapshot | None = None
+    psi_history: Mapping[tuple[str, str], tuple[float, ...]] = field(default_factory=dict)
+    traffic_history: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass
@@ -79,6 +93,20 @@ class MonitoredModel:
     latest_monotonic: float = 0.0
     report_lock: threading.Lock = field(default_factory=threading.Lock)
     outputs_warned: bool = False
+    traffic: TrafficTracker = field(default_factory=TrafficTracker)
+    psi_history: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
+    traffic_history: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=HISTORY_POINTS))
+
+    def record_history(self, items: list[FeatureWindowReport], traffic: TrafficSnapshot) -> None:
+        """Append one evaluation to the bounded sparkline histories (under ``report_lock``)."""
+        for item in items:
+            if item.window == SLIDING:
+                # A window below min_window_rows is not judged: its PSI is noise, so it is a gap.
+                excess = item.psi - item.psi_expected if math.isfinite(item.psi_expected) else item.psi
+                excess = math.nan if item.status == "insufficient" else excess
+                key = (item.source, item.feature)
+                self.psi_history.setdefault(key, deque(maxlen=HISTORY_POINTS)).append(excess)
+        self.traffic_history.append((traffic.requests_per_s, traffic.latency_p99_s))
 
 
 def _warm_up(monitor: ModelDriftMonitor, n_features: int) -> None:
@@ -246,6 +274,7 @@ class SidecarState:
                     logger.warning("model %s: output drift off for mismatching batches: %s", model.name, exc)
                 model.monitor.update(batch.features, None, batch.received_s)
         model.batches_seen += 1
+        model.traffic.observe(batch)
         self.metrics.duration.labels("update").observe(time.perf_counter() - started)
         if model.shadow is not None:
             model.shadow.offer(batch)
@@ -284,13 +313,19 @@ class SidecarState:
                 self._drift_metrics.publish(data)
                 assert model.dispatcher is not None
                 model.dispatcher.dispatch(data)
+            items = data.items if data else []
+            traffic = model.traffic.snapshot()
+            model.record_history(items, traffic)
             model.latest = ModelReport(
                 model=model.name,
                 generated_unix_s=now,
                 rows_seen=data.rows_total if data else 0,
                 batches_seen=model.batches_seen,
-                items=data.items if data else [],
+                items=items,
                 shadow=model.shadow.snapshot() if model.shadow is not None else None,
+                traffic=traffic,
+                psi_history={key: tuple(values) for key, values in model.psi_history.items()},
+                traffic_history=tuple(model.traffic_history),
             )
             model.latest_monotonic = time.monotonic()
             return model.latest
