@@ -18,12 +18,15 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from driftserve.api import driftserve_pb2, driftserve_pb2_grpc
 from driftserve.api._pool import reflection_pool
+from driftserve.core.auth import ANY_SCOPE, SCOPE_MIRROR, SCOPE_MONITOR
+from driftserve.core.grpc_auth import GenericHandlersOnly, MethodScopes
 from driftserve.core.heap import freeze_startup_heap
+from driftserve.core.security import Security
 from driftserve.core.startup import StartupError, bind_problem, probe_tcp_port
 from driftserve.sidecar.http_api import SidecarHttpServer
 from driftserve.sidecar.monitor_service import MirrorServicer, MonitorServicer
@@ -37,6 +40,12 @@ SERVICE_NAMES = (
     driftserve_pb2.DESCRIPTOR.services_by_name["Monitor"].full_name,
 )
 _THREAD_STOP_S = 2.0
+# The scope of each call on the sidecar's gRPC port when tokens are configured; health needs none.
+SIDECAR_SCOPES = {
+    SERVICE_NAMES[0]: MethodScopes(SCOPE_MIRROR),
+    SERVICE_NAMES[1]: MethodScopes(SCOPE_MONITOR),
+    reflection.SERVICE_NAME: MethodScopes(ANY_SCOPE),
+}
 
 
 @dataclass
@@ -90,11 +99,15 @@ def _probe(listen: str) -> None:
         raise StartupError(f"gRPC address {listen} {bind_problem(exc)}; {LISTEN_FIX}") from None
 
 
-def _bind(server: grpc.aio.Server, listen: str) -> tuple[str, int]:
-    """Bind ``listen``; returns the address clients should use and the TCP port (0 for unix)."""
+def _bind(server: grpc.aio.Server, listen: str, security: Security) -> tuple[str, int]:
+    """Bind ``listen``, with TLS when ``security`` has it; returns the address clients should use and
+    the TCP port (0 for unix)."""
     _probe(listen)
     try:
-        port = server.add_insecure_port(listen)
+        if security.tls is None:
+            port = server.add_insecure_port(listen)
+        else:
+            port = server.add_secure_port(listen, security.tls.grpc_credentials())
     except RuntimeError:
         raise StartupError(f"gRPC address {listen} cannot be bound; {LISTEN_FIX}") from None
     if listen.startswith("unix:"):
@@ -117,19 +130,28 @@ async def create_sidecar(settings: SidecarSettings, registry: CollectorRegistry 
             f"model repository {root} is not a directory; "
             "pass an existing one with --model-repository or DRIFTSERVE_SIDECAR_MODEL_REPOSITORY"
         )
+    security = Security.load(settings.tls_cert, settings.tls_key, settings.tls_client_ca, settings.auth_tokens_file)
     registry = registry if registry is not None else CollectorRegistry()
     state = SidecarState(settings, registry)
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", settings.max_receive_message_bytes)])
-    driftserve_pb2_grpc.add_MirrorServicer_to_server(MirrorServicer(state), server)
-    driftserve_pb2_grpc.add_MonitorServicer_to_server(MonitorServicer(state), server)
-    health = health_aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-        server,
-        pool=reflection_pool(),
+    # Every service but health behind the bearer-token check when tokens are configured.
+    rejected = state.metrics.auth_rejections
+    services = GenericHandlersOnly(
+        server, security.authority, SIDECAR_SCOPES, lambda reason: rejected.labels(reason).inc()
     )
-    address, port = _bind(server, settings.listen)
+    driftserve_pb2_grpc.add_MirrorServicer_to_server(MirrorServicer(state), services)
+    driftserve_pb2_grpc.add_MonitorServicer_to_server(MonitorServicer(state), services)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, GenericHandlersOnly(server))
+    reflection_names = (
+        *SERVICE_NAMES,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    )
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+        reflection.aio.ReflectionServicer(reflection_names, pool=reflection_pool()), services
+    )
+    address, port = _bind(server, settings.listen, security)
     running = RunningSidecar(server, address, port, -1, state, health)
     if settings.http_port >= 0:
         try:
@@ -157,7 +179,14 @@ async def create_sidecar(settings: SidecarSettings, registry: CollectorRegistry 
     if running.http is not None:
         running.http.start()
     await running._set_health(health_pb2.HealthCheckResponse.SERVING)
-    logger.info("drift sidecar on %s (http :%d) monitoring %s", address, running.http_port, sorted(state.models))
+    logger.info(
+        "drift sidecar on %s, %s (http %s:%d) monitoring %s",
+        address,
+        security.describe(),
+        settings.http_host,
+        running.http_port,
+        sorted(state.models),
+    )
     return running
 
 
