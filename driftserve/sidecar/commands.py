@@ -165,7 +165,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     side.add_argument("--model-repository", help="model repository [DRIFTSERVE_SIDECAR_MODEL_REPOSITORY]")
     side.add_argument("--listen", help=f"gRPC address host:port or unix:/path [default {DEFAULT_LISTEN}]")
-    side.add_argument("--http-host", help="HTTP bind address [default 127.0.0.1]")
+    side.add_argument(
+        "--http-host",
+        help="HTTP bind address; the HTTP endpoints have no authentication, so only this machine by default "
+        "[DRIFTSERVE_SIDECAR_HTTP_HOST, default 127.0.0.1]",
+    )
     side.add_argument("--http-port", type=int, help="HTTP port for /metrics, /api, /dashboard; -1 = off [default 8004]")
     side.add_argument("--log-level", help="logging level [default INFO]")
     side.add_argument("--report-interval-s", type=float, help="seconds between drift evaluations [default 1]")
