@@ -160,12 +160,12 @@ def test_a_mirror_with_a_wrong_token_is_refused_counted_and_logged_while_inferen
 
 
 def test_a_mirror_that_cannot_verify_the_sidecar_is_counted_as_tls(repository: Path, pki: Pki, tmp_path: Path) -> None:
-    with InProcessSidecar(repository, tls_cert=pki.cert, tls_key=pki.key) as sidecar:
-        with InProcessServer(
-            repository, mirror_address=sidecar.running.address, mirror_tls_ca=pki.client_ca
-        ) as server:  # the wrong CA
-            _infer_until_mirrored(
-                server,
-                lambda: server.metric("driftserve_mirror_rejections_total", reason="tls") >= 1,
-                "a TLS rejection",
-            )
+    with (
+        InProcessSidecar(repository, tls_cert=pki.cert, tls_key=pki.key) as sidecar,
+        InProcessServer(repository, mirror_address=sidecar.running.address, mirror_tls_ca=pki.client_ca) as server,
+    ):  # the wrong CA
+        _infer_until_mirrored(
+            server,
+            lambda: server.metric("driftserve_mirror_rejections_total", reason="tls") >= 1,
+            "a TLS rejection",
+        )
