@@ -30,8 +30,8 @@ from benchmarks.naive_server import Model, RequestError, Servicer, load_reposito
 from driftserve.api import grpc_service_pb2 as pb
 from driftserve.api import grpc_service_pb2_grpc as pb_grpc
 from driftserve.bench.payload import NUMPY_DTYPES
-from driftserve.core.heap import freeze_startup_heap
 from driftserve.core.grpc_auth import GenericHandlersOnly
+from driftserve.core.heap import freeze_startup_heap
 
 
 def _canned(model: Model, rows: int) -> pb.ModelInferResponse:

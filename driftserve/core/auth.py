@@ -66,9 +66,9 @@ def check_token(token: str) -> str:
 class TokenAuthority:
     """The known tokens and their scopes; ``authorize`` is the check, raising the error to send."""
 
-    def __init__(self, tokens: Iterable[tuple[str, frozenset[str]]], source: str = "tokens") -> None:
+    def __init__(self, tokens: Iterable[tuple[str, frozenset[str]]], path: Path | None = None) -> None:
         self._entries = [(_digest(token), scopes) for token, scopes in tokens]
-        self.source = source
+        self.path = path
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -134,7 +134,38 @@ class TokenAuthority:
             tokens.append((token, scopes))
         if not tokens:
             raise StartupError(f"{flag} {path} holds no tokens; add lines '<token> <scope>[,<scope>...]'")
-        return cls(tokens, str(path))
+        return cls(tokens, path)
+
+    def reload(self) -> int:
+        """Read the tokens file again and use its tokens from the next call on (SIGHUP rotates
+        tokens without a restart); returns how many. A file that is now invalid raises
+        ``StartupError`` and the tokens in use stay."""
+        if self.path is None:
+            raise StartupError("these tokens did not come from a file; there is nothing to reload")
+        fresh = TokenAuthority.from_file(self.path)
+        self._entries = fresh._entries  # one assignment: a call sees the old list or the new one
+        return len(self._entries)
+
+
+def reload_on_sighup(authority: TokenAuthority | None) -> None:
+    """In the running loop: SIGHUP re-reads ``authority``'s tokens file (a no-op without tokens).
+
+    A file that became invalid is logged as an error and the tokens in use stay.
+    """
+    if authority is None:
+        return
+    import asyncio
+    import signal
+
+    def reload() -> None:
+        try:
+            count = authority.reload()
+        except StartupError as exc:
+            logger.error("SIGHUP: tokens not reloaded, the previous ones stay in use: %s", exc.message)
+            return
+        logger.info("SIGHUP: reloaded %d bearer token(s) from %s", count, authority.path)
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
 
 
 def read_secret_file(path: Path, flag: str) -> str:

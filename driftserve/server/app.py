@@ -2,7 +2,7 @@
 
 ``create_server`` is the public factory tests use (port 0 allowed); ``serve`` adds signal
 handling: SIGTERM/SIGINT flips health to NOT_SERVING, refuses new requests, lets in-flight ones
-finish within the grace period, then returns 0.
+finish within the grace period, then returns 0. SIGHUP re-reads ``--auth-tokens-file``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 
 from driftserve.api import driftserve_pb2, grpc_service_pb2
 from driftserve.api._pool import reflection_pool
+from driftserve.core.auth import TokenAuthority, reload_on_sighup
 from driftserve.core.grpc_auth import GenericHandlersOnly
 from driftserve.core.heap import freeze_startup_heap
 from driftserve.core.security import Security
@@ -62,6 +63,8 @@ class RunningServer:
     _mirror: Any = None
     # Set once the server is ready (see ``is_ready``): health SERVING and ServerReady true.
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    # The bearer tokens in force (None: no --auth-tokens-file); SIGHUP reloads them.
+    authority: TokenAuthority | None = None
 
     async def stop(self, grace_s: float) -> None:
         """Graceful stop that finishes what it received, within ``grace_s``; then release all.
@@ -154,7 +157,17 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
     )
     port = _bind_grpc(server, settings, security)
     running = RunningServer(
-        server, port, -1, dataplane, repository, health, metrics, boundary, settings.drain_period_s, _mirror=mirror
+        server,
+        port,
+        -1,
+        dataplane,
+        repository,
+        health,
+        metrics,
+        boundary,
+        settings.drain_period_s,
+        _mirror=mirror,
+        authority=security.authority,
     )
     if settings.metrics_port >= 0:
         try:
@@ -274,6 +287,7 @@ async def serve(settings: ServerSettings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reload_on_sighup(running.authority)
     if not running.ready.is_set():  # not ready yet: the ready line waits for a model to load
         waiters = [loop.create_task(running.ready.wait()), loop.create_task(stop.wait())]
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)

@@ -2,7 +2,8 @@
 
 ``create_sidecar`` is the public factory tests use (port 0 allowed, also ``unix:/path``);
 ``serve`` adds signal handling: SIGTERM/SIGINT flips health to NOT_SERVING, gives open mirror
-streams ``grace_period_s`` to finish, stops the worker threads and returns 0. The server may start
+streams ``grace_period_s`` to finish, stops the worker threads and returns 0; SIGHUP re-reads
+``--auth-tokens-file``. The server may start
 before or after the sidecar: its mirror reconnects with backoff and drops records meanwhile.
 """
 
@@ -23,7 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from driftserve.api import driftserve_pb2, driftserve_pb2_grpc
 from driftserve.api._pool import reflection_pool
-from driftserve.core.auth import ANY_SCOPE, SCOPE_MIRROR, SCOPE_MONITOR
+from driftserve.core.auth import ANY_SCOPE, SCOPE_MIRROR, SCOPE_MONITOR, TokenAuthority, reload_on_sighup
 from driftserve.core.grpc_auth import GenericHandlersOnly, MethodScopes
 from driftserve.core.heap import freeze_startup_heap
 from driftserve.core.security import Security
@@ -59,6 +60,8 @@ class RunningSidecar:
     state: SidecarState
     health: health_aio.HealthServicer
     http: SidecarHttpServer | None = None
+    # The bearer tokens in force (None: no --auth-tokens-file); SIGHUP reloads them.
+    authority: TokenAuthority | None = None
 
     async def stop(self, grace_s: float) -> None:
         """NOT_SERVING, let open streams finish within ``grace_s``, stop threads and the HTTP server."""
@@ -152,7 +155,7 @@ async def create_sidecar(settings: SidecarSettings, registry: CollectorRegistry 
         reflection.aio.ReflectionServicer(reflection_names, pool=reflection_pool()), services
     )
     address, port = _bind(server, settings.listen, security)
-    running = RunningSidecar(server, address, port, -1, state, health)
+    running = RunningSidecar(server, address, port, -1, state, health, authority=security.authority)
     if settings.http_port >= 0:
         try:
             running.http = SidecarHttpServer(
@@ -204,6 +207,7 @@ async def serve(settings: SidecarSettings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reload_on_sighup(running.authority)
     await stop.wait()
     logger.info("signal received: stopping within %.1f s", settings.grace_period_s + _THREAD_STOP_S)
     await running.stop(settings.grace_period_s)

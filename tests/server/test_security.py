@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import os
+import signal
+
 import grpc
 import numpy as np
 import pytest
@@ -19,7 +22,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from driftserve.api import driftserve_pb2 as npb
 from driftserve.api import grpc_service_pb2 as pb
 from tests.cli_support import one_line, run_cli
-from tests.server.support import InProcessServer, v2_request
+from tests.server.support import InProcessServer, ServerProcess, v2_request, wait_until
 from tests.tls_support import (
     ADMIN_TOKEN,
     INFER_TOKEN,
@@ -209,3 +212,29 @@ def test_run_names_what_the_loopback_mirror_lacks(
     token = write_token(tmp_path / "token", "short")
     line = one_line(run_cli(*base, "--auth-tokens-file", str(tokens), "--mirror-token-file", str(token)), 2)
     assert f"--mirror-token-file {token}: a token must be 16 to 512 characters" in line
+
+
+def test_sighup_reloads_the_tokens_file_and_keeps_the_old_tokens_when_it_is_invalid(
+    example_repository: Path, tmp_path: Path
+) -> None:
+    tokens = write_tokens(tmp_path / "tokens")
+    new_token = "rotated-token-0123456789abcdef"
+    with ServerProcess(example_repository, "--auth-tokens-file", str(tokens)) as server:
+
+        def status(token: str) -> grpc.StatusCode:
+            try:
+                server.v2().ModelInfer(v2_request(MODEL, X), metadata=bearer(token), timeout=10)
+            except grpc.RpcError as exc:
+                return exc.code()
+            return grpc.StatusCode.OK
+
+        assert status(INFER_TOKEN) == grpc.StatusCode.OK
+        tokens.write_text(f"{new_token} infer\n")
+        os.kill(server.process.pid, signal.SIGHUP)
+        wait_until(lambda: status(new_token) == grpc.StatusCode.OK)
+        assert status(INFER_TOKEN) == grpc.StatusCode.UNAUTHENTICATED
+        tokens.write_text("short infer\n")
+        os.kill(server.process.pid, signal.SIGHUP)
+        wait_until(lambda: any("tokens not reloaded" in line for line in server.lines))
+        assert status(new_token) == grpc.StatusCode.OK
+        assert server.terminate() == 0
