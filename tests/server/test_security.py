@@ -6,11 +6,10 @@ and the start-up errors through the ``driftserve`` command.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import os
 import signal
+from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import numpy as np
