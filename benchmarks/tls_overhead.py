@@ -50,7 +50,7 @@ TOKEN = "bench-token-0123456789abcdef"
 VARIANTS = ("plaintext", "tls", "tls+token", "tls+token (aio interceptor)")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SPEC = [TensorSpec("input", "FP32", (-1, 30))]
-WARMUP_S = 0.3
+WARMUP_S = 0.2
 
 
 def serve_with_interceptor(argv: list[str]) -> int:
@@ -159,19 +159,27 @@ def closed_loop(
     return merge_reports([uvloop.run(run_worker(config, time.monotonic()))])
 
 
-def reading(median: dict[str, dict[str, float]], clients: list[int]) -> list[str]:
-    """What the table says, in numbers: the added p50 and server CPU of each step."""
+def paired_delta_us(runs: dict[str, list[dict[str, float]]], variant: str, base: str, n: int, key: str) -> float:
+    """Median over rounds of ``variant`` minus ``base`` measured in the same round (µs for p50 keys)."""
+    scale = 1e3 if key.endswith("_ms") else 1.0
+    pairs = zip(runs[f"{variant}|{n}"], runs[f"{base}|{n}"])
+    return statistics.median((a[key] - b[key]) * scale for a, b in pairs)
+
+
+def reading(runs: dict[str, list[dict[str, float]]], clients: list[int]) -> list[str]:
+    """What the table says, as differences paired within each round (the machine drifts between rounds)."""
     one = clients[0]
-    p50 = {v: median[f"{v}|{one}"]["p50_ms"] * 1e3 for v in VARIANTS}
-    cpu = {v: statistics.median(median[f"{v}|{n}"]["server_cpu_us_per_request"] for n in clients) for v in VARIANTS}
+    cpu = "server_cpu_us_per_request"
     return [
-        f"At {one} client, TLS adds {p50['tls'] - p50['plaintext']:+.0f} µs to the median latency and the token "
-        f"check {p50['tls+token'] - p50['tls']:+.0f} µs more (as an aio interceptor: "
-        f"{p50['tls+token (aio interceptor)'] - p50['tls']:+.0f} µs). Server CPU per request, median over the "
-        f"client counts: plaintext {cpu['plaintext']:.0f}, TLS {cpu['tls']:.0f}, TLS + token "
-        f"{cpu['tls+token']:.0f}, with the interceptor {cpu['tls+token (aio interceptor)']:.0f} µs. On this "
-        "shared machine throughput moves by tens of percent between rounds, more than any of these "
-        "differences: read p50 at one client and CPU per request, not req/s."
+        f"Paired within each round, median over rounds: at {one} client TLS adds "
+        f"{paired_delta_us(runs, 'tls', 'plaintext', one, 'p50_ms'):+.0f} µs to p50 and "
+        f"{paired_delta_us(runs, 'tls', 'plaintext', one, cpu):+.0f} µs of server CPU per request; the token "
+        f"check adds {paired_delta_us(runs, 'tls+token', 'tls', one, 'p50_ms'):+.0f} µs p50 and "
+        f"{paired_delta_us(runs, 'tls+token', 'tls', one, cpu):+.0f} µs CPU to TLS (as an aio interceptor: "
+        f"{paired_delta_us(runs, 'tls+token (aio interceptor)', 'tls', one, 'p50_ms'):+.0f} µs p50, "
+        f"{paired_delta_us(runs, 'tls+token (aio interceptor)', 'tls', one, cpu):+.0f} µs CPU). On this shared "
+        "machine single runs move by tens of percent, more than these differences: read them as "
+        "'within the noise' unless they repeat across runs."
     ]
 
 
@@ -194,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-repository", type=Path, default=ROOT / "examples" / "repository")
     parser.add_argument("--clients", default="1,16", help="comma-separated closed-loop client counts")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration-s", type=float, default=2.0)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--duration-s", type=float, default=1.0)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     clients = [int(c) for c in args.clients.split(",")]
@@ -278,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{time.monotonic() - started:.0f} s in all. 'tls+token' is driftserve's check in the handler "
         "lookup; '(aio interceptor)' is the same check as a grpc.aio.ServerInterceptor.",
         "",
-        *reading(median, clients),
+        *reading(runs, clients),
         "",
         *markdown_table(
             (

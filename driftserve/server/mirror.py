@@ -388,8 +388,8 @@ class MirrorPublisher:
         assert self._wakeup is not None
         await call.wait_for_connection()
         self._set_connected(True)
-        self._rejected_reason = ""
-        logger.info("mirroring to sidecar at %s", self.address)
+        if not self._rejected_reason:  # while refused, each retry connects: the error said it once
+            logger.info("mirroring to sidecar at %s", self.address)
         while True:
             if self._staged_rows < self.flush_rows:
                 # Flush every interval, or as soon as flush_rows rows are waiting.
@@ -398,6 +398,9 @@ class MirrorPublisher:
                     await asyncio.wait_for(self._wakeup.wait(), self.flush_interval_s)
             if call.done():
                 raise asyncio.InvalidStateError("sidecar closed the stream")
+            if self._rejected_reason:  # a refused stream ends at once; this one lived a flush interval
+                self._rejected_reason = ""
+                logger.info("the sidecar at %s accepts the mirror now; mirroring", self.address)
             if not self._staged_rows:
                 continue
             batches = self._drain()
