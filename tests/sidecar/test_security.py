@@ -16,9 +16,11 @@ import onnxruntime as ort
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from driftserve.api import driftserve_pb2, driftserve_pb2_grpc
+from driftserve.api import driftserve_pb2, driftserve_pb2_grpc, grpc_service_pb2_grpc
 from driftserve.cli import main
-from tests.server.support import InProcessServer, v2_request
+from driftserve.core.ports import free_port
+from driftserve.core.processes import start_child
+from tests.server.support import ROOT, InProcessServer, v2_request
 from tests.sidecar.support import MODEL, InProcessSidecar, batches_from, reference_rows, wait_for
 from tests.tls_support import (
     INFER_TOKEN,
@@ -170,3 +172,41 @@ def test_a_mirror_that_cannot_verify_the_sidecar_is_counted_as_tls(repository: P
             lambda: server.metric("driftserve_mirror_rejections_total", reason="tls") >= 1,
             "a TLS rejection",
         )
+
+
+def test_run_secures_both_ports_and_the_loopback_mirror(
+    example_repository: Path, pki: Pki, tokens: Path, tmp_path: Path
+) -> None:
+    grpc_port, metrics_port, sidecar_port = free_port(), free_port(), free_port()
+    argv = [
+        *("run", "--model-repository", str(example_repository), "--host", "127.0.0.1"),
+        *("--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port)),
+        *("--sidecar-listen", f"127.0.0.1:{sidecar_port}", "--sidecar-http-port", "-1"),
+        *("--tls-cert", str(pki.cert), "--tls-key", str(pki.key), "--tls-client-ca", str(pki.client_ca)),
+        *("--auth-tokens-file", str(tokens), "--mirror-tls-ca", str(pki.ca)),
+        *("--mirror-tls-cert", str(pki.client_cert), "--mirror-tls-key", str(pki.client_key)),
+        *("--mirror-token-file", str(write_token(tmp_path / "mirror-token", MIRROR_TOKEN))),
+    ]
+    stack = start_child("run", argv, cwd=ROOT, output="keep")
+    try:
+        wait_for(lambda: any("driftserve is up" in line for line in stack.lines), 120, "run's 'driftserve is up' line")
+        credentials = grpc.ssl_channel_credentials(pki.read("ca"), pki.read("client_key"), pki.read("client_cert"))
+        x = np.linspace(-1, 1, 30, dtype=np.float32).reshape(1, 30)
+        with grpc.secure_channel(f"127.0.0.1:{grpc_port}", credentials) as channel:
+            stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            for _ in range(5):
+                stub.ModelInfer(v2_request("breast_cancer_lr", x), metadata=bearer(INFER_TOKEN), timeout=30)
+        with grpc.secure_channel(f"127.0.0.1:{sidecar_port}", credentials) as channel:
+            monitor = driftserve_pb2_grpc.MonitorStub(channel)
+            request = driftserve_pb2.DriftReportRequest(model="breast_cancer_lr")
+
+            def rows_seen() -> int:
+                return int(monitor.GetDriftReport(request, metadata=bearer(MONITOR_TOKEN), timeout=30).rows_seen)
+
+            wait_for(lambda: rows_seen() >= 5, 60, "mirrored rows in the sidecar")
+            with pytest.raises(grpc.RpcError) as caught:
+                monitor.ListModels(driftserve_pb2.ListModelsRequest(), timeout=30)
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert stack.terminate(60) == 0
+    finally:
+        stack.kill()
