@@ -30,8 +30,8 @@ from benchmarks.naive_server import Model, RequestError, Servicer, load_reposito
 from driftserve.api import grpc_service_pb2 as pb
 from driftserve.api import grpc_service_pb2_grpc as pb_grpc
 from driftserve.bench.payload import NUMPY_DTYPES
+from driftserve.core.grpc_auth import GenericHandlersOnly
 from driftserve.core.heap import freeze_startup_heap
-from driftserve.server.app import GenericHandlersOnly
 
 
 def _canned(model: Model, rows: int) -> pb.ModelInferResponse:
@@ -113,7 +113,7 @@ class CeilingServicer(pb_grpc.GRPCInferenceServiceServicer):
 async def serve(repository: Path, port: int, yield_once: bool = False) -> None:
     server = grpc.aio.server()
     servicer = CeilingServicer(load_repository(repository), yield_once)
-    # Generic handlers only, as driftserve registers its services (see driftserve.server.app.GenericHandlersOnly).
+    # Generic handlers only, as driftserve registers its services (see driftserve.core.grpc_auth.GenericHandlersOnly).
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, GenericHandlersOnly(server))
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
     if bound == 0:

@@ -7,7 +7,8 @@ Steps (each writes JSON + a Markdown section under ``benchmarks/results/``):
 2. ``perf_analyzer_sweep`` — Triton's perf_analyzer at concurrency 1..8 and 32, both models;
    ``batching_bench`` — the large MLP at 32 clients, batching off vs on at several delays;
 3. ``mirror_bench`` — server throughput with mirroring at sample rate 1.0 vs off;
-4. ``workers_bench`` — ``--workers`` 1 vs 2 on this machine;
+4. ``workers_bench`` — ``--workers`` 1 vs 2 on this machine; ``tls_overhead`` — plaintext vs TLS
+   vs TLS with bearer tokens (and the token check as an aio interceptor), 1 and 16 clients;
 5. micro-benchmarks (pytest-benchmark): codec, batcher, preprocessing kernels, drift update;
 6. ``drift_ingest`` — detector update rows/s and memory over 10 M rows;
 7. ``benchmarks.sidecar_loadtest`` — sidecar ingest through the real Mirror/Publish path, RSS soak;
@@ -44,6 +45,7 @@ def steps(repo: Path) -> list[tuple[str, list[str]]]:
         ("batching", ["-m", "benchmarks.batching_bench", "--model-repository", r, "--out", out]),
         ("mirror", ["-m", "benchmarks.mirror_bench", "--model-repository", r, "--out", out]),
         ("workers", ["-m", "benchmarks.workers_bench", "--model-repository", r, "--workers", "1,2", "--out", out]),
+        ("tls", ["-m", "benchmarks.tls_overhead", "--model-repository", r, "--out", out]),
         (
             "micro",
             [
@@ -320,6 +322,7 @@ SECTIONS = (
     ("mirror.md", "Mirroring overhead"),
     ("workers.md", "Multi-process serving on this machine"),
     ("workers_16core.md", "Multi-process scaling on a 16-core machine"),
+    ("tls.md", "TLS and auth overhead"),
     ("preprocessing.md", "Compiled preprocessing"),
     ("micro.md", "Request-path micro-benchmarks"),
     ("drift_ingest.md", "Drift detector"),

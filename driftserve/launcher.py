@@ -12,11 +12,12 @@ import sys
 
 from pydantic import ValidationError
 
-from driftserve.core.commandline import configure_logging
+from driftserve.core.commandline import configure_logging, settings_argv
 from driftserve.core.processes import Child, start_child, stop_children, stop_signals, supervise, wait_ready
+from driftserve.core.security_flags import SECURITY_FIELDS
 from driftserve.core.startup import EXIT_FAILURE, EXIT_USAGE, StartupError
 from driftserve.server.commands import server_settings
-from driftserve.server.settings import check_repository, serve_argv
+from driftserve.server.settings import ServerSettings, check_repository, serve_argv
 from driftserve.sidecar.settings import SidecarSettings
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,30 @@ def _check_sidecar_flags(args: argparse.Namespace, settings_repository: object) 
     return ""
 
 
+def _mirror_security_problem(settings: ServerSettings) -> str:
+    """What the loopback mirror lacks to reach a sidecar with the server's TLS and tokens ("" = nothing).
+
+    The sidecar gets the same --tls-* and --auth-tokens-file as the server, so the mirror must
+    verify its certificate (and present a client one under mutual TLS) and present a mirror token.
+    """
+    if settings.tls_cert is not None and settings.mirror_tls_ca is None:
+        return (
+            "--tls-cert also secures the sidecar: pass --mirror-tls-ca (the CA of --tls-cert; the certificate "
+            "must name the --sidecar-listen host, e.g. 127.0.0.1) so the mirror can verify it"
+        )
+    if settings.tls_client_ca is not None and settings.mirror_tls_cert is None:
+        return (
+            "--tls-client-ca also applies to the sidecar: pass --mirror-tls-cert and --mirror-tls-key "
+            "(a client certificate signed by --tls-client-ca) for the mirror"
+        )
+    if settings.auth_tokens_file is not None and settings.mirror_token_file is None:
+        return (
+            "--auth-tokens-file also guards the sidecar: pass --mirror-token-file (a file holding a token "
+            "with scope mirror) for the mirror"
+        )
+    return ""
+
+
 def run_server_and_sidecar(args: argparse.Namespace) -> int:
     """Start the sidecar, then the server mirroring to it; stop both on a signal.
 
@@ -70,11 +95,14 @@ def run_server_and_sidecar(args: argparse.Namespace) -> int:
     if args.mirror_address is None:
         args.mirror_address = args.sidecar_listen
     settings = server_settings(args)
+    from driftserve.server.security import load_security
+
     try:
         check_repository(settings)
+        load_security(settings)
     except StartupError as exc:
         return _fail(exc.message, exc.exit_code)
-    problem = _check_sidecar_flags(args, settings.model_repository)
+    problem = _check_sidecar_flags(args, settings.model_repository) or _mirror_security_problem(settings)
     if problem:
         return _fail(problem, EXIT_USAGE)
     configure_logging(settings.log_level)
@@ -88,6 +116,7 @@ def run_server_and_sidecar(args: argparse.Namespace) -> int:
         str(args.sidecar_http_port),
         "--log-level",
         settings.log_level,
+        *settings_argv(settings, SECURITY_FIELDS),
     ]
     sidecar = start_child("sidecar", sidecar_argv)
     server = start_child("server", serve_argv(settings))

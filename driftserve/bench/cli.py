@@ -14,6 +14,7 @@ import argparse
 import sys
 
 from driftserve.bench.defaults import DEFAULT_TARGET, EXIT_USAGE
+from driftserve.core.security_flags import add_client_security_flags
 
 # The third-party modules the load generator needs beyond a base install: the `bench` extra.
 EXTRA_HINT = "pip install 'driftserve[bench]'"
@@ -36,6 +37,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     )
     t.add_argument("--model", required=True)
     t.add_argument("--model-version", default="")
+    add_client_security_flags(p)
     d = p.add_argument_group("payload")
     d.add_argument("--data", help="an .npz file whose 'X' (or input-named) array gives the rows")
     d.add_argument("--rows-per-request", type=int, default=1)

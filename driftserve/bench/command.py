@@ -14,7 +14,9 @@ from driftserve.bench.runner import LoadError, LoadSpec, RunResult, run_load
 from driftserve.bench.server_info import TargetError, check_target, fetch_input_specs, wait_connected
 from driftserve.bench.slo import SLO, SLOError, Verdict, evaluate, load_slo_file, parse_slo
 from driftserve.bench.sweep import Runner, SweepError, find_max_rate, parse_sweep, sweep
+from driftserve.core.client import ClientSecurity
 from driftserve.core.machine import machine
+from driftserve.core.startup import StartupError
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +44,18 @@ def _slo(args: argparse.Namespace) -> SLO | None:
     return load_slo_file(args.slo_file) if args.slo_file else None
 
 
-def _specs(args: argparse.Namespace, target: str) -> list[TensorSpec]:
+def _specs(args: argparse.Namespace, target: str, security: ClientSecurity) -> list[TensorSpec]:
     if args.shape:
         return [TensorSpec(args.input_name, args.datatype.upper(), parse_shape(args.shape))]
-    return fetch_input_specs(target, args.model, args.model_version, args.timeout_s)
+    return fetch_input_specs(target, args.model, args.model_version, args.timeout_s, security)
+
+
+def _security(args: argparse.Namespace) -> ClientSecurity:
+    """TLS files and token of the targets (--tls-ca, --tls-cert, --tls-key, --token, --token-file)."""
+    try:
+        return ClientSecurity.from_args(args)
+    except StartupError as exc:
+        raise UsageError(exc.message) from None
 
 
 def _validate(args: argparse.Namespace, slo: SLO | None) -> None:
@@ -71,7 +81,9 @@ def _validate(args: argparse.Namespace, slo: SLO | None) -> None:
         parse_sweep(args.sweep)
 
 
-def _base_spec(args: argparse.Namespace, label: str, target: str, requests: tuple[bytes, ...]) -> LoadSpec:
+def _base_spec(
+    args: argparse.Namespace, label: str, target: str, requests: tuple[bytes, ...], security: ClientSecurity
+) -> LoadSpec:
     return LoadSpec(
         target=target,
         model=args.model,
@@ -89,6 +101,7 @@ def _base_spec(args: argparse.Namespace, label: str, target: str, requests: tupl
         seed=args.seed,
         label=label,
         rows_per_request=args.rows_per_request,
+        security=security,
     )
 
 
@@ -99,12 +112,13 @@ def run(args: argparse.Namespace) -> int:
         slo = _slo(args)
         _validate(args, slo)
         targets = _targets(args)
+        security = _security(args)
         for _, target in targets:
-            wait_connected(target, min(args.timeout_s, 10.0))
-        tensor_specs = _specs(args, targets[0][1])
+            wait_connected(target, min(args.timeout_s, 10.0), security)
+        tensor_specs = _specs(args, targets[0][1], security)
         arrays = build_arrays(tensor_specs, args.rows_per_request, args.data, seed=args.seed)
         requests = tuple(serialize_requests(arrays, tensor_specs, args.protocol, args.model, args.model_version))
-        specs = [_base_spec(args, label, target, requests) for label, target in targets]
+        specs = [_base_spec(args, label, target, requests, security) for label, target in targets]
         return _execute(args, specs, slo)
     except (SLOError, UsageError, TargetError, PayloadError, SweepError, LoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)

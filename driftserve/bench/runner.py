@@ -20,6 +20,7 @@ from tqdm import tqdm
 from driftserve.bench.server_info import ServerBreakdown, breakdown, fetch_statistics
 from driftserve.bench.tally import PERCENTILES, merge_reports
 from driftserve.bench.worker import WorkerConfig, worker_process
+from driftserve.core.client import ClientSecurity
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class LoadSpec:
     seed: int = 0
     label: str = ""
     rows_per_request: int = 1
+    security: ClientSecurity = field(default_factory=ClientSecurity)
 
     def with_load(self, mode: str, level: float) -> LoadSpec:
         """The same spec at another concurrency (closed) or rate (open)."""
@@ -142,6 +144,7 @@ def _worker_configs(spec: LoadSpec, n: int) -> list[WorkerConfig]:
                 timeout_s=spec.timeout_s,
                 max_outstanding=max(1, spec.max_outstanding // n),
                 lag_threshold_s=spec.lag_threshold_s,
+                security=spec.security,
             )
         )
     return [c for c in configs if c.mode == "open" or c.concurrency > 0]
@@ -221,12 +224,12 @@ def run_load(spec: LoadSpec, progress: bool = False, server_stats: bool = True) 
     if spec.mode == "open" and spec.rate_rps <= 0:
         raise ValueError(f"open-loop rate must be positive, got {spec.rate_rps}")
     configs = _worker_configs(spec, _worker_count(spec))
-    before = fetch_statistics(spec.target, spec.model, spec.version, 5.0) if server_stats else None
+    before = fetch_statistics(spec.target, spec.model, spec.version, 5.0, spec.security) if server_stats else None
     parent = psutil.Process()
     parent_cpu0 = sum(parent.cpu_times()[:2])
     reports = _run_workers(spec, configs, progress)
     parent_cpu = sum(parent.cpu_times()[:2]) - parent_cpu0
-    after = fetch_statistics(spec.target, spec.model, spec.version, 5.0) if server_stats else None
+    after = fetch_statistics(spec.target, spec.model, spec.version, 5.0, spec.security) if server_stats else None
     merged = merge_reports(reports)
     elapsed = max(spec.duration_s, merged.last_done_s - merged.first_start_s)
     pct = merged.percentiles_us()

@@ -12,10 +12,12 @@ import grpc
 
 from driftserve.api import grpc_service_pb2, grpc_service_pb2_grpc
 from driftserve.bench.payload import TensorSpec
+from driftserve.core.client import ClientSecurity
 
 logger = logging.getLogger(__name__)
 
 _LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
+PLAINTEXT = ClientSecurity()
 
 
 class TargetError(ValueError):
@@ -43,23 +45,27 @@ def check_target(target: str, allow_remote: bool = False) -> str:
     )
 
 
-def wait_connected(target: str, timeout_s: float) -> None:
+def wait_connected(target: str, timeout_s: float, security: ClientSecurity = PLAINTEXT) -> None:
     """Block until a channel to `target` is ready, or raise TargetError."""
-    with grpc.insecure_channel(target) as channel:
+    with security.channel(target) as channel:
         try:
             grpc.channel_ready_future(channel).result(timeout=timeout_s)
         except grpc.FutureTimeoutError:
-            raise TargetError(f"cannot connect to {target} within {timeout_s:g} s") from None
+            hint = "" if security.tls else " (if it serves TLS, pass --tls-ca)"
+            raise TargetError(f"cannot connect to {target} within {timeout_s:g} s{hint}") from None
 
 
-def fetch_input_specs(target: str, model: str, version: str, timeout_s: float) -> list[TensorSpec]:
+def fetch_input_specs(
+    target: str, model: str, version: str, timeout_s: float, security: ClientSecurity = PLAINTEXT
+) -> list[TensorSpec]:
     """The model's inputs from V2 ModelMetadata; TargetError when the server cannot tell."""
-    with grpc.insecure_channel(target) as channel:
+    with security.channel(target) as channel:
         stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
         try:
             meta = stub.ModelMetadata(
                 grpc_service_pb2.ModelMetadataRequest(name=model, version=version),
                 timeout=timeout_s,
+                metadata=security.metadata,
             )
         except grpc.RpcError as exc:
             raise TargetError(
@@ -86,15 +92,16 @@ class ServerBreakdown:
 
 
 def fetch_statistics(
-    target: str, model: str, version: str, timeout_s: float
+    target: str, model: str, version: str, timeout_s: float, security: ClientSecurity = PLAINTEXT
 ) -> grpc_service_pb2.ModelStatistics | None:
     """The model's aggregated statistics (all versions summed), or None if unsupported."""
-    with grpc.insecure_channel(target) as channel:
+    with security.channel(target) as channel:
         stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
         try:
             reply = stub.ModelStatistics(
                 grpc_service_pb2.ModelStatisticsRequest(name=model, version=version),
                 timeout=timeout_s,
+                metadata=security.metadata,
             )
         except grpc.RpcError as exc:
             logger.debug("no ModelStatistics from %s: %s", target, exc.code().name)

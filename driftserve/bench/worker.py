@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -22,6 +22,7 @@ from driftserve.api import driftserve_pb2, grpc_service_pb2
 from driftserve.bench.loops import arrival_offsets, closed_loop, open_loop
 from driftserve.bench.payload import with_request_id
 from driftserve.bench.tally import OK, Tally
+from driftserve.core.client import ClientSecurity
 
 logger = logging.getLogger(__name__)
 
@@ -61,19 +62,28 @@ class WorkerConfig:
     timeout_s: float
     max_outstanding: int
     lag_threshold_s: float
+    security: ClientSecurity = field(default_factory=ClientSecurity)
 
 
 class UnarySender:
     """`send(i)` as one unary RPC on pre-serialized bytes; the status name is the result."""
 
-    def __init__(self, channel: grpc.aio.Channel, method: str, requests: tuple[bytes, ...], timeout_s: float) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        method: str,
+        requests: tuple[bytes, ...],
+        timeout_s: float,
+        metadata: tuple[tuple[str, str], ...] | None = None,
+    ) -> None:
         self._call = channel.unary_unary(method)
         self._requests = requests
         self._timeout_s = timeout_s
+        self._metadata = metadata
 
     async def __call__(self, i: int) -> str:
         try:
-            await self._call(self._requests[i % len(self._requests)], timeout=self._timeout_s)
+            await self._call(self._requests[i % len(self._requests)], timeout=self._timeout_s, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             return exc.code().name
         return OK
@@ -83,7 +93,13 @@ class StreamSender:
     """`send(i)` over one long-lived bidirectional stream, replies matched by request id."""
 
     def __init__(
-        self, channel: grpc.aio.Channel, method: str, protocol: str, requests: tuple[bytes, ...], timeout_s: float
+        self,
+        channel: grpc.aio.Channel,
+        method: str,
+        protocol: str,
+        requests: tuple[bytes, ...],
+        timeout_s: float,
+        metadata: tuple[tuple[str, str], ...] | None = None,
     ) -> None:
         parse = (
             driftserve_pb2.PredictStreamResponse if protocol == "native" else grpc_service_pb2.ModelStreamInferResponse
@@ -96,6 +112,7 @@ class StreamSender:
         self._outbox: asyncio.Queue[bytes | None] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._ids = itertools.count()
+        self._metadata = metadata
 
     async def _requests_out(self, outbox: asyncio.Queue[bytes | None]) -> Any:
         while (item := await outbox.get()) is not None:
@@ -103,7 +120,7 @@ class StreamSender:
 
     def _open(self) -> None:
         self._outbox = asyncio.Queue()
-        call = self._call_factory(self._requests_out(self._outbox))
+        call = self._call_factory(self._requests_out(self._outbox), metadata=self._metadata)
         self._reader = asyncio.create_task(self._read(call))
 
     def _reply_status(self, reply: Any) -> tuple[str, str]:
@@ -175,13 +192,14 @@ async def run_worker(cfg: WorkerConfig, start_at: float, progress: Any = None) -
         if progress is not None:
             progress.value += 1
 
-    async with grpc.aio.insecure_channel(cfg.target, options=_CHANNEL_OPTIONS) as channel:
+    async with cfg.security.aio_channel(cfg.target, _CHANNEL_OPTIONS) as channel:
         method = METHODS[(cfg.protocol, cfg.streaming)]
+        metadata = cfg.security.metadata
         sender: UnarySender | StreamSender
         if cfg.streaming:
-            sender = StreamSender(channel, method, cfg.protocol, cfg.requests, cfg.timeout_s)
+            sender = StreamSender(channel, method, cfg.protocol, cfg.requests, cfg.timeout_s, metadata)
         else:
-            sender = UnarySender(channel, method, cfg.requests, cfg.timeout_s)
+            sender = UnarySender(channel, method, cfg.requests, cfg.timeout_s, metadata)
         await asyncio.wait_for(channel.channel_ready(), cfg.timeout_s)
         await asyncio.sleep(max(0.0, start_at - time.monotonic()))
         proc = psutil.Process()

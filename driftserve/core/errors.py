@@ -9,7 +9,9 @@
     ├── ResourceExhausted                RESOURCE_EXHAUSTED (queue full: load shedding)
     ├── DeadlineExceeded                 DEADLINE_EXCEEDED  (deadline passed while queued)
     ├── ModelExecutionError              INTERNAL           (ONNX Runtime failed on a batch)
-    └── ConfigError                      INVALID_ARGUMENT   (a config.yaml is wrong; names file and key)
+    ├── ConfigError                      INVALID_ARGUMENT   (a config.yaml is wrong; names file and key)
+    ├── Unauthenticated                  UNAUTHENTICATED    (bearer token missing, malformed or unknown)
+    └── PermissionDenied                 PERMISSION_DENIED  (a valid token without the call's scope)
 
 Servicers never build status codes themselves: they raise these and the boundary decorator in
 ``driftserve.server.grpc_common`` maps them, records the metric and logs once.
@@ -81,6 +83,23 @@ class ModelExecutionError(DriftserveError):
 
 class ConfigError(DriftserveError):
     code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class Unauthenticated(DriftserveError):
+    """No usable credentials; ``reason`` (missing, malformed, unknown) labels the rejection metric."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class PermissionDenied(DriftserveError):
+    """A known token that lacks the scope of the call; ``reason`` is always ``scope``."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "scope"
 
 
 def clip(text: str, limit: int = CLIP_CHARS) -> str:

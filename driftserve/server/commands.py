@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from driftserve.core.commandline import configure_logging, settings_from_args
+from driftserve.core.security_flags import add_security_flags
 from driftserve.core.startup import StartupError
 from driftserve.server.settings import ServerSettings, check_repository
 
 STARTUP_ERRORS_HELP = """\
 start-up errors: one line on stderr, no traceback. Exit code 2: the command line or the environment
-must change (a missing or invalid setting, a missing repository or --load-model, a port in use);
+must change (a missing or invalid setting, a missing repository or --load-model, a port in use, a
+missing or unreadable --tls-*/--mirror-tls-* file or tokens file, a certificate without its key);
 exit code 1: the start failed at run time (a model failed to load with --exit-on-error).
 readiness: health SERVING, V2 ServerReady and the DRIFTSERVE_READY line come once at least one model
 is ready (with --load-model: every listed model). If none is, the server stays up NOT_SERVING, logs
@@ -57,6 +60,26 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="exit with code 1 if a model fails to load at start [DRIFTSERVE_EXIT_ON_ERROR, default off]",
     )
+    add_security_flags(parser, "DRIFTSERVE_")
+    mirror = parser.add_argument_group("mirror channel security (the sidecar's --tls-* and --auth-tokens-file)")
+    mirror.add_argument(
+        "--mirror-tls-ca",
+        type=Path,
+        help="CA (PEM) that verifies the sidecar: mirror over TLS [DRIFTSERVE_MIRROR_TLS_CA]",
+    )
+    mirror.add_argument(
+        "--mirror-tls-cert",
+        type=Path,
+        help="client certificate (PEM) for a mutual-TLS sidecar [DRIFTSERVE_MIRROR_TLS_CERT]",
+    )
+    mirror.add_argument(
+        "--mirror-tls-key", type=Path, help="private key of --mirror-tls-cert [DRIFTSERVE_MIRROR_TLS_KEY]"
+    )
+    mirror.add_argument(
+        "--mirror-token-file",
+        type=Path,
+        help="file holding the token (scope mirror) the mirror presents [DRIFTSERVE_MIRROR_TOKEN_FILE]",
+    )
     parser.epilog = STARTUP_ERRORS_HELP
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
 
@@ -69,8 +92,11 @@ def server_settings(args: argparse.Namespace) -> ServerSettings:
 def cmd_serve(args: argparse.Namespace) -> int:
     """``driftserve serve``: one server process, or ``--workers N`` of them on one port."""
     settings = server_settings(args)
+    from driftserve.server.security import load_security
+
     try:
         check_repository(settings)
+        load_security(settings)
     except StartupError as exc:
         return startup_failed(exc)
     configure_logging(settings.log_level)

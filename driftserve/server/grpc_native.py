@@ -12,7 +12,7 @@ from driftserve.core.errors import InvalidArgument, clip
 from driftserve.core.tensors import decode_raw, encode_raw, v2_datatype
 from driftserve.server.dataplane import InferenceRequest, InferenceResponse
 from driftserve.server.grpc_common import InferenceBoundary, stream_concurrently
-from driftserve.server.registration import add_service
+from driftserve.server.registration import HandlerRegistrar, add_service
 
 PROTOCOL = "native"
 STREAM_MAX_INFLIGHT = 512
@@ -55,7 +55,7 @@ def encode_response(response: InferenceResponse) -> pb.PredictResponse:
     )
 
 
-def add_predictor_servicer(servicer: PredictorServicer, server: grpc.aio.Server) -> None:
+def add_predictor_servicer(servicer: PredictorServicer, server: HandlerRegistrar) -> None:
     """Register ``driftserve.v1.Predictor`` from its descriptor (``registration.add_service``): a generic
     handler only, and undecodable messages answered INVALID_ARGUMENT through the boundary."""
     add_service(

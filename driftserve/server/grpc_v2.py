@@ -22,7 +22,7 @@ from driftserve.core.errors import DriftserveError, InvalidArgument, NotFound, c
 from driftserve.core.tensors import decode_contents, decode_raw, encode_raw
 from driftserve.server.dataplane import InferenceRequest, InferenceResponse
 from driftserve.server.grpc_common import InferenceBoundary, abort_on_error, stream_concurrently
-from driftserve.server.registration import add_service
+from driftserve.server.registration import HandlerRegistrar, add_service
 from driftserve.server.repository import ModelRepository
 from driftserve.server.v2_wire import ResponseEncoder, describe_outputs, serialize_infer_response
 
@@ -98,7 +98,7 @@ def _int_parameter(parameters: Any, key: str) -> int:
     return value
 
 
-def add_inference_servicer(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
+def add_inference_servicer(servicer: InferenceServicer, server: HandlerRegistrar) -> None:
     """Register GRPCInferenceService (``add_service``); ModelInfer's serializer passes the bytes
     that ``v2_wire.ResponseEncoder`` already encoded through."""
     add_service(

@@ -116,6 +116,13 @@ class ServerMetrics:
             ["model", "version", "reason"],
             registry=registry,
         )
+        self.auth_rejections = Counter(
+            "driftserve_server_auth_rejections_total",
+            "Calls refused by the bearer-token check before any handler ran, by reason "
+            "(missing, malformed, unknown: UNAUTHENTICATED; scope: PERMISSION_DENIED).",
+            ["reason"],
+            registry=registry,
+        )
 
         # Only with --workers: requests served per worker process (a `pid` label is added by
         # prometheus_client's multiprocess mode), so the spread across workers is visible.

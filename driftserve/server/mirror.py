@@ -9,6 +9,12 @@ no staging memory. A background task drains them every ``flush_interval_s`` or a
 writes it on a client stream to ``driftserve.v1.Mirror/Publish``. When the row or byte budget is
 used up, or the sidecar is slow, down or not started yet, records are dropped and counted; the
 stream reconnects with exponential backoff. Serving never waits on any of it.
+
+With ``--mirror-tls-ca`` the channel is TLS (and mutual TLS with a client certificate), and with
+``--mirror-token-file`` each stream presents ``authorization: Bearer <token>``. A sidecar that
+refuses the mirror (an unknown token, a token without scope ``mirror``, a certificate that does
+not verify) is logged once as an error naming the flag to fix and counted in
+``driftserve_mirror_rejections_total``; its records are dropped and counted like any others.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from driftserve.api import driftserve_pb2 as pb
 from driftserve.api import driftserve_pb2_grpc as pb_grpc
+from driftserve.core.auth import bearer
 from driftserve.core.tensors import encode_raw, v2_datatype
 from driftserve.server.dataplane import InferenceRequest
 from driftserve.server.metrics import counter_writer
@@ -169,8 +176,13 @@ class MirrorPublisher:
         queue_capacity: int = DEFAULT_QUEUE_CAPACITY,
         flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
         flush_rows: int = DEFAULT_FLUSH_ROWS,
+        credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
     ) -> None:
         self.address = address
+        self.credentials = credentials
+        self._metadata = bearer(token) if token is not None else None
+        self._rejected_reason = ""  # the last rejection logged, so a refused mirror logs once
         self.repository = repository
         self.queue_capacity = queue_capacity  # rows
         self.flush_interval_s = flush_interval_s
@@ -198,6 +210,12 @@ class MirrorPublisher:
         )
         self.connected = Gauge(
             "driftserve_mirror_connected", "1 while a Publish stream to the sidecar is open.", registry=registry
+        )
+        self.rejections = Counter(
+            "driftserve_mirror_rejections_total",
+            "Publish streams the sidecar refused, by reason (unauthenticated, permission_denied, tls).",
+            ["reason"],
+            registry=registry,
         )
         self.queue_depth = Gauge(
             "driftserve_mirror_queue_depth_records",
@@ -314,10 +332,14 @@ class MirrorPublisher:
     async def _run(self) -> None:
         backoff = BACKOFF_INITIAL_S
         while True:
-            channel = grpc.aio.insecure_channel(self.address)
+            channel = (
+                grpc.aio.insecure_channel(self.address)
+                if self.credentials is None
+                else grpc.aio.secure_channel(self.address, self.credentials)
+            )
             call = None
             try:
-                call = pb_grpc.MirrorStub(channel).Publish()
+                call = pb_grpc.MirrorStub(channel).Publish(metadata=self._metadata)
                 await self._pump(call)
             except asyncio.CancelledError:
                 if call is not None:
@@ -325,7 +347,8 @@ class MirrorPublisher:
                 await channel.close()
                 raise
             except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError) as exc:
-                if self._connected:
+                code, details = await _status(exc, call)
+                if not self._rejected(code, details) and self._connected:
                     logger.warning("mirror stream to %s ended: %s; reconnecting", self.address, _short(exc))
                 self._set_connected(False)
                 self._drop_all()
@@ -336,11 +359,37 @@ class MirrorPublisher:
             await channel.close()
             backoff = BACKOFF_INITIAL_S
 
+    def _rejected(self, code: grpc.StatusCode | None, details: str) -> bool:
+        """Whether the sidecar refused the stream's credentials: if so counted, and logged once."""
+        reason = _rejection_reason(code, details)
+        if not reason:
+            return False
+        self.rejections.labels(reason).inc()
+        if reason != self._rejected_reason:
+            self._rejected_reason = reason
+            fix = {
+                "unauthenticated": "--mirror-token-file must hold a token of the sidecar's --auth-tokens-file",
+                "permission_denied": "the token of --mirror-token-file needs scope 'mirror' in the sidecar's "
+                "tokens file",
+                "tls": "--mirror-tls-ca must verify the sidecar's certificate (and --mirror-tls-cert/--mirror-tls-key "
+                "be signed by its --tls-client-ca)",
+            }[reason]
+            logger.error(
+                "the sidecar at %s refused the mirror (%s: %s); %s. Mirrored records are dropped and counted "
+                "until it accepts; serving is not affected",
+                self.address,
+                code.name if code is not None else "UNAVAILABLE",
+                details,
+                fix,
+            )
+        return True
+
     async def _pump(self, call: Any) -> None:
         assert self._wakeup is not None
         await call.wait_for_connection()
         self._set_connected(True)
-        logger.info("mirroring to sidecar at %s", self.address)
+        if not self._rejected_reason:  # while refused, each retry connects: the error said it once
+            logger.info("mirroring to sidecar at %s", self.address)
         while True:
             if self._staged_rows < self.flush_rows:
                 # Flush every interval, or as soon as flush_rows rows are waiting.
@@ -349,6 +398,9 @@ class MirrorPublisher:
                     await asyncio.wait_for(self._wakeup.wait(), self.flush_interval_s)
             if call.done():
                 raise asyncio.InvalidStateError("sidecar closed the stream")
+            if self._rejected_reason:  # a refused stream ends at once; this one lived a flush interval
+                self._rejected_reason = ""
+                logger.info("the sidecar at %s accepts the mirror now; mirroring", self.address)
             if not self._staged_rows:
                 continue
             batches = self._drain()
@@ -421,6 +473,30 @@ def _fits(dtype: np.dtype, buffer_dtype: np.dtype) -> bool:
 
 def _tensor(name: str, array: np.ndarray) -> pb.Tensor:
     return pb.Tensor(name=name, datatype=v2_datatype(array), shape=array.shape, data=encode_raw(array))
+
+
+async def _status(exc: BaseException, call: Any) -> tuple[grpc.StatusCode | None, str]:
+    """The status a failed stream ended with: the error's, or the finished call's."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return exc.code(), exc.details() or ""
+    if call is not None and call.done():
+        try:
+            return await call.code(), await call.details() or ""
+        except Exception:  # a cancelled call has no status to read
+            return None, ""
+    return None, ""
+
+
+def _rejection_reason(code: grpc.StatusCode | None, details: str) -> str:
+    """``unauthenticated``, ``permission_denied`` or ``tls`` for a refused stream; "" otherwise."""
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return "unauthenticated"
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return "permission_denied"
+    lowered = details.lower()
+    if code == grpc.StatusCode.UNAVAILABLE and any(w in lowered for w in ("ssl", "handshake", "certificate", "tls")):
+        return "tls"
+    return ""
 
 
 def _short(exc: BaseException) -> str:

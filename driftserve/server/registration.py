@@ -1,17 +1,18 @@
 """Registering a gRPC service from its descriptor, the way both of driftserve's services are.
 
 Like a generated ``add_..._to_server``, except: the service is a generic handler only (see
-``app.GenericHandlersOnly``), and request deserializers never raise. A deserializer that raises
-inside gRPC ends the call as UNKNOWN before any handler runs (and ends a whole stream); here a
-message that does not parse reaches its handler as the ``InvalidArgument`` to raise, so the client
-gets INVALID_ARGUMENT (an error reply, on a stream).
+``core.grpc_auth.GenericHandlersOnly``, which also puts the bearer-token check in front of it),
+and request deserializers never raise. A deserializer that raises inside gRPC ends the call as
+UNKNOWN before any handler runs (and ends a whole stream); here a message that does not parse
+reaches its handler as the ``InvalidArgument`` to raise, so the client gets INVALID_ARGUMENT (an
+error reply, on a stream).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from types import ModuleType
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
@@ -57,8 +58,14 @@ def _parse_failure(exc: Exception) -> str:
     return clip(text or type(exc).__name__, 200)
 
 
+class HandlerRegistrar(Protocol):
+    """Where services are registered: a ``grpc.aio.Server``, or ``GenericHandlersOnly`` over one."""
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None: ...
+
+
 def add_service(
-    server: grpc.aio.Server,
+    server: HandlerRegistrar,
     service: ServiceDescriptor,
     messages: ModuleType,
     servicer: object,
@@ -67,7 +74,7 @@ def add_service(
 ) -> None:
     """Register ``service`` like a generated ``add_..._to_server``, built from its descriptor.
 
-    Differences: the service is a generic handler only (see ``app.GenericHandlersOnly``); every
+    Differences: the service is a generic handler only (see ``GenericHandlersOnly``); every
     request deserializer is ``lenient_deserializer``; methods named in ``handles_undecodable``
     raise the error of an undecodable message themselves (the inference RPCs, through the boundary,
     so it is counted), and every other method, unary, is answered INVALID_ARGUMENT for it before the
@@ -87,7 +94,7 @@ def add_service(
             request_deserializer=lenient_deserializer(request_class),
             response_serializer=(serializers or {}).get(method.name, response_class.SerializeToString),
         )
-    # Generic only, not also registered: see app.GenericHandlersOnly.
+    # Generic only, not also registered: see core.grpc_auth.GenericHandlersOnly.
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
 
 

@@ -30,6 +30,14 @@ SERVE_FLAG_FIELDS = (
     "max_pending_calls",
     "mirror_address",
     "workers",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
+    "auth_tokens_file",
+    "mirror_tls_ca",
+    "mirror_tls_cert",
+    "mirror_tls_key",
+    "mirror_token_file",
 )
 
 
@@ -73,6 +81,18 @@ class ServerSettings(BaseSettings):
         "ready when every one of them is. Empty = load every model; ready when at least one is.",
     )
     exit_on_error: bool = Field(False, description="Exit with code 1 when a model fails to load at start.")
+    tls_cert: Path | None = Field(None, description="Server certificate chain (PEM); set with tls_key to serve TLS.")
+    tls_key: Path | None = Field(None, description="Private key (PEM) of tls_cert.")
+    tls_client_ca: Path | None = Field(None, description="CA (PEM) client certificates must chain to: mutual TLS.")
+    auth_tokens_file: Path | None = Field(
+        None, description="Bearer tokens with scopes (core/auth.py); unset = no token needed."
+    )
+    mirror_tls_ca: Path | None = Field(None, description="CA (PEM) that verifies the sidecar: the mirror uses TLS.")
+    mirror_tls_cert: Path | None = Field(None, description="Client certificate (PEM) for a mutual-TLS sidecar.")
+    mirror_tls_key: Path | None = Field(None, description="Private key (PEM) of mirror_tls_cert.")
+    mirror_token_file: Path | None = Field(
+        None, description="File whose first line is the token the mirror presents (scope mirror)."
+    )
 
     @field_validator("log_level")
     @classmethod

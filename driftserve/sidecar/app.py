@@ -2,7 +2,8 @@
 
 ``create_sidecar`` is the public factory tests use (port 0 allowed, also ``unix:/path``);
 ``serve`` adds signal handling: SIGTERM/SIGINT flips health to NOT_SERVING, gives open mirror
-streams ``grace_period_s`` to finish, stops the worker threads and returns 0. The server may start
+streams ``grace_period_s`` to finish, stops the worker threads and returns 0; SIGHUP re-reads
+``--auth-tokens-file``. The server may start
 before or after the sidecar: its mirror reconnects with backoff and drops records meanwhile.
 """
 
@@ -18,12 +19,15 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from driftserve.api import driftserve_pb2, driftserve_pb2_grpc
 from driftserve.api._pool import reflection_pool
+from driftserve.core.auth import ANY_SCOPE, SCOPE_MIRROR, SCOPE_MONITOR, TokenAuthority, reload_on_sighup
+from driftserve.core.grpc_auth import GenericHandlersOnly, MethodScopes
 from driftserve.core.heap import freeze_startup_heap
+from driftserve.core.security import Security
 from driftserve.core.startup import StartupError, bind_problem, probe_tcp_port
 from driftserve.sidecar.http_api import SidecarHttpServer
 from driftserve.sidecar.monitor_service import MirrorServicer, MonitorServicer
@@ -38,6 +42,12 @@ SERVICE_NAMES = (
     driftserve_pb2.DESCRIPTOR.services_by_name["Monitor"].full_name,
 )
 _THREAD_STOP_S = 2.0
+# The scope of each call on the sidecar's gRPC port when tokens are configured; health needs none.
+SIDECAR_SCOPES = {
+    SERVICE_NAMES[0]: MethodScopes(SCOPE_MIRROR),
+    SERVICE_NAMES[1]: MethodScopes(SCOPE_MONITOR),
+    reflection.SERVICE_NAME: MethodScopes(ANY_SCOPE),
+}
 
 
 @dataclass
@@ -51,6 +61,8 @@ class RunningSidecar:
     state: SidecarState
     health: health_aio.HealthServicer
     http: SidecarHttpServer | None = None
+    # The bearer tokens in force (None: no --auth-tokens-file); SIGHUP reloads them.
+    authority: TokenAuthority | None = None
 
     async def stop(self, grace_s: float) -> None:
         """NOT_SERVING, let open streams finish within ``grace_s``, stop threads and the HTTP server."""
@@ -91,11 +103,15 @@ def _probe(listen: str) -> None:
         raise StartupError(f"gRPC address {listen} {bind_problem(exc)}; {LISTEN_FIX}") from None
 
 
-def _bind(server: grpc.aio.Server, listen: str) -> tuple[str, int]:
-    """Bind ``listen``; returns the address clients should use and the TCP port (0 for unix)."""
+def _bind(server: grpc.aio.Server, listen: str, security: Security) -> tuple[str, int]:
+    """Bind ``listen``, with TLS when ``security`` has it; returns the address clients should use and
+    the TCP port (0 for unix)."""
     _probe(listen)
     try:
-        port = server.add_insecure_port(listen)
+        if security.tls is None:
+            port = server.add_insecure_port(listen)
+        else:
+            port = server.add_secure_port(listen, security.tls.grpc_credentials())
     except RuntimeError:
         raise StartupError(f"gRPC address {listen} cannot be bound; {LISTEN_FIX}") from None
     if listen.startswith("unix:"):
@@ -118,20 +134,31 @@ async def create_sidecar(settings: SidecarSettings, registry: CollectorRegistry 
             f"model repository {root} is not a directory; "
             "pass an existing one with --model-repository or DRIFTSERVE_SIDECAR_MODEL_REPOSITORY"
         )
+    security = Security.load(settings.tls_cert, settings.tls_key, settings.tls_client_ca, settings.auth_tokens_file)
     registry = registry if registry is not None else CollectorRegistry()
     state = SidecarState(settings, registry)
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", settings.max_receive_message_bytes)])
-    driftserve_pb2_grpc.add_MirrorServicer_to_server(MirrorServicer(state), server)
-    driftserve_pb2_grpc.add_MonitorServicer_to_server(MonitorServicer(state, WindowStateExporter(state).export), server)
-    health = health_aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-        server,
-        pool=reflection_pool(),
+    # Every service but health behind the bearer-token check when tokens are configured.
+    rejected = state.metrics.auth_rejections
+    services = GenericHandlersOnly(
+        server, security.authority, SIDECAR_SCOPES, lambda reason: rejected.labels(reason).inc()
     )
-    address, port = _bind(server, settings.listen)
-    running = RunningSidecar(server, address, port, -1, state, health)
+    driftserve_pb2_grpc.add_MirrorServicer_to_server(MirrorServicer(state), services)
+    driftserve_pb2_grpc.add_MonitorServicer_to_server(
+        MonitorServicer(state, WindowStateExporter(state).export), services
+    )
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, GenericHandlersOnly(server))
+    reflection_names = (
+        *SERVICE_NAMES,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    )
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+        reflection.aio.ReflectionServicer(reflection_names, pool=reflection_pool()), services
+    )
+    address, port = _bind(server, settings.listen, security)
+    running = RunningSidecar(server, address, port, -1, state, health, authority=security.authority)
     if settings.http_port >= 0:
         try:
             running.http = SidecarHttpServer(
@@ -158,7 +185,14 @@ async def create_sidecar(settings: SidecarSettings, registry: CollectorRegistry 
     if running.http is not None:
         running.http.start()
     await running._set_health(health_pb2.HealthCheckResponse.SERVING)
-    logger.info("drift sidecar on %s (http :%d) monitoring %s", address, running.http_port, sorted(state.models))
+    logger.info(
+        "drift sidecar on %s, %s (http %s:%d) monitoring %s",
+        address,
+        security.describe(),
+        settings.http_host,
+        running.http_port,
+        sorted(state.models),
+    )
     return running
 
 
@@ -176,6 +210,7 @@ async def serve(settings: SidecarSettings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reload_on_sighup(running.authority)
     await stop.wait()
     logger.info("signal received: stopping within %.1f s", settings.grace_period_s + _THREAD_STOP_S)
     await running.stop(settings.grace_period_s)

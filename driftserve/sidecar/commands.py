@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from driftserve.core.commandline import configure_logging, settings_from_args
+from driftserve.core.security_flags import add_client_security_flags, add_security_flags
 from driftserve.sidecar.fleet.commands import register_fleet
 from driftserve.sidecar.settings import DEFAULT_LISTEN, SidecarSettings
 
@@ -119,26 +120,42 @@ def _cmd_report(args: argparse.Namespace) -> int:
     import grpc
 
     from driftserve.api import driftserve_pb2, driftserve_pb2_grpc
+    from driftserve.core.client import ClientSecurity, plaintext_hint
+    from driftserve.core.startup import StartupError
 
     try:
-        with grpc.insecure_channel(args.address) as channel:
+        security = ClientSecurity.from_args(args)
+    except StartupError as exc:
+        print(f"driftserve drift report: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    metadata = security.metadata
+    try:
+        with security.channel(args.address) as channel:
             stub = driftserve_pb2_grpc.MonitorStub(channel)
             models = (
                 [args.model]
                 if args.model
-                else list(stub.ListModels(driftserve_pb2.ListModelsRequest(), timeout=args.timeout_s).models)
+                else list(
+                    stub.ListModels(
+                        driftserve_pb2.ListModelsRequest(), timeout=args.timeout_s, metadata=metadata
+                    ).models
+                )
             )
             if not models:
                 print(f"the sidecar at {args.address} monitors no models", file=sys.stderr)
                 return 1
             for i, name in enumerate(models):
                 request = driftserve_pb2.DriftReportRequest(model=name, window=args.window or "")
-                report = stub.GetDriftReport(request, timeout=args.timeout_s)
+                report = stub.GetDriftReport(request, timeout=args.timeout_s, metadata=metadata)
                 if i:
                     print()
                 print_report(report, sys.stdout, args.only_flagged)
     except grpc.RpcError as exc:
-        print(f"driftserve drift report: {args.address}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        print(
+            f"driftserve drift report: {args.address}: {exc.code().name}: {exc.details()}"
+            f"{plaintext_hint(exc, security)}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -149,11 +166,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "sidecar",
         help="run the drift sidecar (mirror ingest, drift, shadow, dashboard)",
         epilog="start-up errors: one line on stderr, no traceback; exit code 2 when a setting must change "
-        "(a missing or invalid setting, a missing repository, an address or port in use).",
+        "(a missing or invalid setting, a missing repository, an address or port in use, a missing or "
+        "unreadable --tls-* or tokens file, a certificate without its key).",
     )
     side.add_argument("--model-repository", help="model repository [DRIFTSERVE_SIDECAR_MODEL_REPOSITORY]")
     side.add_argument("--listen", help=f"gRPC address host:port or unix:/path [default {DEFAULT_LISTEN}]")
-    side.add_argument("--http-host", help="HTTP bind address [default 127.0.0.1]")
+    side.add_argument(
+        "--http-host",
+        help="HTTP bind address; the HTTP endpoints have no authentication, so only this machine by default "
+        "[DRIFTSERVE_SIDECAR_HTTP_HOST, default 127.0.0.1]",
+    )
     side.add_argument("--http-port", type=int, help="HTTP port for /metrics, /api, /dashboard; -1 = off [default 8004]")
     side.add_argument("--log-level", help="logging level [default INFO]")
     side.add_argument("--report-interval-s", type=float, help="seconds between drift evaluations [default 1]")
@@ -162,6 +184,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--no-shadow", dest="shadow", action="store_false", default=None, help="do not run shadow versions"
     )
     side.add_argument("--grace-period-s", type=float, help="time open streams get at shutdown [default 1]")
+    add_security_flags(side, "DRIFTSERVE_SIDECAR_")
     side.set_defaults(func=_cmd_sidecar)
 
     drift = sub.add_parser("drift", help="drift tools: build a reference profile, print a live report")
@@ -179,5 +202,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rep.add_argument("--window", choices=("sliding", "cumulative"), help="one window [default both]")
     rep.add_argument("--only-flagged", action="store_true", help="show only features in warn or alert")
     rep.add_argument("--timeout-s", type=float, default=DEFAULT_REPORT_TIMEOUT_S, help="RPC timeout [default 10]")
+    add_client_security_flags(rep)
     rep.set_defaults(func=_cmd_report)
     register_fleet(drift_sub)

@@ -32,7 +32,11 @@ _HTML = "text/html; charset=utf-8"
 
 
 class SidecarHttpServer:
-    """Owns the HTTP server thread; ``port`` is the bound port (useful with port 0)."""
+    """Owns the HTTP server thread; ``host`` and ``port`` are the bound address (port 0 picks one).
+
+    It binds 127.0.0.1 unless ``--http-host`` says otherwise: the dashboard and API have no
+    authentication, so they are for this machine (or a port-forward) by default.
+    """
 
     def __init__(
         self, state: ReportSource, registry: CollectorRegistry, host: str, port: int, refresh_s: float
@@ -40,6 +44,7 @@ class SidecarHttpServer:
         handler = type("Handler", (_Handler,), {"state": state, "registry": registry, "refresh_s": refresh_s})
         self._httpd = ThreadingHTTPServer((host, port), handler)
         self._httpd.daemon_threads = True
+        self.host = str(self._httpd.server_address[0])
         self.port = int(self._httpd.server_address[1])
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="sidecar-http", daemon=True)
 

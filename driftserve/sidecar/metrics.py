@@ -49,6 +49,12 @@ class IngestMetrics:
             registry=registry,
         )
         self.streams = Gauge("driftserve_sidecar_streams", "Open Mirror/Publish streams.", registry=registry)
+        self.auth_rejections = Counter(
+            "driftserve_sidecar_auth_rejections_total",
+            "gRPC calls refused by the bearer-token check, by reason (missing, malformed, unknown, scope).",
+            ("reason",),
+            registry=registry,
+        )
         for reason in REASONS:
             self.rejected.labels(reason)
 

@@ -52,6 +52,12 @@ class SidecarSettings(BaseSettings):
     grace_period_s: float = Field(
         DEFAULT_GRACE_PERIOD_S, ge=0, description="Time open streams get to finish at shutdown."
     )
+    tls_cert: Path | None = Field(None, description="Certificate chain (PEM) of the gRPC port; set with tls_key.")
+    tls_key: Path | None = Field(None, description="Private key (PEM) of tls_cert.")
+    tls_client_ca: Path | None = Field(None, description="CA (PEM) client certificates must chain to: mutual TLS.")
+    auth_tokens_file: Path | None = Field(
+        None, description="Bearer tokens with scopes (mirror, monitor); unset = no token needed."
+    )
 
     @field_validator("log_level")
     @classmethod
