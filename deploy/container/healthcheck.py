@@ -22,7 +22,7 @@ DEFAULT_SERVER_GRPC_PORT = "8001"
 DEFAULT_SIDECAR_LISTEN = "127.0.0.1:8003"
 
 
-def _main_process_argv() -> list[str]:
+def main_process_argv() -> list[str]:
     """The command line of the container's process 1 (empty when it cannot be read)."""
     try:
         return Path("/proc/1/cmdline").read_bytes().decode(errors="replace").split("\0")
@@ -35,7 +35,7 @@ def default_address() -> str:
     explicit = os.environ.get("DRIFTSERVE_HEALTHCHECK_ADDRESS")
     if explicit:
         return explicit
-    if "sidecar" in _main_process_argv():
+    if "sidecar" in main_process_argv():
         listen = os.environ.get("DRIFTSERVE_SIDECAR_LISTEN", DEFAULT_SIDECAR_LISTEN)
         host, sep, port = listen.rpartition(":")
         # A sidecar bound to every interface is reached on loopback.

@@ -92,6 +92,12 @@ warm() {
     [ "$count" -gt 0 ] || die "warm: no model (<name>/config.yaml) in $repository"
     local work log pid code
     work=$(mktemp -d)
+    # Started from an empty directory: `driftserve run` starts its children with `python -m
+    # driftserve`, which puts the working directory first on sys.path, so a driftserve source tree
+    # there would be imported instead of the installed package, and the cache keyed to its path.
+    repository=$(cd "$repository" && pwd)
+    venv=$(cd "$venv" && pwd)
+    cd "$work"
     log="$work/run.log"
     # Every model must load (--exit-on-error), on ports nobody else uses: a free gRPC port, no
     # metrics or HTTP port, the sidecar on a unix socket.

@@ -9,6 +9,7 @@ stops on SIGTERM with exit code 0, without compiling a kernel the warm-up alread
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -180,3 +181,36 @@ def test_install_script_refuses_an_unknown_step(tmp_path: Path) -> None:
     )
     assert done.returncode == 2 and "unknown step 'wheels'" in done.stderr
     assert not (tmp_path / "venv").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [
+        (["python", "driftserve", "serve"], {}, "127.0.0.1:8001"),
+        (
+            ["python", "driftserve", "run", "--sidecar-listen", "127.0.0.1:9003"],
+            {"DRIFTSERVE_GRPC_PORT": "9001"},
+            "127.0.0.1:9001",
+        ),
+        (["python", "driftserve", "sidecar"], {}, "127.0.0.1:8003"),
+        (["python", "driftserve", "sidecar"], {"DRIFTSERVE_SIDECAR_LISTEN": "0.0.0.0:9003"}, "127.0.0.1:9003"),
+        (
+            ["python", "driftserve", "sidecar"],
+            {"DRIFTSERVE_HEALTHCHECK_ADDRESS": "unix:/run/s.sock"},
+            "unix:/run/s.sock",
+        ),
+    ],
+)
+def test_health_check_asks_the_process_the_container_runs(
+    argv: list[str], env: dict[str, str], expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = importlib.util.spec_from_file_location("healthcheck", ENTRYPOINT.parent / "healthcheck.py")
+    assert spec is not None and spec.loader is not None
+    healthcheck = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(healthcheck)
+    for name in ("DRIFTSERVE_HEALTHCHECK_ADDRESS", "DRIFTSERVE_SIDECAR_LISTEN", "DRIFTSERVE_GRPC_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(healthcheck, "main_process_argv", lambda: argv)
+    assert healthcheck.default_address() == expected
