@@ -82,6 +82,8 @@ warm() {
     [ -d "$repository" ] || die "warm: $repository is not a directory"
     [ -x "$venv/bin/driftserve" ] || die "warm: no $venv/bin/driftserve; run the wheel step first"
     mkdir -p "$NUMBA_CACHE_DIR"
+    NUMBA_CACHE_DIR=$(cd "$NUMBA_CACHE_DIR" && pwd)
+    export NUMBA_CACHE_DIR
     local models=() dir count=0
     for dir in "$repository"/*/; do
         if [ -f "$dir/config.yaml" ]; then
