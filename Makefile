@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 REPO ?= examples/repository
 EXTRAS := examples,bench,test,dev
 
-.PHONY: setup repository run serve lint test system-packages bench protos clean
+.PHONY: setup repository run serve lint test system-packages bench protos image clean
 
 setup: $(VENV)/.installed
 
@@ -50,6 +50,11 @@ bench: repository
 
 protos: setup
 	$(PY) scripts/gen_protos.py
+
+# The container image (Dockerfile; needs a Docker engine with BuildKit). README: "Run in a container".
+IMAGE ?= driftserve:0.1.0
+image:
+	docker build -t $(IMAGE) .
 
 clean:
 	rm -rf $(VENV) $(REPO) .pytest_cache .benchmarks

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from examples.build_repository import build_repository
+from tests.install_support import build_wheel, install_like_the_image
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +25,16 @@ def busy_port() -> Iterator[int]:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         yield int(holder.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def driftserve_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The driftserve wheel, built once per session from a copy of the sources."""
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture(scope="session")
+def installed_venv(driftserve_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtual environment holding the wheel and its runtime dependencies, installed by the
+    container image's own install steps (shared by the packaging and deploy tests: one install)."""
+    return install_like_the_image(driftserve_wheel, tmp_path_factory.mktemp("image") / "venv")

@@ -2,36 +2,21 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
-import venv
 import zipfile
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.install_support import INSTALL_TIMEOUT_S
+
 SUBCOMMANDS = ("serve", "run", "sidecar", "drift", "bench")
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The wheel ``pip`` builds from a copy of the sources (the checkout stays untouched)."""
-    src = tmp_path_factory.mktemp("src")
-    for name in ("pyproject.toml", "README.md", "LICENSE"):
-        if (ROOT / name).exists():
-            shutil.copy(ROOT / name, src / name)
-    shutil.copytree(ROOT / "driftserve", src / "driftserve", ignore=shutil.ignore_patterns("__pycache__"))
-    out = tmp_path_factory.mktemp("wheel")
-    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"]
-    subprocess.run([*pip_wheel, "-w", str(out), str(src)], check=True)
-    (built,) = out.glob("driftserve-*.whl")
-    return built
-
-
-def test_wheel_holds_one_top_level_package(wheel: Path) -> None:
-    names = zipfile.ZipFile(wheel).namelist()
+@pytest.mark.timeout(INSTALL_TIMEOUT_S)
+def test_wheel_holds_one_top_level_package(driftserve_wheel: Path) -> None:
+    names = zipfile.ZipFile(driftserve_wheel).namelist()
     top = {n.split("/", 1)[0] for n in names}
     dist_info = {t for t in top if t.endswith(".dist-info")}
     assert top - dist_info == {"driftserve"}
@@ -39,18 +24,23 @@ def test_wheel_holds_one_top_level_package(wheel: Path) -> None:
     assert not [n for n in names if n.startswith(("driftserve/tests", "benchmarks/", "examples/"))]
 
 
-def test_installed_into_a_fresh_environment_site_packages_gets_only_driftserve(wheel: Path, tmp_path: Path) -> None:
-    env = tmp_path / "venv"
-    venv.EnvBuilder(with_pip=False).create(env)
-    python = env / "bin" / "python"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps", str(wheel)],
-        check=True,
+# Builds the environment tests/deploy shares when it runs first (tests/conftest.py installed_venv).
+@pytest.mark.timeout(INSTALL_TIMEOUT_S)
+def test_installed_into_a_fresh_environment_driftserve_adds_only_its_package(installed_venv: Path) -> None:
+    """The environment the image's install steps made (tests/conftest.py): the driftserve
+    distribution put one package and one command there, and that command runs."""
+    (site,) = (installed_venv / "lib").glob("python3*/site-packages")
+    (dist_info,) = site.glob("driftserve-*.dist-info")
+    record = (dist_info / "RECORD").read_text().splitlines()
+    tops = {line.split(",", 1)[0].split("/", 1)[0] for line in record if line}
+    assert tops == {"driftserve", dist_info.name, ".."}
+    outside = {line.split(",", 1)[0] for line in record if line.startswith("../")}
+    assert {Path(p).name for p in outside} == {"driftserve"}
+    assert (installed_venv / "bin" / "driftserve").exists()
+    version = subprocess.run(
+        [str(installed_venv / "bin" / "driftserve"), "--version"], capture_output=True, text=True, timeout=60
     )
-    (site,) = (env / "lib").glob("python3*/site-packages")
-    installed = {p.name for p in site.iterdir() if not p.name.endswith((".dist-info", ".pth", "__pycache__"))}
-    assert installed == {"driftserve"}
-    assert (env / "bin" / "driftserve").exists()
+    assert version.returncode == 0 and version.stdout.startswith("driftserve "), version.stderr
 
 
 def test_help_lists_every_subcommand() -> None:
