@@ -18,9 +18,9 @@ RUN pip install -c constraints.txt '.[examples]' \
  && useradd --create-home --uid 10001 driftserve
 USER driftserve
 
-# 8001 gRPC (native + Open Inference Protocol), 8002 server metrics,
-# 8003 sidecar mirror/monitor gRPC, 8004 sidecar metrics, JSON API and dashboard.
-EXPOSE 8001 8002 8003 8004
+# 8000 REST (Open Inference Protocol over HTTP/JSON), 8001 gRPC (native + Open Inference Protocol),
+# 8002 server metrics, 8003 sidecar mirror/monitor gRPC, 8004 sidecar metrics, JSON API and dashboard.
+EXPOSE 8000 8001 8002 8003 8004
 ENV DRIFTSERVE_MODEL_REPOSITORY=/models
 HEALTHCHECK --interval=10s --timeout=3s CMD python -c "import grpc,sys; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; sys.exit(g.HealthStub(grpc.insecure_channel('127.0.0.1:8001')).Check(h.HealthCheckRequest(), timeout=2).status != 1)"
 ENTRYPOINT ["driftserve"]

@@ -294,4 +294,5 @@ def test_metrics_port_answers_metrics_only(server: InProcessServer) -> None:
     for path in ("/", "/v2/health/ready", "/metrics/x", "/favicon.ico"):
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(f"{base}{path}", timeout=TIMEOUT_S)
+        info.value.close()  # it holds the connection
         assert info.value.code == 404, path
