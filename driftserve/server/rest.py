@@ -25,11 +25,12 @@ from typing import Any
 
 import grpc
 from aiohttp import web
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from driftserve import __version__
-from driftserve.core.errors import DriftserveError, InvalidArgument, ResourceExhausted, cap_message, clip
+from driftserve.core.errors import DriftserveError, InvalidArgument, ResourceExhausted, cap_message, clip, clip_list
 from driftserve.core.startup import StartupError, bind_problem
 from driftserve.server.dataplane import InferenceRequest
 from driftserve.server.grpc_common import InferenceBoundary
@@ -70,6 +71,8 @@ HTTP_STATUS = {
 BODY_TYPES = frozenset(
     ("", "application/json", "application/octet-stream", "application/x-www-form-urlencoded", "text/plain")
 )
+# Content-Encodings a request body may use (aiohttp decompresses them; tritonclient can send both).
+BODY_ENCODINGS = frozenset(("identity", "gzip", "deflate"))
 SCOPE_INFER = "infer"
 SCOPE_ADMIN = "admin"
 Authorize = Callable[[web.Request, str], Awaitable[None]]
@@ -148,7 +151,17 @@ class RestHandlers:
         return web.json_response([_message_dict(row) for row in rows])
 
     async def load(self, request: web.Request) -> web.Response:
-        await _optional_json(request)
+        parameters = (await _optional_json(request)).get("parameters", {})
+        if not isinstance(parameters, dict):
+            raise InvalidArgument("'parameters' must be an object")
+        overrides = [key for key in parameters if key == "config" or key.startswith("file:")]
+        if overrides:
+            # Triton loads a config or files sent with the request; here models come from the repository only.
+            raise _HttpError(
+                501,
+                f"load parameters {clip_list(overrides)} are not supported: the model is loaded from its directory "
+                "in the repository; change config.yaml or the model files there, then load",
+            )
         await self.repository.load(request.match_info["model"])
         return web.Response(status=200)
 
@@ -159,9 +172,7 @@ class RestHandlers:
 
     # ------------------------------------------------------------------------------ inference
     async def infer(self, request: web.Request) -> web.Response:
-        unsupported = _unsupported_body(request)
-        if unsupported:
-            return _error(415, unsupported)
+        _check_content_type(request)
         model, version = _model_version(request)
         call = _InferCall(model, version, await _read_body(request), request.headers.get(HEADER_LENGTH))
         reply, error = await self.boundary.serve_plain(
@@ -242,6 +253,8 @@ def _middleware(authorize: Authorize | None, max_body_bytes: int) -> Any:
             return await handler(request)
         except DriftserveError as exc:
             return _error(HTTP_STATUS.get(exc.code, 500), exc.message)
+        except _HttpError as exc:
+            return _error(exc.status, exc.message)
         except web.HTTPRequestEntityTooLarge:
             return _error(
                 413,
@@ -300,24 +313,42 @@ def _model_version(request: web.Request) -> tuple[str, str]:
     return request.match_info.get("model", ""), request.match_info.get("version", "")
 
 
-def _unsupported_body(request: web.Request) -> str:
-    """Why the body's Content-Type cannot be an inference request ("" when it can)."""
-    if "Content-Type" not in request.headers or request.content_type.lower() in BODY_TYPES:
-        return ""
-    return (
-        f"Content-Type '{clip(request.content_type)}' is not supported; send application/json, or "
-        f"application/octet-stream with the {HEADER_LENGTH} header for binary tensors"
-    )
+class _HttpError(Exception):
+    """An answer only HTTP has (413, 415, 501 for a REST-only feature): status and message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _check_content_type(request: web.Request) -> None:
+    """415 unless the body's Content-Type can hold an inference request."""
+    if "Content-Type" in request.headers and request.content_type.lower() not in BODY_TYPES:
+        raise _HttpError(
+            415,
+            f"Content-Type '{clip(request.content_type)}' is not supported; send application/json, or "
+            f"application/octet-stream with the {HEADER_LENGTH} header for binary tensors",
+        )
 
 
 async def _read_body(request: web.Request) -> bytes:
-    """The whole body, at most ``client_max_size`` bytes (after decompression: no zip bombs)."""
-    return await request.read()
+    """The whole body, decompressed, at most ``client_max_size`` bytes (counted after decompression,
+    so a small compressed bomb is refused with 413 like a large body)."""
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in BODY_ENCODINGS:
+        raise _HttpError(
+            415, f"Content-Encoding '{clip(encoding)}' is not supported; send gzip, deflate or an uncompressed body"
+        )
+    try:
+        return await request.read()
+    except web.RequestPayloadError as exc:
+        raise InvalidArgument(f"request body could not be read as sent ({encoding}): {exc}") from None
 
 
 async def _optional_json(request: web.Request) -> dict[str, Any]:
     """The JSON object of a body that may be empty (repository calls)."""
-    body = await request.read()
+    body = await _read_body(request)
     return parse_json(body) if body.strip() else {}
 
 
@@ -341,7 +372,15 @@ def _message_dict(message: Message) -> dict[str, Any]:
     return document
 
 
-_INT64_TYPES = frozenset((3, 4, 6, 16, 18))  # INT64, UINT64, FIXED64, SFIXED64, SINT64 (FieldDescriptor.TYPE_*)
+_INT64_TYPES = frozenset(
+    (
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED64,
+        FieldDescriptor.TYPE_SINT64,
+    )
+)
 
 
 def _numbers(descriptor: Any, document: dict[str, Any]) -> None:

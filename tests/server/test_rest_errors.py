@@ -6,6 +6,7 @@ the metrics port answering /metrics only. Requests are plain ``http.client`` cal
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
 import struct
@@ -13,6 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -205,6 +207,26 @@ def test_unsupported_content_unknown_paths_and_methods(server: InProcessServer) 
     assert status == 400 and "not valid JSON" in json.loads(reply)["error"]
     status, _, reply = request(server, "POST", "/v2/repository/index", json.dumps({"ready": True}).encode())
     assert status == 200 and all(row["state"] == "READY" for row in json.loads(reply))
+
+
+def test_compressed_bodies(server: InProcessServer) -> None:
+    body = json.dumps(fp32_input()).encode()
+    for encoding, packed in (("gzip", gzip.compress(body)), ("deflate", zlib.compress(body))):
+        assert infer(server, packed, headers={"Content-Encoding": encoding})[0] == 200
+    assert_error(infer(server, body, headers={"Content-Encoding": "zstd"}), 415, "Content-Encoding 'zstd'")
+    assert_error(infer(server, b"not gzip at all", headers={"Content-Encoding": "gzip"}), 400, "could not be read")
+    # 10 MB of spaces compress to about 10 KB: the limit counts the decompressed bytes.
+    bomb = gzip.compress(b" " * 10_000_000)
+    assert len(bomb) < MAX_BODY_BYTES
+    assert_error(infer(server, bomb, headers={"Content-Encoding": "gzip"}), 413, "limit")
+
+
+def test_load_with_a_config_override_is_refused(server: InProcessServer) -> None:
+    override = json.dumps({"parameters": {"config": "{}", "file:1/model.onnx": "AAAA"}}).encode()
+    status, _, reply = request(server, "POST", "/v2/repository/models/ints/load", override)
+    assert status == 501 and "['config', 'file:1/model.onnx'] are not supported" in json.loads(reply)["error"]
+    status, _, reply = request(server, "POST", "/v2/repository/models/ints/load", b'{"parameters": 3}')
+    assert status == 400 and "'parameters' must be an object" in json.loads(reply)["error"]
 
 
 # ------------------------------------------------------------------------ statuses of the data plane
