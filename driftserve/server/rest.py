@@ -5,7 +5,8 @@ readiness, config and statistics, inference (JSON tensors and Triton's binary te
 ``rest_wire``) and Triton's repository extension (index, load, unload). Inference runs through the
 same ``InferenceBoundary`` as gRPC's ModelInfer (protocol label ``rest``): the same validation,
 batching, mirroring, metrics and error texts. Errors answer ``{"error": "..."}`` with the HTTP
-status of the error's gRPC status (``HTTP_STATUS``).
+status of the error's gRPC status (``HTTP_STATUS``); what only HTTP has (a body too large, a
+content type or encoding it cannot be, an unknown path or method) gets its own 4xx, never a 500.
 
 Security plugs in at creation: ``start_rest`` takes an ``ssl_context`` and an ``authorize``
 callable that is awaited with the request and the route's scope (``"infer"`` for inference and

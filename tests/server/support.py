@@ -1,7 +1,8 @@
 """Test support: the real server in-process or as a subprocess, small ONNX models, metrics.
 
-:class:`InProcessServer` runs ``create_server`` on port 0 with its event loop (uvloop, as in
-production) on a background thread: what every test that talks gRPC to the server uses.
+:class:`InProcessServer` runs ``create_server`` on port 0 (gRPC, REST and metrics) with its event
+loop (uvloop, as in production) on a background thread: what every test that talks gRPC or REST
+to the server uses.
 :class:`ServerProcess` starts ``driftserve serve`` as a subprocess, for what only a process shows:
 signals, exit codes, logs, ``--workers``.
 """
