@@ -93,7 +93,8 @@ def start_driftserve(
     label: str = "driftserve",
     cpus: str | None = None,
 ) -> ServerProcess:
-    """`driftserve serve` on free loopback gRPC and metrics ports; ``cpus`` pins it (taskset list)."""
+    """`driftserve serve` on free loopback gRPC and metrics ports, REST off unless ``extra_args`` sets
+    ``--http-port``; ``cpus`` pins it (taskset list)."""
     port, metrics = free_port(), free_port()
     command = driftserve_command(
         "serve",
@@ -105,9 +106,11 @@ def start_driftserve(
         str(port),
         "--metrics-port",
         str(metrics),
+        "--http-port",
+        "-1",
         "--log-level",
         "WARNING",
-        *(extra_args or []),
+        *(extra_args or []),  # a later --http-port wins
     )
     if cpus:
         command = ["taskset", "-c", cpus, *command]

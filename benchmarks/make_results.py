@@ -8,7 +8,8 @@ Steps (each writes JSON + a Markdown section under ``benchmarks/results/``):
    ``batching_bench`` — the large MLP at 32 clients, batching off vs on at several delays;
 3. ``mirror_bench`` — server throughput with mirroring at sample rate 1.0 vs off;
 4. ``workers_bench`` — ``--workers`` 1 vs 2 on this machine; ``tls_overhead`` — plaintext vs TLS
-   vs TLS with bearer tokens (and the token check as an aio interceptor), 1 and 16 clients;
+   vs TLS with bearer tokens (and the token check as an aio interceptor), 1 and 16 clients; ``rest_vs_grpc`` — REST (JSON and
+   binary tensors) next to gRPC ModelInfer on one server, 1 / 8 / 32 clients;
 5. micro-benchmarks (pytest-benchmark): codec, batcher, preprocessing kernels, drift update;
 6. ``drift_ingest`` — detector update rows/s and memory over 10 M rows;
 7. ``benchmarks.sidecar_loadtest`` — sidecar ingest through the real Mirror/Publish path, RSS soak;
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -46,6 +48,7 @@ def steps(repo: Path) -> list[tuple[str, list[str]]]:
         ("mirror", ["-m", "benchmarks.mirror_bench", "--model-repository", r, "--out", out]),
         ("workers", ["-m", "benchmarks.workers_bench", "--model-repository", r, "--workers", "1,2", "--out", out]),
         ("tls", ["-m", "benchmarks.tls_overhead", "--model-repository", r, "--out", out]),
+        ("rest_vs_grpc", ["-m", "benchmarks.rest_vs_grpc", "--model-repository", r, "--out", out]),
         (
             "micro",
             [
@@ -312,6 +315,21 @@ def headlines() -> list[str]:
                         "(2 cores, shared with the client)",
                     )
                 )
+    rest = _load("rest_vs_grpc.json")
+    if rest and "grpc|8" in rest["runs"]:
+        runs = rest["runs"]
+
+        def per_round(path: str, key: str) -> float:
+            return statistics.median(r[key] / g[key] for r, g in zip(runs[f"{path}|8"], runs["grpc|8"]))
+
+        rows.append(
+            (
+                "REST / gRPC server CPU per request, 8 clients",
+                f"binary tensors {per_round('rest-binary', 'server_cpu_us_per_request'):.2f}×, "
+                f"JSON {per_round('rest-json', 'server_cpu_us_per_request'):.2f}× (throughput: see REST vs gRPC)",
+                "REST costs the server no more than gRPC",
+            )
+        )
     return markdown_table(("what", "measured", "goal"), rows, "lll") if rows else []
 
 
@@ -321,6 +339,7 @@ SECTIONS = (
     ("batching.md", "Micro-batching"),
     ("mirror.md", "Mirroring overhead"),
     ("workers.md", "Multi-process serving on this machine"),
+    ("rest_vs_grpc.md", "REST vs gRPC"),
     ("workers_16core.md", "Multi-process scaling on a 16-core machine"),
     ("tls.md", "TLS and auth overhead"),
     ("preprocessing.md", "Compiled preprocessing"),

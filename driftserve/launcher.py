@@ -131,6 +131,7 @@ def run_server_and_sidecar(args: argparse.Namespace) -> int:
             return _failed_child(failed, sidecar)
         print(
             f"driftserve is up: gRPC {settings.host}:{server.announced.get('grpc_port')}, "
+            f"REST http://{settings.host}:{server.announced.get('http_port')}/v2, "
             f"metrics http://{settings.host}:{server.announced.get('metrics_port')}/metrics, "
             f"drift dashboard http://127.0.0.1:{args.sidecar_http_port}/dashboard",
             flush=True,

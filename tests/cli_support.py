@@ -11,8 +11,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``python -m driftserve ARGV`` with no DRIFTSERVE_* variable from this environment."""
+    """``python -m driftserve ARGV`` with no DRIFTSERVE_* variable from this environment but
+    ``DRIFTSERVE_HTTP_PORT=-1`` (REST off unless ``--http-port`` or ``env`` says otherwise)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTSERVE_")}
+    clean["DRIFTSERVE_HTTP_PORT"] = "-1"
     return subprocess.run(
         [sys.executable, "-m", "driftserve", *argv],
         cwd=ROOT,

@@ -1,7 +1,13 @@
-"""Fixtures shared by the whole suite: the example repository, built once per session."""
+"""Fixtures shared by the whole suite: the example repository, built once per session.
+
+Servers the tests start never take the REST default port 8000 unless a test asks for a port:
+``DRIFTSERVE_HTTP_PORT=-1`` is set here for every server process they start (``run_cli`` sets it
+too, since it starts from a clean environment).
+"""
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +16,8 @@ import pytest
 
 from examples.build_repository import build_repository
 from tests.install_support import build_wheel, install_like_the_image
+
+os.environ.setdefault("DRIFTSERVE_HTTP_PORT", "-1")
 
 
 @pytest.fixture(scope="session")

@@ -107,7 +107,9 @@ def element_count(shape: Sequence[int], what: str) -> int:
     return math.prod(shape)
 
 
-def decode_raw(datatype: str, shape: Sequence[int], data: bytes, name: str, kind: str = "input") -> np.ndarray:
+def decode_raw(
+    datatype: str, shape: Sequence[int], data: bytes | memoryview, name: str, kind: str = "input"
+) -> np.ndarray:
     """Decode raw little-endian bytes of tensor ``name`` into an array of ``shape``, without copying.
 
     ``kind`` only words the error messages ("input 'x': ..."), built only when there is an error.
@@ -127,7 +129,7 @@ def decode_raw(datatype: str, shape: Sequence[int], data: bytes, name: str, kind
     return np.frombuffer(data, dtype=dtype).reshape(dims)
 
 
-def _check_raw(datatype: str, dtype: np.dtype, dims: Sequence[int], data: bytes, what: str) -> None:
+def _check_raw(datatype: str, dtype: np.dtype, dims: Sequence[int], data: bytes | memoryview, what: str) -> None:
     """The slow path of ``decode_raw``: raise on a bad shape or byte length; pass empty tensors."""
     count = element_count(dims, what)
     if len(data) != count * dtype.itemsize:
@@ -204,7 +206,7 @@ def v2_datatype(array: np.ndarray) -> str:
         raise InvalidArgument(f"output dtype {array.dtype} has no Open Inference Protocol datatype") from None
 
 
-def _decode_bytes_elements(data: bytes, count: int, what: str) -> np.ndarray:
+def _decode_bytes_elements(data: bytes | memoryview, count: int, what: str) -> np.ndarray:
     """BYTES elements out of Triton's layout, checked against the payload before allocating.
 
     Each element takes at least its 4-byte length, so a count above ``len(data) // 4`` is refused

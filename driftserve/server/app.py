@@ -1,4 +1,4 @@
-"""Assembling and running one server process: gRPC services, health, reflection, metrics.
+"""Assembling and running one server process: gRPC services, health, reflection, REST, metrics.
 
 ``create_server`` is the public factory tests use (port 0 allowed); ``serve`` adds signal
 handling: SIGTERM/SIGINT flips health to NOT_SERVING, refuses new requests, lets in-flight ones
@@ -18,7 +18,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
-from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector, start_http_server
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from driftserve.api import driftserve_pb2, grpc_service_pb2
 from driftserve.api._pool import reflection_pool
@@ -31,9 +31,10 @@ from driftserve.server.dataplane import DataPlane
 from driftserve.server.grpc_common import InferenceBoundary
 from driftserve.server.grpc_native import PredictorServicer, add_predictor_servicer
 from driftserve.server.grpc_v2 import InferenceServicer, add_inference_servicer
-from driftserve.server.metrics import ServerMetrics
+from driftserve.server.metrics import ServerMetrics, start_metrics_server
 from driftserve.server.repository import ModelRepository
 from driftserve.server.security import SERVER_SCOPES, load_security
+from driftserve.server.rest import RestServer, create_rest_app, start_rest
 from driftserve.server.settings import ServerSettings, check_repository
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ class RunningServer:
     metrics: ServerMetrics
     boundary: InferenceBoundary
     drain_s: float = 0.0
+    http_port: int = -1  # the REST port (-1: REST off)
+    _rest: RestServer | None = None
     _http: Any = None
     _mirror: Any = None
     # Set once the server is ready (see ``is_ready``): health SERVING and ServerReady true.
@@ -69,11 +72,13 @@ class RunningServer:
     async def stop(self, grace_s: float) -> None:
         """Graceful stop that finishes what it received, within ``grace_s``; then release all.
 
-        Health turns NOT_SERVING at once. gRPC hands calls to Python one at a time, so calls it
-        had already received may still wait in its queue: for ``drain_s`` every call is served
-        as usual. Then new calls are refused with UNAVAILABLE, the requests being served
-        (decoded, queued or computing) finish, and only then does the transport stop; gRPC
-        cancels what is left when the grace period runs out.
+        Health turns NOT_SERVING at once (REST's /v2/health/ready answers 503). gRPC hands calls
+        to Python one at a time, so calls it had already received may still wait in its queue:
+        for ``drain_s`` every call is served as usual. Then new calls are refused with
+        UNAVAILABLE, the requests being served (decoded, queued or computing, gRPC and REST
+        alike) finish, and only then do the transports stop; gRPC cancels what is left when the
+        grace period runs out, and the REST site stops listening and closes its connections
+        once their answers are written.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
@@ -84,6 +89,8 @@ class RunningServer:
         if not await self.boundary.wait_idle(deadline - loop.time()):
             logger.warning("grace period of %.1f s ran out with %d requests unanswered", grace_s, self.boundary.active)
         await self.server.stop(max(deadline - loop.time(), 0.0))
+        if self._rest is not None:
+            await self._rest.stop()
         await self.repository.close()
         if self._mirror is not None:
             await self._mirror.close()
@@ -171,7 +178,7 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
     )
     if settings.metrics_port >= 0:
         try:
-            httpd, _ = start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
+            httpd = start_metrics_server(settings.metrics_port, settings.host, registry)
         except OSError as exc:
             await server.stop(None)
             raise StartupError(
@@ -180,6 +187,25 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
             ) from None
         running._http = httpd
         running.metrics_port = httpd.server_port
+    if settings.http_port >= 0:
+        app = create_rest_app(
+            boundary, repository, lambda: v2.started and dataplane.ready, settings.max_receive_message_bytes
+        )
+        try:
+            running._rest = await start_rest(
+                app,
+                settings.host,
+                settings.http_port,
+                settings.workers > 1 or settings.reuse_port,
+                settings.grace_period_s,
+            )
+        except StartupError:
+            await server.stop(None)
+            if running._http is not None:
+                running._http.shutdown()
+                running._http.server_close()
+            raise
+        running.http_port = running._rest.port
     await running._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
     await repository.load_all(settings.load_models or None)
@@ -202,12 +228,13 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
         running.ready.set()
         ready_models = [n for n, e in repository.models.items() if e.ready]
         logger.info(
-            "serving %s on %s:%d, %s (metrics :%d)",
+            "serving %s on %s: gRPC :%d, REST :%d, metrics :%d, %s",
             ready_models,
             settings.host,
             port,
-            security.describe(),
+            running.http_port,
             running.metrics_port,
+            security.describe(),
         )
 
     await became_ready()
@@ -297,7 +324,11 @@ async def serve(settings: ServerSettings) -> int:
     if running.ready.is_set() and not stop.is_set():
         frozen = freeze_startup_heap()
         logger.debug("froze %d start-up objects out of the collector's reach", frozen)
-        print(f"DRIFTSERVE_READY grpc_port={running.port} metrics_port={running.metrics_port}", flush=True)
+        print(
+            f"DRIFTSERVE_READY grpc_port={running.port} http_port={running.http_port} "
+            f"metrics_port={running.metrics_port}",
+            flush=True,
+        )
         await stop.wait()
     logger.info("signal received: draining for up to %.1f s", settings.grace_period_s)
     await running.stop(settings.grace_period_s)

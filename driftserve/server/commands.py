@@ -27,6 +27,9 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="bind address [DRIFTSERVE_HOST, default 0.0.0.0]")
     parser.add_argument("--grpc-port", type=int, help="gRPC port [DRIFTSERVE_GRPC_PORT, default 8001]")
     parser.add_argument(
+        "--http-port", type=int, help="KServe V2 REST port, -1 = off [DRIFTSERVE_HTTP_PORT, default 8000]"
+    )
+    parser.add_argument(
         "--metrics-port", type=int, help="Prometheus port, -1 = off [DRIFTSERVE_METRICS_PORT, default 8002]"
     )
     parser.add_argument("--log-level", help="logging level [DRIFTSERVE_LOG_LEVEL, default INFO]")

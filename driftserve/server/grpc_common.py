@@ -74,6 +74,16 @@ class InferenceBoundary:
         assert reply is not None
         return reply
 
+    async def serve_plain(
+        self,
+        protocol: str,
+        message: Req,
+        decode: Callable[[Req], InferenceRequest],
+        encode: Callable[[InferenceResponse], Resp],
+    ) -> tuple[Resp | None, DriftserveError | None]:
+        """Like ``serve`` for a transport other than gRPC (REST): the reply, or the error to map."""
+        return await self._handle(protocol, message, decode, encode, None)
+
     async def _handle(
         self,
         protocol: str,

@@ -21,7 +21,7 @@ from driftserve.core.config import parse_version
 from driftserve.core.errors import DriftserveError, InvalidArgument, NotFound, clip
 from driftserve.core.tensors import decode_contents, decode_raw, encode_raw
 from driftserve.server.dataplane import InferenceRequest, InferenceResponse
-from driftserve.server.grpc_common import InferenceBoundary, abort_on_error, stream_concurrently
+from driftserve.server.grpc_common import InferenceBoundary, Resp, abort_on_error, stream_concurrently
 from driftserve.server.registration import HandlerRegistrar, add_service
 from driftserve.server.repository import ModelRepository
 from driftserve.server.v2_wire import ResponseEncoder, describe_outputs, serialize_infer_response
@@ -147,24 +147,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
-        async def body() -> pb.ModelMetadataResponse:
-            served = self.repository.route(request.name, request.version)
-            model = served.model
-            batch = [-1] if model.batched else []
-            meta = pb.ModelMetadataResponse.TensorMetadata
-            return pb.ModelMetadataResponse(
-                name=model.name,
-                versions=[str(v) for v in sorted(self.repository.entry(model.name).versions)],
-                platform=model.config.platform,
-                inputs=[
-                    meta(name=s.name, datatype=s.datatype, shape=batch + list(s.dims)) for s in model.inputs.values()
-                ],
-                outputs=[
-                    meta(name=s.name, datatype=s.datatype, shape=batch + list(s.dims)) for s in model.outputs.values()
-                ],
-            )
-
-        return await abort_on_error(context, body)
+        return await abort_on_error(
+            context, lambda: _now(model_metadata(self.repository, request.name, request.version))
+        )
 
     async def ModelInfer(
         self, request: pb.ModelInferRequest | InvalidArgument, context: grpc.aio.ServicerContext
@@ -189,97 +174,21 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelConfigResponse:
         async def body() -> pb.ModelConfigResponse:
-            return pb.ModelConfigResponse(config=self._model_config(request.name, request.version))
+            return pb.ModelConfigResponse(config=model_config(self.repository, request.name, request.version))
 
         return await abort_on_error(context, body)
-
-    def _model_config(self, name: str, version: str) -> mc.ModelConfig:
-        served = self.repository.route(name, version)
-        model, config = served.model, served.model.config
-        policy = config.version_policy
-        if policy.latest is not None:
-            version_policy = mc.ModelVersionPolicy(
-                latest=mc.ModelVersionPolicy.Latest(num_versions=policy.latest.num_versions)
-            )
-        elif policy.specific is not None:
-            version_policy = mc.ModelVersionPolicy(
-                specific=mc.ModelVersionPolicy.Specific(versions=policy.specific.versions)
-            )
-        else:
-            version_policy = mc.ModelVersionPolicy(all=mc.ModelVersionPolicy.All())
-        result = mc.ModelConfig(
-            name=model.name,
-            platform=config.platform,
-            backend="onnxruntime",
-            version_policy=version_policy,
-            max_batch_size=model.max_batch_size,
-            input=[
-                mc.ModelInput(name=s.name, data_type=_config_type(s.datatype), dims=s.dims)
-                for s in model.inputs.values()
-            ],
-            output=[
-                mc.ModelOutput(name=s.name, data_type=_config_type(s.datatype), dims=s.dims)
-                for s in model.outputs.values()
-            ],
-            instance_group=[
-                mc.ModelInstanceGroup(
-                    name=f"{model.name}_cpu", count=model.instances, kind=mc.ModelInstanceGroup.KIND_CPU
-                )
-            ],
-            default_model_filename="model.onnx",
-        )
-        batching = config.batching
-        if batching.enabled and model.batched:
-            result.dynamic_batching.CopyFrom(
-                mc.ModelDynamicBatching(
-                    preferred_batch_size=batching.preferred_batch_sizes,
-                    max_queue_delay_microseconds=batching.max_queue_delay_us,
-                    priority_levels=batching.priority_levels,
-                    default_priority_level=batching.default_priority_level,
-                    default_queue_policy=mc.ModelQueuePolicy(
-                        default_timeout_microseconds=batching.default_timeout_us,
-                        allow_timeout_override=True,
-                        max_queue_size=batching.max_queue_size,
-                    ),
-                )
-            )
-        return result
 
     async def ModelStatistics(
         self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelStatisticsResponse:
-        async def body() -> pb.ModelStatisticsResponse:
-            wanted = parse_version(request.version) if request.version else None
-            if request.name:
-                entry = self.repository.entry(request.name)
-                entries = [entry]
-            else:
-                entries = list(self.repository.models.values())
-            stats = []
-            for entry in entries:
-                for version, served in sorted(entry.versions.items()):
-                    if wanted is not None and version != wanted:
-                        continue
-                    stats.append(_statistics_message(entry.name, version, served.statistics))
-            if request.name and wanted is not None and not stats:
-                raise NotFound(f"model '{clip(request.name)}' has no served version {wanted}")
-            return pb.ModelStatisticsResponse(model_stats=stats)
-
-        return await abort_on_error(context, body)
+        return await abort_on_error(
+            context, lambda: _now(model_statistics(self.repository, request.name, request.version))
+        )
 
     async def RepositoryIndex(
         self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext
     ) -> pb.RepositoryIndexResponse:
-        async def body() -> pb.RepositoryIndexResponse:
-            index = pb.RepositoryIndexResponse.ModelIndex
-            rows = [
-                index(name=n, version=v, state=s, reason=r)
-                for n, v, s, r in self.repository.index()
-                if not request.ready or s == "READY"
-            ]
-            return pb.RepositoryIndexResponse(models=rows)
-
-        return await abort_on_error(context, body)
+        return await abort_on_error(context, lambda: _now(repository_index(self.repository, request.ready)))
 
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext
@@ -298,6 +207,105 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             return pb.RepositoryModelUnloadResponse()
 
         return await abort_on_error(context, body)
+
+
+# The answers of the non-inference RPCs, as messages: the REST endpoints serve the same ones as JSON.
+
+
+def model_metadata(repository: ModelRepository, name: str, version: str) -> pb.ModelMetadataResponse:
+    """ModelMetadata of the version ``name``/``version`` routes to; NOT_FOUND / UNAVAILABLE otherwise."""
+    served = repository.route(name, version)
+    model = served.model
+    batch = [-1] if model.batched else []
+    meta = pb.ModelMetadataResponse.TensorMetadata
+    return pb.ModelMetadataResponse(
+        name=model.name,
+        versions=[str(v) for v in sorted(repository.entry(model.name).versions)],
+        platform=model.config.platform,
+        inputs=[meta(name=s.name, datatype=s.datatype, shape=batch + list(s.dims)) for s in model.inputs.values()],
+        outputs=[meta(name=s.name, datatype=s.datatype, shape=batch + list(s.dims)) for s in model.outputs.values()],
+    )
+
+
+def model_statistics(repository: ModelRepository, name: str, version: str) -> pb.ModelStatisticsResponse:
+    """Statistics of every served version of ``name`` (every model when empty), or of ``version``."""
+    wanted = parse_version(version) if version else None
+    entries = [repository.entry(name)] if name else list(repository.models.values())
+    stats = []
+    for entry in entries:
+        for number, served in sorted(entry.versions.items()):
+            if wanted is not None and number != wanted:
+                continue
+            stats.append(_statistics_message(entry.name, number, served.statistics))
+    if name and wanted is not None and not stats:
+        raise NotFound(f"model '{clip(name)}' has no served version {wanted}")
+    return pb.ModelStatisticsResponse(model_stats=stats)
+
+
+def repository_index(repository: ModelRepository, ready_only: bool) -> pb.RepositoryIndexResponse:
+    """Every model of the repository with its state (only the READY ones with ``ready_only``)."""
+    index = pb.RepositoryIndexResponse.ModelIndex
+    rows = [
+        index(name=n, version=v, state=s, reason=r)
+        for n, v, s, r in repository.index()
+        if not ready_only or s == "READY"
+    ]
+    return pb.RepositoryIndexResponse(models=rows)
+
+
+def model_config(repository: ModelRepository, name: str, version: str) -> mc.ModelConfig:
+    """The Triton-shaped config of the version ``name``/``version`` routes to."""
+    served = repository.route(name, version)
+    model, config = served.model, served.model.config
+    policy = config.version_policy
+    if policy.latest is not None:
+        version_policy = mc.ModelVersionPolicy(
+            latest=mc.ModelVersionPolicy.Latest(num_versions=policy.latest.num_versions)
+        )
+    elif policy.specific is not None:
+        version_policy = mc.ModelVersionPolicy(
+            specific=mc.ModelVersionPolicy.Specific(versions=policy.specific.versions)
+        )
+    else:
+        version_policy = mc.ModelVersionPolicy(all=mc.ModelVersionPolicy.All())
+    result = mc.ModelConfig(
+        name=model.name,
+        platform=config.platform,
+        backend="onnxruntime",
+        version_policy=version_policy,
+        max_batch_size=model.max_batch_size,
+        input=[
+            mc.ModelInput(name=s.name, data_type=_config_type(s.datatype), dims=s.dims) for s in model.inputs.values()
+        ],
+        output=[
+            mc.ModelOutput(name=s.name, data_type=_config_type(s.datatype), dims=s.dims) for s in model.outputs.values()
+        ],
+        instance_group=[
+            mc.ModelInstanceGroup(name=f"{model.name}_cpu", count=model.instances, kind=mc.ModelInstanceGroup.KIND_CPU)
+        ],
+        default_model_filename="model.onnx",
+    )
+    batching = config.batching
+    if batching.enabled and model.batched:
+        result.dynamic_batching.CopyFrom(
+            mc.ModelDynamicBatching(
+                preferred_batch_size=batching.preferred_batch_sizes,
+                max_queue_delay_microseconds=batching.max_queue_delay_us,
+                priority_levels=batching.priority_levels,
+                default_priority_level=batching.default_priority_level,
+                default_queue_policy=mc.ModelQueuePolicy(
+                    default_timeout_microseconds=batching.default_timeout_us,
+                    allow_timeout_override=True,
+                    max_queue_size=batching.max_queue_size,
+                ),
+            )
+        )
+    return result
+
+
+async def _now(value: Resp) -> Resp:
+    """``value`` as an awaitable, for ``abort_on_error``."""
+    return value
 
 
 _NO_REQUEST = pb.ModelInferRequest()

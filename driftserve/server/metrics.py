@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 from bisect import bisect_left
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.values import MutexValue
 
 # 25 µs .. 1 s, roughly x2 per step with the sub-millisecond range finer.
@@ -198,3 +199,27 @@ def counter_writer(child: Any) -> Any:
     """``inc`` for a labelled Counter or Gauge child, from the event loop thread only."""
     child._raise_if_not_observable()
     return loop_value(child._value)
+
+
+METRICS_PATH = "/metrics"
+
+
+def start_metrics_server(port: int, host: str, registry: CollectorRegistry) -> WSGIServer:
+    """Serve ``registry`` at ``/metrics`` on ``host:port`` from a thread; every other path is 404.
+
+    prometheus_client's server answers the metrics on any path, so a probe or a client aimed at
+    the wrong port (``/v2/health/ready`` on the metrics port) would read 200 and believe it.
+    Raises OSError when the port cannot be bound.
+    """
+    httpd, _ = start_http_server(port, addr=host, registry=registry)
+    metrics_app = httpd.get_app()
+    assert metrics_app is not None
+
+    def only_metrics(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") == METRICS_PATH:
+            return metrics_app(environ, start_response)
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [f"not found: this port serves Prometheus metrics at {METRICS_PATH} only\n".encode()]
+
+    httpd.set_app(only_metrics)
+    return httpd

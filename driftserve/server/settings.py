@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from driftserve.core.commandline import settings_argv
 from driftserve.core.startup import StartupError, check_log_level
 
+DEFAULT_HTTP_PORT = 8000
 DEFAULT_GRPC_PORT = 8001
 DEFAULT_METRICS_PORT = 8002
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -22,6 +23,7 @@ SERVE_FLAG_FIELDS = (
     "model_repository",
     "host",
     "grpc_port",
+    "http_port",
     "metrics_port",
     "log_level",
     "max_receive_message_bytes",
@@ -47,8 +49,11 @@ class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DRIFTSERVE_", extra="forbid", protected_namespaces=())
 
     model_repository: Path = Field(description="Directory with <model>/config.yaml and <model>/<version>/model.onnx.")
-    host: str = Field("0.0.0.0", description="Address the gRPC and metrics servers bind to.")
+    host: str = Field("0.0.0.0", description="Address the gRPC, REST and metrics servers bind to.")
     grpc_port: int = Field(DEFAULT_GRPC_PORT, ge=0, le=65535, description="gRPC port (0 = pick a free one).")
+    http_port: int = Field(
+        DEFAULT_HTTP_PORT, ge=-1, le=65535, description="KServe V2 REST port (0 = free one, -1 = off)."
+    )
     metrics_port: int = Field(
         DEFAULT_METRICS_PORT, ge=-1, le=65535, description="Prometheus port (0 = free one, -1 = off)."
     )
@@ -73,7 +78,7 @@ class ServerSettings(BaseSettings):
     mirror_address: str | None = Field(
         None, description="Drift sidecar address (host:port or unix:path); unset = no mirroring."
     )
-    workers: int = Field(1, ge=1, le=64, description="Server processes sharing the gRPC port (SO_REUSEPORT).")
+    workers: int = Field(1, ge=1, le=64, description="Server processes sharing the gRPC and REST ports (SO_REUSEPORT).")
     reuse_port: bool = Field(False, description="Bind with SO_REUSEPORT; set for the processes that --workers starts.")
     load_models: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

@@ -1,8 +1,8 @@
 """``driftserve serve --workers N``: N server processes on one port, one aggregated /metrics.
 
 One process is bound by the GIL around gRPC and protobuf, so past one core the way to scale is
-more processes. Each worker binds the same port with SO_REUSEPORT (the kernel spreads new
-connections across them) and runs its own batchers. Metrics use prometheus_client's
+more processes. Each worker binds the same gRPC and REST ports with SO_REUSEPORT (the kernel
+spreads new connections across them) and runs its own batchers. Metrics use prometheus_client's
 multiprocess mode: workers write to files in a shared directory, and this parent serves their
 aggregate on the metrics port.
 """
@@ -15,11 +15,12 @@ import shutil
 import tempfile
 import threading
 
-from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+from prometheus_client import CollectorRegistry, multiprocess
 
 from driftserve.core.ports import free_port
 from driftserve.core.processes import Child, start_child, stop_children, stop_signals, supervise, wait_ready
 from driftserve.core.startup import StartupError, bind_problem, probe_tcp_port
+from driftserve.server.metrics import start_metrics_server
 from driftserve.server.settings import ServerSettings, serve_argv
 
 logger = logging.getLogger(__name__)
@@ -30,16 +31,19 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 def run_workers(settings: ServerSettings) -> int:
     """Start the workers, serve aggregated metrics, supervise until a signal; exit code."""
     _check_metrics_port(settings)
+    _check_http_port(settings)
     port = settings.grpc_port or free_port(settings.host)
+    # Port 0 would give each worker a port of its own: the parent picks the one they share.
+    http_port = settings.http_port or free_port(settings.host)
     metrics_dir = tempfile.mkdtemp(prefix="driftserve-metrics-")
     env = {MULTIPROC_ENV: metrics_dir}
-    argv = serve_argv(settings, grpc_port=port, metrics_port=-1, workers=1)
+    argv = serve_argv(settings, grpc_port=port, http_port=http_port, metrics_port=-1, workers=1)
     children = [
         start_child(f"worker-{i}", argv, {**env, "DRIFTSERVE_REUSE_PORT": "true"}) for i in range(settings.workers)
     ]
     with stop_signals() as stop:
         try:
-            return _serve_workers(settings, children, port, metrics_dir, stop)
+            return _serve_workers(settings, children, (port, http_port), metrics_dir, stop)
         finally:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
@@ -57,8 +61,21 @@ def _check_metrics_port(settings: ServerSettings) -> None:
         ) from None
 
 
+def _check_http_port(settings: ServerSettings) -> None:
+    """A REST port another program holds: StartupError before any worker starts (they would each fail)."""
+    if settings.http_port <= 0:
+        return
+    try:
+        probe_tcp_port(settings.host, settings.http_port, reuse_port=True)
+    except OSError as exc:
+        raise StartupError(
+            f"HTTP port {settings.http_port} on {settings.host} {bind_problem(exc)}; pick another with "
+            "--http-port or DRIFTSERVE_HTTP_PORT (-1 turns REST off)"
+        ) from None
+
+
 def _serve_workers(
-    settings: ServerSettings, children: list[Child], port: int, metrics_dir: str, stop: threading.Event
+    settings: ServerSettings, children: list[Child], ports: tuple[int, int], metrics_dir: str, stop: threading.Event
 ) -> int:
     """Wait for every worker to be ready (as long as they run), serve the aggregated metrics, supervise."""
     if wait_ready(children, stop) is not None or stop.is_set():
@@ -71,10 +88,14 @@ def _serve_workers(
             os.environ[MULTIPROC_ENV] = metrics_dir
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry, path=metrics_dir)
-            httpd, _ = start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
+            httpd = start_metrics_server(settings.metrics_port, settings.host, registry)
             metrics_port = httpd.server_port
+        port, http_port = ports
         pids = ",".join(str(c.process.pid) for c in children)
-        print(f"DRIFTSERVE_READY grpc_port={port} metrics_port={metrics_port} pids={pids}", flush=True)
+        print(
+            f"DRIFTSERVE_READY grpc_port={port} http_port={http_port} metrics_port={metrics_port} pids={pids}",
+            flush=True,
+        )
         logger.info("%d workers serving on %s:%d", len(children), settings.host, port)
         return supervise(children, settings.grace_period_s, stop)
     finally:

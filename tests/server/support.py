@@ -1,7 +1,8 @@
 """Test support: the real server in-process or as a subprocess, small ONNX models, metrics.
 
-:class:`InProcessServer` runs ``create_server`` on port 0 with its event loop (uvloop, as in
-production) on a background thread: what every test that talks gRPC to the server uses.
+:class:`InProcessServer` runs ``create_server`` on port 0 (gRPC, REST and metrics) with its event
+loop (uvloop, as in production) on a background thread: what every test that talks gRPC or REST
+to the server uses.
 :class:`ServerProcess` starts ``driftserve serve`` as a subprocess, for what only a process shows:
 signals, exit codes, logs, ``--workers``.
 """
@@ -35,10 +36,16 @@ START_TIMEOUT_S = 120.0
 
 
 class ServerClient:
-    """What a test does with a running server, wherever it runs: stubs and metrics."""
+    """What a test does with a running server, wherever it runs: stubs, REST and metrics."""
 
     address: str
     metrics_port: int
+    http_port: int
+
+    @property
+    def http_url(self) -> str:
+        """Base URL of the REST port (``/v2/...`` follows)."""
+        return f"http://127.0.0.1:{self.http_port}"
 
     def channel(self) -> grpc.Channel:
         return grpc.insecure_channel(self.address)
@@ -71,7 +78,7 @@ class InProcessServer(ServerClient):
     """``create_server`` on free ports in this process; ``overrides`` are ServerSettings fields."""
 
     def __init__(self, repository: Path, **overrides: Any) -> None:
-        fields: dict[str, Any] = {"host": "127.0.0.1", "grpc_port": 0, "metrics_port": 0, **overrides}
+        fields: dict[str, Any] = {"host": "127.0.0.1", "grpc_port": 0, "http_port": 0, "metrics_port": 0, **overrides}
         self.settings = ServerSettings(model_repository=repository, **fields)
         self.registry = CollectorRegistry()
         self._loop = uvloop.new_event_loop()
@@ -84,6 +91,7 @@ class InProcessServer(ServerClient):
             raise
         self.port = self.running.port
         self.metrics_port = self.running.metrics_port
+        self.http_port = self.running.http_port
         self.address = f"127.0.0.1:{self.port}"
 
     def _call(self, coro: Any, timeout_s: float = START_TIMEOUT_S) -> Any:
@@ -124,6 +132,8 @@ class ServerProcess(ServerClient):
             "127.0.0.1",
             "--grpc-port",
             "0",
+            "--http-port",
+            "0",
             "--metrics-port",
             "0",
             *extra,
@@ -137,6 +147,7 @@ class ServerProcess(ServerClient):
         self.lines = self.child.lines
         self.port = int(self.announced["grpc_port"])
         self.metrics_port = int(self.announced["metrics_port"])
+        self.http_port = int(self.announced["http_port"])
         self.address = f"127.0.0.1:{self.port}"
 
     def terminate(self, timeout_s: float = 30.0) -> int:

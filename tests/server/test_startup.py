@@ -111,6 +111,31 @@ def test_metrics_port_in_use_names_port_and_flag(good_repository: Path, busy_por
     )
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_http_port_in_use_names_port_and_flag(good_repository: Path, busy_port: int, workers: str) -> None:
+    # With --workers the parent checks the shared REST port before starting any worker.
+    done = run_cli(
+        "serve",
+        "--model-repository",
+        str(good_repository),
+        "--host",
+        "127.0.0.1",
+        "--grpc-port",
+        "0",
+        "--metrics-port",
+        "-1",
+        "--http-port",
+        str(busy_port),
+        "--workers",
+        workers,
+    )
+    line = one_line(done, 2)
+    assert line == (
+        f"driftserve serve: HTTP port {busy_port} on 127.0.0.1 is in use; "
+        "pick another with --http-port or DRIFTSERVE_HTTP_PORT (-1 turns REST off)"
+    )
+
+
 def test_unknown_load_model_is_one_line(good_repository: Path) -> None:
     done = run_cli("serve", "--model-repository", str(good_repository), "--load-model", "good", "--load-model", "nope")
     line = one_line(done, 2)
