@@ -8,8 +8,9 @@ Steps (each writes JSON + a Markdown section under ``benchmarks/results/``):
    ``batching_bench`` — the large MLP at 32 clients, batching off vs on at several delays;
 3. ``mirror_bench`` — server throughput with mirroring at sample rate 1.0 vs off;
 4. ``workers_bench`` — ``--workers`` 1 vs 2 on this machine; ``tls_overhead`` — plaintext vs TLS
-   vs TLS with bearer tokens (and the token check as an aio interceptor), 1 and 16 clients; ``rest_vs_grpc`` — REST (JSON and
-   binary tensors) next to gRPC ModelInfer on one server, 1 / 8 / 32 clients;
+   vs TLS with bearer tokens (and the token check as an aio interceptor), 1 and 16 clients;
+   ``rest_vs_grpc`` — REST (JSON and binary tensors) next to gRPC ModelInfer on one server,
+   1 / 8 / 32 clients;
 5. micro-benchmarks (pytest-benchmark): codec, batcher, preprocessing kernels, drift update;
 6. ``drift_ingest`` — detector update rows/s and memory over 10 M rows;
 7. ``benchmarks.sidecar_loadtest`` — sidecar ingest through the real Mirror/Publish path, RSS soak;

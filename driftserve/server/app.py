@@ -33,8 +33,8 @@ from driftserve.server.grpc_native import PredictorServicer, add_predictor_servi
 from driftserve.server.grpc_v2 import InferenceServicer, add_inference_servicer
 from driftserve.server.metrics import ServerMetrics, start_metrics_server
 from driftserve.server.repository import ModelRepository
+from driftserve.server.rest import RestServer, create_rest_app, rest_authorizer, start_rest
 from driftserve.server.security import SERVER_SCOPES, load_security
-from driftserve.server.rest import RestServer, create_rest_app, start_rest
 from driftserve.server.settings import ServerSettings, check_repository
 
 logger = logging.getLogger(__name__)
@@ -189,7 +189,11 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
         running.metrics_port = httpd.server_port
     if settings.http_port >= 0:
         app = create_rest_app(
-            boundary, repository, lambda: v2.started and dataplane.ready, settings.max_receive_message_bytes
+            boundary,
+            repository,
+            lambda: v2.started and dataplane.ready,
+            settings.max_receive_message_bytes,
+            authorize=rest_authorizer(security.authority, rejected),
         )
         try:
             running._rest = await start_rest(
@@ -198,6 +202,7 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
                 settings.http_port,
                 settings.workers > 1 or settings.reuse_port,
                 settings.grace_period_s,
+                ssl_context=security.tls.ssl_context() if security.tls is not None else None,
             )
         except StartupError:
             await server.stop(None)

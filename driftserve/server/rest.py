@@ -29,9 +29,20 @@ from aiohttp import web
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
+from prometheus_client import Counter
 
 from driftserve import __version__
-from driftserve.core.errors import DriftserveError, InvalidArgument, ResourceExhausted, cap_message, clip, clip_list
+from driftserve.core.auth import TokenAuthority
+from driftserve.core.errors import (
+    DriftserveError,
+    InvalidArgument,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    cap_message,
+    clip,
+    clip_list,
+)
 from driftserve.core.startup import StartupError, bind_problem
 from driftserve.server.dataplane import InferenceRequest
 from driftserve.server.grpc_common import InferenceBoundary
@@ -201,6 +212,22 @@ def _encoded(encoded: EncodedBody) -> web.Response:
     return response
 
 
+def rest_authorizer(authority: TokenAuthority | None, rejected: Counter) -> Authorize | None:
+    """The bearer-token check of the REST port: the gRPC ports' tokens and scopes, the same
+    ``authorization`` header, refusals counted by reason in the same metric (None without tokens)."""
+    if authority is None:
+        return None
+
+    async def authorize(request: web.Request, scope: str) -> None:
+        try:
+            authority.authorize(request.headers.get("Authorization"), scope)
+        except (Unauthenticated, PermissionDenied) as exc:
+            rejected.labels(exc.reason).inc()
+            raise
+
+    return authorize
+
+
 def create_rest_app(
     boundary: InferenceBoundary,
     repository: ModelRepository,
@@ -252,6 +279,8 @@ def _middleware(authorize: Authorize | None, max_body_bytes: int) -> Any:
                 if scope is not None:
                     await authorize(request, scope)
             return await handler(request)
+        except Unauthenticated as exc:  # RFC 6750: a 401 names the scheme the client should use
+            return _error(401, exc.message, {"WWW-Authenticate": 'Bearer realm="driftserve"'})
         except DriftserveError as exc:
             return _error(HTTP_STATUS.get(exc.code, 500), exc.message)
         except _HttpError as exc:
