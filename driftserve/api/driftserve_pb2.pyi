@@ -181,3 +181,102 @@ class ListModelsResponse(_message.Message):
     MODELS_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, models: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ModelRef(_message.Message):
+    __slots__ = ("model", "version")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class ModelVersionRow(_message.Message):
+    __slots__ = ("model", "version", "state", "role", "weight", "reason")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    state: str
+    role: str
+    weight: float
+    reason: str
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[str] = ..., role: _Optional[str] = ..., weight: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class AnalysisCheck(_message.Message):
+    __slots__ = ("name", "value", "limit", "ok", "samples", "judged")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    JUDGED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value: float
+    limit: float
+    ok: bool
+    samples: int
+    judged: bool
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[float] = ..., limit: _Optional[float] = ..., ok: _Optional[bool] = ..., samples: _Optional[int] = ..., judged: _Optional[bool] = ...) -> None: ...
+
+class RolloutStatus(_message.Message):
+    __slots__ = ("model", "stage", "step", "weight", "candidate", "primary", "previous", "reason", "started_unix_s", "updated_unix_s", "checks", "gate_metric", "gate_score", "rejected")
+    class RejectedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    STARTED_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    GATE_METRIC_FIELD_NUMBER: _ClassVar[int]
+    GATE_SCORE_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    stage: str
+    step: int
+    weight: float
+    candidate: str
+    primary: str
+    previous: str
+    reason: str
+    started_unix_s: float
+    updated_unix_s: float
+    checks: _containers.RepeatedCompositeFieldContainer[AnalysisCheck]
+    gate_metric: str
+    gate_score: float
+    rejected: _containers.ScalarMap[str, str]
+    def __init__(self, model: _Optional[str] = ..., stage: _Optional[str] = ..., step: _Optional[int] = ..., weight: _Optional[float] = ..., candidate: _Optional[str] = ..., primary: _Optional[str] = ..., previous: _Optional[str] = ..., reason: _Optional[str] = ..., started_unix_s: _Optional[float] = ..., updated_unix_s: _Optional[float] = ..., checks: _Optional[_Iterable[_Union[AnalysisCheck, _Mapping]]] = ..., gate_metric: _Optional[str] = ..., gate_score: _Optional[float] = ..., rejected: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ModelsListRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ModelsListResponse(_message.Message):
+    __slots__ = ("versions", "rollouts")
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUTS_FIELD_NUMBER: _ClassVar[int]
+    versions: _containers.RepeatedCompositeFieldContainer[ModelVersionRow]
+    rollouts: _containers.RepeatedCompositeFieldContainer[RolloutStatus]
+    def __init__(self, versions: _Optional[_Iterable[_Union[ModelVersionRow, _Mapping]]] = ..., rollouts: _Optional[_Iterable[_Union[RolloutStatus, _Mapping]]] = ...) -> None: ...
+
+class ModelActionResponse(_message.Message):
+    __slots__ = ("message", "status")
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    message: str
+    status: RolloutStatus
+    def __init__(self, message: _Optional[str] = ..., status: _Optional[_Union[RolloutStatus, _Mapping]] = ...) -> None: ...

@@ -9,6 +9,7 @@
     ├── ResourceExhausted                RESOURCE_EXHAUSTED (queue full: load shedding)
     ├── DeadlineExceeded                 DEADLINE_EXCEEDED  (deadline passed while queued)
     ├── ModelExecutionError              INTERNAL           (ONNX Runtime failed on a batch)
+    ├── FailedPrecondition               FAILED_PRECONDITION (a rollout refused or in progress)
     └── ConfigError                      INVALID_ARGUMENT   (a config.yaml is wrong; names file and key)
 
 Servicers never build status codes themselves: they raise these and the boundary decorator in
@@ -77,6 +78,13 @@ class DeadlineExceeded(DriftserveError):
 
 class ModelExecutionError(DriftserveError):
     code = grpc.StatusCode.INTERNAL
+
+
+class FailedPrecondition(DriftserveError):
+    """The request is valid but the model's state refuses it: a candidate failed its gate, or a
+    rollout of the model is already in progress."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
 
 
 class ConfigError(DriftserveError):

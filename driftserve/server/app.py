@@ -26,10 +26,12 @@ from driftserve.core.heap import freeze_startup_heap
 from driftserve.core.startup import EXIT_FAILURE, StartupError, bind_problem, probe_tcp_port
 from driftserve.server.dataplane import DataPlane
 from driftserve.server.grpc_common import InferenceBoundary
+from driftserve.server.grpc_models import ModelsServicer, add_models_servicer
 from driftserve.server.grpc_native import PredictorServicer, add_predictor_servicer
 from driftserve.server.grpc_v2 import InferenceServicer, add_inference_servicer
 from driftserve.server.metrics import ServerMetrics
 from driftserve.server.repository import ModelRepository
+from driftserve.server.rollout.wiring import Rollouts, create_rollouts
 from driftserve.server.settings import ServerSettings, check_repository
 
 logger = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ PENDING_HARD_LIMIT_FACTOR = 4
 SERVICE_NAMES = (
     grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
     driftserve_pb2.DESCRIPTOR.services_by_name["Predictor"].full_name,
+    driftserve_pb2.DESCRIPTOR.services_by_name["Models"].full_name,
 )
 
 
@@ -78,6 +81,7 @@ class RunningServer:
     drain_s: float = 0.0
     _http: Any = None
     _mirror: Any = None
+    rollouts: Rollouts | None = None
     # Set once the server is ready (see ``is_ready``): health SERVING and ServerReady true.
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -99,6 +103,8 @@ class RunningServer:
         if not await self.boundary.wait_idle(deadline - loop.time()):
             logger.warning("grace period of %.1f s ran out with %d requests unanswered", grace_s, self.boundary.active)
         await self.server.stop(max(deadline - loop.time(), 0.0))
+        if self.rollouts is not None:
+            await self.rollouts.close()
         await self.repository.close()
         if self._mirror is not None:
             await self._mirror.close()
@@ -144,8 +150,10 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
         ("grpc.server.max_pending_requests_hard_limit", PENDING_HARD_LIMIT_FACTOR * settings.max_pending_calls),
     ]
     server = grpc.aio.server(options=options)
-    v2 = InferenceServicer(boundary, repository)
+    rollouts = create_rollouts(settings, repository, dataplane, registry)
+    v2 = InferenceServicer(boundary, repository, rollouts.controller.request_load)
     add_inference_servicer(v2, server)
+    add_models_servicer(ModelsServicer(repository, rollouts.controller), server)
     add_predictor_servicer(PredictorServicer(boundary), server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, GenericHandlersOnly(server))
@@ -160,7 +168,17 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
     )
     port = _bind_grpc(server, settings)
     running = RunningServer(
-        server, port, -1, dataplane, repository, health, metrics, boundary, settings.drain_period_s, _mirror=mirror
+        server,
+        port,
+        -1,
+        dataplane,
+        repository,
+        health,
+        metrics,
+        boundary,
+        settings.drain_period_s,
+        _mirror=mirror,
+        rollouts=rollouts,
     )
     if settings.metrics_port >= 0:
         try:
@@ -176,6 +194,7 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
     await running._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
     await repository.load_all(settings.load_models or None)
+    await rollouts.start()
     if mirror is not None:
         mirror.start()
     failed = _failed_models(repository, settings.load_models)

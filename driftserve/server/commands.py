@@ -57,6 +57,15 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="exit with code 1 if a model fails to load at start [DRIFTSERVE_EXIT_ON_ERROR, default off]",
     )
+    parser.add_argument(
+        "--state-dir",
+        help="rollout state directory [DRIFTSERVE_STATE_DIR, default <model-repository>/.driftserve/rollouts]",
+    )
+    parser.add_argument(
+        "--poll-interval-s",
+        type=float,
+        help="look for new model versions this often, 0 = off [DRIFTSERVE_POLL_INTERVAL_S, default 0]",
+    )
     parser.epilog = STARTUP_ERRORS_HELP
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
 

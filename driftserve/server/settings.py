@@ -30,6 +30,8 @@ SERVE_FLAG_FIELDS = (
     "max_pending_calls",
     "mirror_address",
     "workers",
+    "state_dir",
+    "poll_interval_s",
 )
 
 
@@ -73,6 +75,12 @@ class ServerSettings(BaseSettings):
         "ready when every one of them is. Empty = load every model; ready when at least one is.",
     )
     exit_on_error: bool = Field(False, description="Exit with code 1 when a model fails to load at start.")
+    state_dir: Path | None = Field(
+        None, description="Where rollout state is persisted; default <model-repository>/.driftserve/rollouts."
+    )
+    poll_interval_s: float = Field(
+        0.0, ge=0, description="Look for new model versions this often (seconds); 0 = off (load them explicitly)."
+    )
 
     @field_validator("log_level")
     @classmethod
