@@ -238,7 +238,8 @@ class RolloutController:
             except TimeoutError:
                 pass
             checks = analysis.judge(window, run.config.thresholds, run.config.min_samples, run.baseline_p99_s)
-            run.state.analysis = {c.name: c.as_dict() for c in checks}
+            gate = run.state.analysis.get("gate")
+            run.state.analysis = {**({"gate": gate} if gate else {}), **{c.name: c.as_dict() for c in checks}}
             breached = analysis.breaches(checks)
             if breached:
                 reason = "; ".join(analysis.describe(c) for c in breached)
