@@ -28,7 +28,7 @@ def linear_model(w: np.ndarray, b: np.ndarray, heavy_layers: int = 0, n_features
     nodes = [helper.make_node("MatMul", ["input", "W"], ["xw"]), helper.make_node("Add", ["xw", "B"], ["logits0"])]
     logits = "logits0"
     if heavy_layers:
-        width = 768
+        width = 2048
         inits.append(numpy_helper.from_array(RNG.normal(size=(n_features, width)).astype(np.float32), "H0"))
         inits.append(numpy_helper.from_array(np.zeros((width, 2), dtype=np.float32), "Hz"))
         nodes.append(helper.make_node("MatMul", ["input", "H0"], ["h0"]))
