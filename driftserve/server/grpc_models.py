@@ -76,7 +76,11 @@ class ModelsServicer:
                 number = int(version)
                 rollout = self.controller.states.get(name)
                 primary = entry.default_version().version
-                canary = entry.canary if entry.canary is not None else (entry.config.deployment.canary if entry.config else {})
+                canary = (
+                    entry.canary
+                    if entry.canary is not None
+                    else (entry.config.deployment.canary if entry.config else {})
+                )
                 row = rows[-1]
                 if number == primary:
                     row.role, row.weight = "primary", 1.0 - sum(w for v, w in canary.items() if v in entry.versions)

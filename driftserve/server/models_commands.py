@@ -77,14 +77,19 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def render_list(reply: pb.ModelsListResponse) -> str:
     rows = [
-        [v.model, v.version or "-", v.state or "-", v.role or "-", f"{v.weight * 100:.0f}%" if v.role else "-", v.reason]
+        [
+            v.model,
+            v.version or "-",
+            v.state or "-",
+            v.role or "-",
+            f"{v.weight * 100:.0f}%" if v.role else "-",
+            v.reason,
+        ]
         for v in reply.versions
     ]
     out = table(["MODEL", "VERSION", "STATE", "ROLE", "WEIGHT", "REASON"], rows)
     if reply.rollouts:
-        stages = [
-            [r.model, r.stage, r.candidate, r.primary, _step(r), r.reason] for r in reply.rollouts if r.stage
-        ]
+        stages = [[r.model, r.stage, r.candidate, r.primary, _step(r), r.reason] for r in reply.rollouts if r.stage]
         out += "\n\n" + table(["MODEL", "ROLLOUT", "CANDIDATE", "PRIMARY", "STEP", "REASON"], stages)
     return out
 
@@ -104,7 +109,13 @@ def render_status(status: pb.RolloutStatus) -> str:
         lines.append(f"reason     {status.reason}")
     if status.checks:
         rows = [
-            [c.name, _fmt(c.value), _fmt(c.limit), str(c.samples), ("ok" if c.ok else "BREACH") if c.judged else "waiting"]
+            [
+                c.name,
+                _fmt(c.value),
+                _fmt(c.limit),
+                str(c.samples),
+                ("ok" if c.ok else "BREACH") if c.judged else "waiting",
+            ]
             for c in status.checks
         ]
         lines += ["", table(["CHECK", "VALUE", "LIMIT", "SAMPLES", "RESULT"], rows)]

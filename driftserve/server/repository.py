@@ -331,7 +331,9 @@ class ModelRepository:
         entry.states[served.version] = (READY, "")
         self.metrics.set_model_state(name, str(served.version), READY)
 
-    async def retire_version(self, name: str, version: int, served: ServedVersion | None = None, reason: str = "") -> None:
+    async def retire_version(
+        self, name: str, version: int, served: ServedVersion | None = None, reason: str = ""
+    ) -> None:
         """Stop routing to one version and drain it: requests it took finish on it first."""
         entry = self.entry(name)
         served = entry.versions.get(version, served)

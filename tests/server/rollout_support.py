@@ -81,7 +81,9 @@ def write_holdout(model_dir: Path, rows: int = 400) -> tuple[np.ndarray, np.ndar
     return x, y
 
 
-def config_yaml(rollout: str, validation: str = "{data: data/holdout.npz, labels: data/holdout.npz, metric: accuracy, min: 0.8}") -> str:
+def config_yaml(
+    rollout: str, validation: str = "{data: data/holdout.npz, labels: data/holdout.npz, metric: accuracy, min: 0.8}"
+) -> str:
     return f"""\
 max_batch_size: 64
 batching: {{enabled: true, max_queue_delay_us: 0}}

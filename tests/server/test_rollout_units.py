@@ -59,9 +59,17 @@ def test_state_store_round_trips_atomically(tmp_path: Path) -> None:
     store.save(state)
     assert [p.name for p in (tmp_path / "state").iterdir()] == ["m.json"]  # no temporary file left
     loaded = store.load_all()["m"]
-    assert (loaded.stage, loaded.step, loaded.weight, loaded.candidate, loaded.rejected) == (CANARY, 1, 0.25, 3, {"2": "below min"})
+    assert (loaded.stage, loaded.step, loaded.weight, loaded.candidate, loaded.rejected) == (
+        CANARY,
+        1,
+        0.25,
+        3,
+        {"2": "below min"},
+    )
     (tmp_path / "state" / "broken.json").write_text("{not json")
-    (tmp_path / "state" / "odd.json").write_text(json.dumps({"model": "odd", "candidate": 1, "primary": 1, "stage": "nope"}))
+    (tmp_path / "state" / "odd.json").write_text(
+        json.dumps({"model": "odd", "candidate": 1, "primary": 1, "stage": "nope"})
+    )
     assert set(store.load_all()) == {"m"}
 
 

@@ -52,7 +52,9 @@ class Clients:
                 tensor = dpb.Tensor(name="input", datatype="FP32", shape=x.shape, data=x.tobytes())
                 request_id = uuid.uuid4().hex if row % 2 else ""
                 try:
-                    reply = stub.Predict(dpb.PredictRequest(model="m", request_id=request_id, inputs=[tensor]), timeout=60)
+                    reply = stub.Predict(
+                        dpb.PredictRequest(model="m", request_id=request_id, inputs=[tensor]), timeout=60
+                    )
                 except grpc.RpcError as exc:
                     with self._lock:
                         self.failures.append(f"{exc.code()}: {exc.details()}")
@@ -78,9 +80,15 @@ def test_full_rollout_under_16_clients_then_rollback(tmp_path: Path) -> None:
         "thresholds: {max_p99_ratio: 50, min_agreement: 0.8, max_output_psi: 2.0, max_error_rate: 0.0}}"
     )
     x = make_model(tmp_path / "m", rollout)
-    versions = {"1": linear_model(BASE_W, BASE_B), "2": linear_model(BASE_W * 1.3, BASE_B + np.array([0.3, -0.3], np.float32))}
+    versions = {
+        "1": linear_model(BASE_W, BASE_B),
+        "2": linear_model(BASE_W * 1.3, BASE_B + np.array([0.3, -0.3], np.float32)),
+    }
     oracle = {v: ort_outputs(data, x) for v, data in versions.items()}
-    with InProcessServer(tmp_path, load_models=["m"], poll_interval_s=0.2) as server, Clients(server.address, x) as clients:
+    with (
+        InProcessServer(tmp_path, load_models=["m"], poll_interval_s=0.2) as server,
+        Clients(server.address, x) as clients,
+    ):
         wait_until(lambda: clients.count() > 200, 60)
         write_version(tmp_path / "m", 2, versions["2"])
         seen_stages: set[str] = set()
@@ -128,7 +136,10 @@ def _auto_rollback(tmp_path: Path, candidate: bytes, check: str) -> None:
         "thresholds: {max_p99_ratio: 4, min_agreement: 0.9, max_output_psi: 5.0}}"
     )
     x = make_model(tmp_path / "m", rollout)
-    with InProcessServer(tmp_path, load_models=["m"], poll_interval_s=0.2) as server, Clients(server.address, x) as clients:
+    with (
+        InProcessServer(tmp_path, load_models=["m"], poll_interval_s=0.2) as server,
+        Clients(server.address, x) as clients,
+    ):
         wait_until(lambda: clients.count() > 100, 60)
         write_version(tmp_path / "m", 2, candidate)
         wait_until(lambda: _status(server.address).stage == "rolled_back", 120, interval_s=0.05)
@@ -162,8 +173,13 @@ def _auto_rollback_without_gate(tmp_path: Path) -> None:
     )
     x = make_model(tmp_path / "m", rollout)
     text = (tmp_path / "m" / "config.yaml").read_text()
-    (tmp_path / "m" / "config.yaml").write_text("\n".join(l for l in text.splitlines() if "validation" not in l) + "\n")
-    with InProcessServer(tmp_path, load_models=["m"], poll_interval_s=0.2) as server, Clients(server.address, x) as clients:
+    (tmp_path / "m" / "config.yaml").write_text(
+        "\n".join(line for line in text.splitlines() if "validation" not in line) + "\n"
+    )
+    with (
+        InProcessServer(tmp_path, load_models=["m"], poll_interval_s=0.2) as server,
+        Clients(server.address, x) as clients,
+    ):
         wait_until(lambda: clients.count() > 100, 60)
         write_version(tmp_path / "m", 2, linear_model(-BASE_W, BASE_B))
         wait_until(lambda: _status(server.address).stage == "rolled_back", 120, interval_s=0.05)

@@ -34,7 +34,9 @@ class VersionSamples:
     scores: deque[float] = field(default_factory=lambda: deque(maxlen=MAX_SAMPLES))
 
     def p99_s(self) -> float:
-        return float(np.percentile(np.fromiter(self.latencies_s, dtype=np.float64), 99)) if self.latencies_s else math.nan
+        return (
+            float(np.percentile(np.fromiter(self.latencies_s, dtype=np.float64), 99)) if self.latencies_s else math.nan
+        )
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,14 @@ def judge(window: StepWindow, thresholds: RolloutThresholds, min_samples: int, b
     checks = []
     error_rate = cand.failures / cand.requests if cand.requests else math.nan
     checks.append(
-        _check("error_rate", error_rate, thresholds.max_error_rate, error_rate <= thresholds.max_error_rate, cand.requests, min_samples)
+        _check(
+            "error_rate",
+            error_rate,
+            thresholds.max_error_rate,
+            error_rate <= thresholds.max_error_rate,
+            cand.requests,
+            min_samples,
+        )
     )
     primary_p99 = prim.p99_s() if len(prim.latencies_s) >= min_samples else baseline_p99_s
     ratio = cand.p99_s() / primary_p99 if primary_p99 > 0 and math.isfinite(primary_p99) else math.nan
@@ -124,13 +133,27 @@ def judge(window: StepWindow, thresholds: RolloutThresholds, min_samples: int, b
     checks.append(_check("p99_ratio", ratio, thresholds.max_p99_ratio, ok, len(cand.latencies_s), min_samples))
     share = window.agreeing_rows / window.compared_rows if window.compared_rows else math.nan
     checks.append(
-        _check("agreement", share, thresholds.min_agreement, share >= thresholds.min_agreement, window.compared_rows, min_samples)
+        _check(
+            "agreement",
+            share,
+            thresholds.min_agreement,
+            share >= thresholds.min_agreement,
+            window.compared_rows,
+            min_samples,
+        )
     )
     expected = np.fromiter(prim.scores, dtype=np.float64)
     actual = np.fromiter(cand.scores, dtype=np.float64)
     value = psi(expected, actual)
     checks.append(
-        _check("output_psi", value, thresholds.max_output_psi, value <= thresholds.max_output_psi, min(expected.size, actual.size), min_samples)
+        _check(
+            "output_psi",
+            value,
+            thresholds.max_output_psi,
+            value <= thresholds.max_output_psi,
+            min(expected.size, actual.size),
+            min_samples,
+        )
     )
     return checks
 

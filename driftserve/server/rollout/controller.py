@@ -13,6 +13,7 @@ that matters, so a restarted server resumes the rollout at its persisted stage.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import random
@@ -213,12 +214,22 @@ class RolloutController:
         if result.passed:
             detail = f" ({result.metric} {result.score:.4f})" if result.metric else ""
             logger.info("model %s: version %d passed the gate%s", name, state.candidate, detail)
-            state.analysis = {"gate": {"metric": result.metric, "score": _finite(result.score), "p99_ms": _finite(result.p99_ms)}}
+            state.analysis = {
+                "gate": {"metric": result.metric, "score": _finite(result.score), "p99_ms": _finite(result.p99_ms)}
+            }
             run.gate_done.set()
             return True
-        logger.error("model %s: version %d failed the gate (version %d keeps serving): %s", name, state.candidate, state.primary, result.reason)
+        logger.error(
+            "model %s: version %d failed the gate (version %d keeps serving): %s",
+            name,
+            state.candidate,
+            state.primary,
+            result.reason,
+        )
         if run.candidate is not None:
-            await self.repository.retire_version(name, state.candidate, run.candidate, f"failed the gate: {result.reason}")
+            await self.repository.retire_version(
+                name, state.candidate, run.candidate, f"failed the gate: {result.reason}"
+            )
         self._reject(state, result.reason)
         self._enter(run, FAILED, -1, 0.0, result.reason)
         self.metrics.rollbacks.labels(name, "gate").inc()
@@ -233,10 +244,8 @@ class RolloutController:
         started = loop.time()
         while True:
             run.wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(run.wake.wait(), run.config.analysis_interval_s)
-            except TimeoutError:
-                pass
             checks = analysis.judge(window, run.config.thresholds, run.config.min_samples, run.baseline_p99_s)
             gate = run.state.analysis.get("gate")
             run.state.analysis = {**({"gate": gate} if gate else {}), **{c.name: c.as_dict() for c in checks}}
@@ -263,7 +272,13 @@ class RolloutController:
         self._enter(run, PRIMARY, -1, 0.0)
         entry.primary, entry.canary = state.candidate, {}
         self.metrics.promotions.labels(name).inc()
-        logger.info("model %s: version %d promoted; version %s stays loaded for %.0f s", name, state.candidate, state.previous, run.config.keep_previous_s)
+        logger.info(
+            "model %s: version %d promoted; version %s stays loaded for %.0f s",
+            name,
+            state.candidate,
+            state.previous,
+            run.config.keep_previous_s,
+        )
         self._schedule_retire(name, state.previous, run.config.keep_previous_s)
 
     async def _roll_back(self, run: _Run, reason: str, label: str) -> None:
@@ -277,7 +292,9 @@ class RolloutController:
         self._reject(state, reason)
         self._enter(run, ROLLED_BACK, -1, 0.0, reason)
         self.metrics.rollbacks.labels(name, label).inc()
-        logger.warning("model %s: version %d rolled back (version %d serves): %s", name, state.candidate, state.primary, reason)
+        logger.warning(
+            "model %s: version %d rolled back (version %d serves): %s", name, state.candidate, state.primary, reason
+        )
         if run.candidate is not None and not run.config.keep_failed:
             await self.repository.retire_version(name, state.candidate, run.candidate, f"rolled back: {reason}")
 
@@ -286,7 +303,9 @@ class RolloutController:
         """Promote the candidate now, skipping the remaining steps (after its gate)."""
         run = self._runs.get(name)
         if run is None or not run.gate_done.is_set():
-            raise FailedPrecondition(f"model '{name}' has no rollout past its gate to promote; status: {self._summary(name)}")
+            raise FailedPrecondition(
+                f"model '{name}' has no rollout past its gate to promote; status: {self._summary(name)}"
+            )
         run.promote_now = True
         run.wake.set()
         if run.task is not None:
@@ -305,8 +324,17 @@ class RolloutController:
             return f"version {run.state.candidate} rolled back; version {run.state.primary} serves"
         state = self.states.get(name)
         entry = self.repository.models.get(name)
-        if state is None or state.stage != PRIMARY or state.previous is None or entry is None or state.previous not in entry.versions:
-            raise FailedPrecondition(f"model '{name}': nothing to roll back (no rollout running, no previous version loaded); status: {self._summary(name)}")
+        if (
+            state is None
+            or state.stage != PRIMARY
+            or state.previous is None
+            or entry is None
+            or state.previous not in entry.versions
+        ):
+            raise FailedPrecondition(
+                f"model '{name}': nothing to roll back (no rollout running, no previous version loaded); "
+                f"status: {self._summary(name)}"
+            )
         promoted, previous = state.primary, state.previous
         self._cancel_retire(name)
         entry.primary, entry.canary = previous, {}
@@ -356,7 +384,9 @@ class RolloutController:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     # ------------------------------------------------------------------ the observer hook
-    def observe(self, served: ServedVersion, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray], latency_ns: int) -> None:
+    def observe(
+        self, served: ServedVersion, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray], latency_ns: int
+    ) -> None:
         """A request ``served`` answered (its batcher time ``latency_ns``); called on the event loop."""
         run = self._runs.get(served.name)
         if run is None or run.window is None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from driftserve.core.config import ValidationConfig
 from driftserve.core.errors import ConfigError
-from driftserve.core.model import ModelVersion
+from driftserve.core.model import ModelVersion, TensorSpec
 
 # Rows scored per inference call on the holdout (within any max_batch_size).
 SCORE_CHUNK_ROWS = 256
@@ -44,9 +44,7 @@ def incompatibility(primary: ModelVersion, candidate: ModelVersion) -> str:
         if other is None:
             problems.append(f"input '{name}' is missing")
         elif (other.datatype, other.dims) != (spec.datatype, spec.dims):
-            problems.append(
-                f"input '{name}' is {other.datatype} {list(other.dims)}, the primary's is {spec.datatype} {list(spec.dims)}"
-            )
+            problems.append(f"input '{name}' is {_spec(other)}, the primary's is {_spec(spec)}")
     extra = [n for n in candidate.inputs if n not in primary.inputs]
     if extra:
         problems.append(f"extra input(s) {extra}")
@@ -55,12 +53,14 @@ def incompatibility(primary: ModelVersion, candidate: ModelVersion) -> str:
         if other is None:
             problems.append(f"output '{name}' is missing")
         elif (other.datatype, other.dims) != (spec.datatype, spec.dims):
-            problems.append(
-                f"output '{name}' is {other.datatype} {list(other.dims)}, the primary's is {spec.datatype} {list(spec.dims)}"
-            )
+            problems.append(f"output '{name}' is {_spec(other)}, the primary's is {_spec(spec)}")
     if not problems:
         return ""
     return f"incompatible with version {primary.version}: " + "; ".join(problems)
+
+
+def _spec(spec: TensorSpec) -> str:
+    return f"{spec.datatype} {list(spec.dims)}"
 
 
 def run_gate(primary: ModelVersion | None, candidate: ModelVersion, validation: ValidationConfig | None) -> GateResult:
@@ -84,11 +84,17 @@ def run_gate(primary: ModelVersion | None, candidate: ModelVersion, validation: 
         return GateResult(False, f"{validation.metric} on the holdout is {score}", validation.metric, score)
     if validation.min is not None and score < validation.min:
         return GateResult(
-            False, f"{validation.metric} {score:.4f} on the holdout is below min {validation.min:g}", validation.metric, score
+            False,
+            f"{validation.metric} {score:.4f} on the holdout is below min {validation.min:g}",
+            validation.metric,
+            score,
         )
     if validation.max is not None and score > validation.max:
         return GateResult(
-            False, f"{validation.metric} {score:.4f} on the holdout is above max {validation.max:g}", validation.metric, score
+            False,
+            f"{validation.metric} {score:.4f} on the holdout is above max {validation.max:g}",
+            validation.metric,
+            score,
         )
     p99_ms = float("nan")
     if validation.max_p99_ms is not None:
@@ -199,7 +205,8 @@ def predicted_labels(outputs: dict[str, np.ndarray], name: str | None = None) ->
         if array.dtype.kind in "iub" and array.size == len(array):
             return array.reshape(-1).astype(np.int64)
         if array.dtype.kind == "f" and array.ndim == 2 and array.shape[1] > 1:
-            return np.argmax(array, axis=1).astype(np.int64)
+            labels: np.ndarray = np.argmax(array, axis=1).astype(np.int64)
+            return labels
     raise ConfigError(f"no output gives class labels (an integer label or 2-D scores); outputs: {sorted(outputs)}")
 
 

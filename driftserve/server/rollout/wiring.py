@@ -44,5 +44,7 @@ def create_rollouts(
     state_dir = settings.state_dir or settings.model_repository.joinpath(*DEFAULT_STATE_SUBDIR)
     controller = RolloutController(repository, StateStore(state_dir), RolloutMetrics(registry))
     dataplane.observer = controller
-    poller = RepositoryPoller(repository, controller, settings.poll_interval_s) if settings.poll_interval_s > 0 else None
+    poller = (
+        RepositoryPoller(repository, controller, settings.poll_interval_s) if settings.poll_interval_s > 0 else None
+    )
     return Rollouts(controller, poller)
