@@ -18,6 +18,7 @@ import statistics
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -118,12 +119,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"rollout to v{version}: {status.stage} in {rollout_s:.1f} s", flush=True)
 
             rollout.append(_round(server.target, x, args.clients, publish_and_wait))
-            steady.append(_round(server.target, x, args.clients, lambda: time.sleep(rollout_s)))
+            steady.append(_round(server.target, x, args.clients, partial(time.sleep, rollout_s)))
     finally:
         server.stop()
-    print(
-        f"{args.clients} clients, {args.rounds} interleaved rounds; medians over rounds (shared machine: read the ratio)"
-    )
+    print(f"{args.clients} clients, {args.rounds} interleaved rounds; medians over rounds")
     print("| round kind | requests/round | p50 ms | p99 ms |")
     print("|---|---|---|---|")
     for name, rounds in (("steady", steady), ("during rollout", rollout)):
