@@ -61,7 +61,7 @@ class PredictStreamResponse(_message.Message):
     def __init__(self, response: _Optional[_Union[PredictResponse, _Mapping]] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class MirrorBatch(_message.Message):
-    __slots__ = ("model", "version", "rows", "inputs", "outputs", "request_ids", "request_rows", "arrival_unix_s", "latency_s", "sender")
+    __slots__ = ("model", "version", "rows", "inputs", "outputs", "request_ids", "request_rows", "arrival_unix_s", "latency_s", "sender", "shadow_version")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +72,7 @@ class MirrorBatch(_message.Message):
     ARRIVAL_UNIX_S_FIELD_NUMBER: _ClassVar[int]
     LATENCY_S_FIELD_NUMBER: _ClassVar[int]
     SENDER_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_VERSION_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     rows: int
@@ -82,7 +83,8 @@ class MirrorBatch(_message.Message):
     arrival_unix_s: _containers.RepeatedScalarFieldContainer[float]
     latency_s: _containers.RepeatedScalarFieldContainer[float]
     sender: str
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., rows: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., request_ids: _Optional[_Iterable[str]] = ..., request_rows: _Optional[_Iterable[int]] = ..., arrival_unix_s: _Optional[_Iterable[float]] = ..., latency_s: _Optional[_Iterable[float]] = ..., sender: _Optional[str] = ...) -> None: ...
+    shadow_version: str
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., rows: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., request_ids: _Optional[_Iterable[str]] = ..., request_rows: _Optional[_Iterable[int]] = ..., arrival_unix_s: _Optional[_Iterable[float]] = ..., latency_s: _Optional[_Iterable[float]] = ..., sender: _Optional[str] = ..., shadow_version: _Optional[str] = ...) -> None: ...
 
 class PublishSummary(_message.Message):
     __slots__ = ("batches", "rows")
@@ -135,7 +137,7 @@ class FeatureDrift(_message.Message):
     def __init__(self, feature: _Optional[str] = ..., kind: _Optional[str] = ..., window: _Optional[str] = ..., window_rows: _Optional[int] = ..., psi: _Optional[float] = ..., psi_expected: _Optional[float] = ..., ks_statistic: _Optional[float] = ..., ks_bound: _Optional[float] = ..., ks_pvalue: _Optional[float] = ..., ks_pvalue_corrected: _Optional[float] = ..., missing_share: _Optional[float] = ..., reference_missing_share: _Optional[float] = ..., unseen_categories: _Optional[int] = ..., status: _Optional[str] = ..., reasons: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ShadowReport(_message.Message):
-    __slots__ = ("primary_version", "shadow_version", "rows", "agreement", "mean_abs_delta", "max_abs_delta", "primary_latency_p50_s", "shadow_latency_p50_s", "errors")
+    __slots__ = ("primary_version", "shadow_version", "rows", "agreement", "mean_abs_delta", "max_abs_delta", "primary_latency_p50_s", "shadow_latency_p50_s", "errors", "primary_inference_p50_s", "primary_inference_p99_s", "shadow_latency_p99_s")
     PRIMARY_VERSION_FIELD_NUMBER: _ClassVar[int]
     SHADOW_VERSION_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -145,6 +147,9 @@ class ShadowReport(_message.Message):
     PRIMARY_LATENCY_P50_S_FIELD_NUMBER: _ClassVar[int]
     SHADOW_LATENCY_P50_S_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_INFERENCE_P50_S_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_INFERENCE_P99_S_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_LATENCY_P99_S_FIELD_NUMBER: _ClassVar[int]
     primary_version: str
     shadow_version: str
     rows: int
@@ -154,7 +159,10 @@ class ShadowReport(_message.Message):
     primary_latency_p50_s: float
     shadow_latency_p50_s: float
     errors: int
-    def __init__(self, primary_version: _Optional[str] = ..., shadow_version: _Optional[str] = ..., rows: _Optional[int] = ..., agreement: _Optional[float] = ..., mean_abs_delta: _Optional[float] = ..., max_abs_delta: _Optional[float] = ..., primary_latency_p50_s: _Optional[float] = ..., shadow_latency_p50_s: _Optional[float] = ..., errors: _Optional[int] = ...) -> None: ...
+    primary_inference_p50_s: float
+    primary_inference_p99_s: float
+    shadow_latency_p99_s: float
+    def __init__(self, primary_version: _Optional[str] = ..., shadow_version: _Optional[str] = ..., rows: _Optional[int] = ..., agreement: _Optional[float] = ..., mean_abs_delta: _Optional[float] = ..., max_abs_delta: _Optional[float] = ..., primary_latency_p50_s: _Optional[float] = ..., shadow_latency_p50_s: _Optional[float] = ..., errors: _Optional[int] = ..., primary_inference_p50_s: _Optional[float] = ..., primary_inference_p99_s: _Optional[float] = ..., shadow_latency_p99_s: _Optional[float] = ...) -> None: ...
 
 class DriftReport(_message.Message):
     __slots__ = ("model", "generated_unix_s", "rows_seen", "features", "shadow", "batches_seen")

@@ -150,7 +150,7 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
         ("grpc.server.max_pending_requests_hard_limit", PENDING_HARD_LIMIT_FACTOR * settings.max_pending_calls),
     ]
     server = grpc.aio.server(options=options)
-    rollouts = create_rollouts(settings, repository, dataplane, registry)
+    rollouts = create_rollouts(settings, repository, dataplane, registry, mirror)
     v2 = InferenceServicer(boundary, repository, rollouts.controller.request_load)
     add_inference_servicer(v2, server)
     add_models_servicer(ModelsServicer(repository, rollouts.controller), server)

@@ -206,18 +206,21 @@ class MirrorPublisher:
         )
         # Written per tapped request from the loop thread: the lock-free writer.
         self._depth = counter_writer(self.queue_depth)
+        # Model -> the version the sidecar should shadow (a rollout's candidate in its shadow stage).
+        self.shadow_versions: dict[str, int] = {}
 
     # ------------------------------------------------------------------ request path
     def tap(self, served: ServedVersion, request: InferenceRequest, outputs: dict[str, np.ndarray]) -> None:
         """Maybe copy one served request into its staging; never blocks, never awaits.
 
         Models with a ``drift`` section are sampled at ``drift.mirror.sample_rate``; a model with
-        only a shadow version is mirrored in full so the sidecar can compare every request.
+        only a shadow version or a rollout section is mirrored in full so the sidecar can compare
+        every request.
         """
         model = served.model  # its plain attributes, not ServedVersion's properties: this runs per request
         config = model.config
         drift = config.drift
-        if drift is None and config.deployment.shadow_version is None:
+        if drift is None and config.deployment.shadow_version is None and config.deployment.rollout is None:
             return  # nothing in the sidecar would use it
         lane = self._lanes.get((model.name, model.version))
         if lane is None:
@@ -367,7 +370,11 @@ class MirrorPublisher:
         """Seal every staging and turn each into one batch; the buffers go back to their lanes."""
         batches = []
         for staging in self._take_all():
-            batches.append((staging.to_batch(self._sender), staging.lane, len(staging.records)))
+            batch = staging.to_batch(self._sender)
+            shadow = self.shadow_versions.get(staging.lane.model)
+            if shadow is not None:
+                batch.shadow_version = str(shadow)
+            batches.append((batch, staging.lane, len(staging.records)))
             staging.reset()
             self._release(staging)
         return batches

@@ -82,9 +82,10 @@ def _shadow_section(stats: ShadowStats) -> str:
         ("agreement", f"{bar(agreement, 1.0, status, 'agreement', 0.95)} {_num(agreement)}"),
         ("mean / max |delta|", f"{_num(stats.mean_abs_delta, 6)} / {_num(stats.max_abs_delta, 6)}"),
         (
-            "latency p50 primary / shadow",
-            f"{_num(stats.primary_latency_p50_s * 1e3, 3)} ms / {_num(stats.shadow_latency_p50_s * 1e3, 3)} ms",
+            "inference p50 primary / shadow",
+            f"{_num(stats.primary_inference_p50_s * 1e3, 3)} ms / {_num(stats.shadow_latency_p50_s * 1e3, 3)} ms",
         ),
+        ("primary end to end p50 (server)", f"{_num(stats.primary_latency_p50_s * 1e3, 3)} ms"),
         ("errors", str(stats.errors)),
     ]
     body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)

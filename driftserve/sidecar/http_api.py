@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from driftserve.sidecar.dashboard import render_dashboard
 from driftserve.sidecar.drift.detector import SLIDING
 from driftserve.sidecar.monitor_service import window_filter
+from driftserve.sidecar.rollout_panel import render_rollouts, with_panel
 from driftserve.sidecar.state import SidecarState, UnknownModel
 from driftserve.sidecar.views import report_to_json
 
@@ -104,7 +105,8 @@ class _Handler(BaseHTTPRequestHandler):
         for name in sorted(self.state.models):
             config = self.state.models[name].config.drift
             models.append((self.state.report(name), config))
-        self._send(HTTPStatus.OK, _HTML, render_dashboard(models, window).encode())
+        page = with_panel(render_dashboard(models, window), render_rollouts(self.state.rollout_state_dir))
+        self._send(HTTPStatus.OK, _HTML, page.encode())
 
     def _json(self, status: HTTPStatus, doc: Any) -> None:
         self._send(status, _JSON, json.dumps(doc, allow_nan=False).encode())

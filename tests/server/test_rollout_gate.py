@@ -82,3 +82,31 @@ def test_a_good_candidate_passes_and_is_promoted(tmp_path: Path) -> None:
         status = stub.Status(dpb.ModelRef(model="m"), timeout=30)
         assert status.gate_metric == "accuracy" and status.gate_score > 0.9 and status.previous == "1"
         assert (tmp_path / ".driftserve" / "rollouts" / "m.json").is_file()
+
+
+def test_the_candidate_answers_nothing_before_its_canary_and_promote_skips_the_steps(tmp_path: Path) -> None:
+    rollout = (
+        "{shadow: {duration_s: 600}, steps: [50, 100], step_duration_s: 600, analysis_interval_s: 0.1, "
+        "thresholds: {max_p99_ratio: 1000, min_agreement: 0.5, max_output_psi: 100}}"
+    )
+    x = make_model(tmp_path / "m", rollout)
+    with InProcessServer(tmp_path, load_models=["m"]) as server:
+        write_version(tmp_path / "m", 2, linear_model(BASE_W * 1.1, BASE_B))
+        stub = driftserve_pb2_grpc.ModelsStub(server.channel())
+        stub.Load(dpb.ModelRef(model="m"), timeout=120)
+        wait_until(lambda: stub.Status(dpb.ModelRef(model="m"), timeout=30).stage == "shadow", 60)
+        assert {_predict(server, x[i : i + 1]).version for i in range(100)} == {"1"}
+        listed = {(v.version, v.role) for v in stub.List(dpb.ModelsListRequest(), timeout=30).versions}
+        assert {("1", "primary"), ("2", "candidate")} <= listed
+        reply = stub.Promote(dpb.ModelRef(model="m"), timeout=60)
+        assert reply.status.stage == "primary" and reply.status.previous == "1"
+        assert {_predict(server, x[i : i + 1]).version for i in range(100)} == {"2"}
+        # Version 1 stays loaded for an instant rollback.
+        assert _predict_pinned(server, x[:1], "1").version == "1"
+        stub.Rollback(dpb.ModelRef(model="m"), timeout=60)
+        assert {_predict(server, x[i : i + 1]).version for i in range(100)} == {"1"}
+
+
+def _predict_pinned(server: InProcessServer, x: np.ndarray, version: str) -> dpb.PredictResponse:
+    tensor = dpb.Tensor(name="input", datatype="FP32", shape=x.shape, data=x.tobytes())
+    return server.native().Predict(dpb.PredictRequest(model="m", version=version, inputs=[tensor]), timeout=30)

@@ -172,3 +172,38 @@ def describe(check: Check) -> str:
     """One line for a breached check, as the rollback reason."""
     relation = ">=" if check.name == "agreement" else "<="
     return f"{check.name} {check.value:.4g} breaches {relation} {check.limit:g} ({check.samples} samples)"
+
+
+def judge_sidecar(
+    rows: int,
+    agreeing_share: float,
+    errors: int,
+    shadow_p99_s: float,
+    primary_p99_s: float,
+    thresholds: RolloutThresholds,
+    min_samples: int,
+) -> list[Check]:
+    """The checks of a shadow stage run in the sidecar: agreement on the compared rows, the p99 of
+    both versions' inference time measured side by side there, and failed shadow runs (per run
+    and compared row, an upper bound on the share of requests the candidate failed)."""
+    error_rate = errors / (errors + rows) if errors + rows else math.nan
+    ratio = shadow_p99_s / primary_p99_s if primary_p99_s > 0 and math.isfinite(primary_p99_s) else math.nan
+    return [
+        _check(
+            "error_rate",
+            error_rate,
+            thresholds.max_error_rate,
+            error_rate <= thresholds.max_error_rate,
+            rows + errors,
+            min_samples,
+        ),
+        _check("p99_ratio", ratio, thresholds.max_p99_ratio, ratio <= thresholds.max_p99_ratio, rows, min_samples),
+        _check(
+            "agreement",
+            agreeing_share,
+            thresholds.min_agreement,
+            agreeing_share >= thresholds.min_agreement,
+            rows,
+            min_samples,
+        ),
+    ]

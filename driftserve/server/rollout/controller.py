@@ -40,6 +40,7 @@ from driftserve.server.repository import ModelRepository, ServedVersion, check_m
 from driftserve.server.rollout import analysis
 from driftserve.server.rollout.gate import GateResult, run_gate
 from driftserve.server.rollout.metrics import RolloutMetrics
+from driftserve.server.rollout.sidecar_shadow import SidecarShadow
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +72,18 @@ class _Run:
 class RolloutController:
     """Runs the rollouts of one repository; the server's ``Models`` service and poller call it."""
 
-    def __init__(self, repository: ModelRepository, store: StateStore, metrics: RolloutMetrics) -> None:
+    def __init__(
+        self,
+        repository: ModelRepository,
+        store: StateStore,
+        metrics: RolloutMetrics,
+        sidecar: SidecarShadow | None = None,
+    ) -> None:
         self.repository = repository
         self.store = store
         self.metrics = metrics
+        # With a sidecar the shadow stage runs there; without one, in this process off the request path.
+        self.sidecar = sidecar
         self.states: dict[str, RolloutState] = store.load_all()
         self._runs: dict[str, _Run] = {}
         self._retire_tasks: dict[str, asyncio.Task[None]] = {}
@@ -165,13 +174,22 @@ class RolloutController:
             if not await self._gate(run):
                 return
             assert run.candidate is not None
+            # Pin the default first: a routable candidate must never become the default by being
+            # the highest loaded version.
+            self.repository.pinned[name] = state.primary
+            self.repository.entry(name).primary = state.primary
             self.repository.add_version(name, run.candidate)
             shadow = run.config.shadow
             if state.stage in (VALIDATING, SHADOW) and (shadow.duration_s > 0 or shadow.requests > 0):
                 self._enter(run, SHADOW, -1, 0.0)
-                run.comparing = True
-                passed = await self._hold(run, shadow.duration_s, shadow.requests)
+                if self.sidecar is not None:
+                    self.sidecar.request(name, state.candidate)
+                else:
+                    run.comparing = True
+                passed = await self._hold(run, shadow.duration_s, shadow.requests, in_sidecar=self.sidecar is not None)
                 run.comparing = False
+                if self.sidecar is not None:
+                    self.sidecar.release(name)
                 if not passed:
                     return
             first = max(state.step, 0) if state.stage == CANARY else 0
@@ -192,6 +210,8 @@ class RolloutController:
             await self._roll_back(run, f"rollout error: {type(exc).__name__}: {exc}", "error")
         finally:
             run.gate_done.set()
+            if self.sidecar is not None:
+                self.sidecar.release(name)
             if self._runs.get(name) is run:
                 del self._runs[name]
 
@@ -236,8 +256,11 @@ class RolloutController:
         run.gate_done.set()
         return False
 
-    async def _hold(self, run: _Run, duration_s: float, min_requests: int) -> bool:
-        """Hold a stage, judging it every analysis interval; False once it breached (rolled back)."""
+    async def _hold(self, run: _Run, duration_s: float, min_requests: int, in_sidecar: bool = False) -> bool:
+        """Hold a stage, judging it every analysis interval; False once it breached (rolled back).
+
+        ``in_sidecar``: the shadow stage is judged on the sidecar's comparison instead of this
+        process's samples; until the sidecar reports on the candidate the stage only waits."""
         window = analysis.StepWindow()
         run.window = window
         loop = asyncio.get_running_loop()
@@ -246,22 +269,43 @@ class RolloutController:
             run.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(run.wake.wait(), run.config.analysis_interval_s)
-            checks = analysis.judge(window, run.config.thresholds, run.config.min_samples, run.baseline_p99_s)
+            if run.promote_now:  # an operator's promotion overrides the remaining analysis
+                return True
+            if in_sidecar:
+                checks, samples = await self._sidecar_checks(run)
+            else:
+                checks = analysis.judge(window, run.config.thresholds, run.config.min_samples, run.baseline_p99_s)
+                samples = window.candidate.requests
             gate = run.state.analysis.get("gate")
             run.state.analysis = {**({"gate": gate} if gate else {}), **{c.name: c.as_dict() for c in checks}}
+            self._save(run.state)  # the latest analysis, for status and the sidecar's dashboard
             breached = analysis.breaches(checks)
             if breached:
                 reason = "; ".join(analysis.describe(c) for c in breached)
                 await self._roll_back(run, f"{_where(run.state)}: {reason}", breached[0].name)
                 return False
-            if run.promote_now:
-                return True
-            samples = window.candidate.requests
-            if loop.time() - started >= duration_s and samples >= min_requests:
+            if loop.time() - started >= duration_s and samples >= min_requests and (checks or not in_sidecar):
                 if len(window.primary.latencies_s) >= run.config.min_samples:
                     run.baseline_p99_s = window.primary.p99_s()
                 self._save(run.state)
                 return True
+
+    async def _sidecar_checks(self, run: _Run) -> tuple[list[analysis.Check], int]:
+        """The sidecar's comparison of this candidate as checks, and its compared rows."""
+        assert self.sidecar is not None
+        reading = await self.sidecar.reading(run.state.model)
+        if reading is None or reading.shadow_version != str(run.state.candidate):
+            return [], 0
+        checks = analysis.judge_sidecar(
+            reading.rows,
+            reading.agreement,
+            reading.errors,
+            reading.shadow_inference_p99_s,
+            reading.primary_inference_p99_s,
+            run.config.thresholds,
+            run.config.min_samples,
+        )
+        return checks, reading.rows
 
     async def _promote(self, run: _Run) -> None:
         state, name = run.state, run.state.model
@@ -382,6 +426,8 @@ class RolloutController:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.sidecar is not None:
+            await self.sidecar.close()
 
     # ------------------------------------------------------------------ the observer hook
     def observe(
@@ -396,11 +442,11 @@ class RolloutController:
         if candidate is not None and served is candidate:
             _record(window.candidate, outputs, latency_ns)
             if run.compare_share and run.primary is not None and random.random() < run.compare_share:
-                self._compare(run, window, inputs, outputs, run.primary, window.primary)
+                self._compare(run, window, inputs, outputs, run.primary, window.primary, timed=False)
         elif run.primary is not None and served is run.primary:
             _record(window.primary, outputs, latency_ns)
             if run.comparing and candidate is not None:
-                self._compare(run, window, inputs, outputs, candidate, window.candidate)
+                self._compare(run, window, inputs, outputs, candidate, window.candidate, timed=True)
 
     def observe_failure(self, served: ServedVersion, latency_ns: int) -> None:
         """A request ``served`` took failed."""
@@ -422,9 +468,14 @@ class RolloutController:
         outputs: dict[str, np.ndarray],
         other: ServedVersion,
         samples: analysis.VersionSamples,
+        timed: bool,
     ) -> None:
         """Run the same inputs on ``other`` off the request path and count agreement; dropped
-        when ``MAX_COMPARE_INFLIGHT`` runs are already going (never queues without bound)."""
+        when ``MAX_COMPARE_INFLIGHT`` runs are already going (never queues without bound).
+
+        ``timed``: the run's latency is a sample of ``other`` (shadow runs, the candidate's only
+        latency); re-runs on the primary are not, since an idle re-run is no sample of the
+        primary under live load (its live requests are)."""
         if run.inflight >= MAX_COMPARE_INFLIGHT:
             return
         run.inflight += 1
@@ -441,7 +492,10 @@ class RolloutController:
                 return
             finally:
                 run.inflight -= 1
-            _record(samples, theirs, time.perf_counter_ns() - started)
+            if timed:
+                _record(samples, theirs, time.perf_counter_ns() - started)
+            else:
+                samples.scores.extend(analysis.output_scores(theirs).tolist())
             window.add_comparison(*analysis.agreement(outputs, theirs))
 
         task = asyncio.get_running_loop().create_task(compare())

@@ -12,6 +12,7 @@ from driftserve.server.repository import ModelRepository
 from driftserve.server.rollout.controller import RolloutController
 from driftserve.server.rollout.discovery import RepositoryPoller
 from driftserve.server.rollout.metrics import RolloutMetrics
+from driftserve.server.rollout.sidecar_shadow import ShadowTagging, SidecarShadow
 from driftserve.server.settings import ServerSettings
 
 # Under the repository, hidden (the repository's scan skips dot-directories).
@@ -38,11 +39,18 @@ class Rollouts:
 
 
 def create_rollouts(
-    settings: ServerSettings, repository: ModelRepository, dataplane: DataPlane, registry: CollectorRegistry
+    settings: ServerSettings,
+    repository: ModelRepository,
+    dataplane: DataPlane,
+    registry: CollectorRegistry,
+    mirror: ShadowTagging | None = None,
 ) -> Rollouts:
     """Build the controller (it pins persisted primaries before the first load) and hook it in."""
     state_dir = settings.state_dir or settings.model_repository.joinpath(*DEFAULT_STATE_SUBDIR)
-    controller = RolloutController(repository, StateStore(state_dir), RolloutMetrics(registry))
+    sidecar = None
+    if settings.mirror_address and mirror is not None:
+        sidecar = SidecarShadow(settings.mirror_address, mirror)
+    controller = RolloutController(repository, StateStore(state_dir), RolloutMetrics(registry), sidecar)
     dataplane.observer = controller
     poller = (
         RepositoryPoller(repository, controller, settings.poll_interval_s) if settings.poll_interval_s > 0 else None
