@@ -158,8 +158,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     side.add_argument("--grace-period-s", type=float, help="time open streams get at shutdown [default 1]")
     side.add_argument(
-        "--state-dir", help="the server's rollout state directory, shown on the dashboard [DRIFTSERVE_SIDECAR_STATE_DIR, "
-        "default <model-repository>/.driftserve/rollouts]"
+        "--state-dir",
+        help="the server's rollout state directory, shown on the dashboard "
+        "[DRIFTSERVE_SIDECAR_STATE_DIR, default <model-repository>/.driftserve/rollouts]",
     )
     side.set_defaults(func=_cmd_sidecar)
 
