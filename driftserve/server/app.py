@@ -151,7 +151,7 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
     ]
     server = grpc.aio.server(options=options)
     rollouts = create_rollouts(settings, repository, dataplane, registry, mirror)
-    v2 = InferenceServicer(boundary, repository, rollouts.controller.request_load)
+    v2 = InferenceServicer(boundary, repository, rollouts.controller.request_load, rollouts.controller.unload)
     add_inference_servicer(v2, server)
     add_models_servicer(ModelsServicer(repository, rollouts.controller), server)
     add_predictor_servicer(PredictorServicer(boundary), server)

@@ -83,6 +83,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except StartupError as exc:
         return startup_failed(exc)
     configure_logging(settings.log_level)
+    if settings.workers > 1 and settings.poll_interval_s > 0:
+        return startup_failed(
+            StartupError(
+                f"--poll-interval-s (or DRIFTSERVE_POLL_INTERVAL_S) needs --workers 1, got {settings.workers} "
+                "workers: each would run its own rollout of the same model"
+            )
+        )
     if settings.workers > 1:
         from driftserve.server.workers import run_workers
 

@@ -120,11 +120,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         boundary: InferenceBoundary,
         repository: ModelRepository,
         load: Callable[[str], Awaitable[object]] | None = None,
+        unload: Callable[[str], Awaitable[object]] | None = None,
     ) -> None:
         self.boundary = boundary
         self.repository = repository
-        # RepositoryModelLoad: a plain (re)load, or the rollout controller's (a gated rollout).
+        # Repository RPCs: plain (re)load and unload, or the rollout controller's (a gated rollout;
+        # an unload that also ends the model's rollout).
         self._load = load if load is not None else repository.load
+        self._unload = unload if unload is not None else repository.unload
         self.started = False
         self._encoder = ResponseEncoder()
 
@@ -302,7 +305,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.RepositoryModelUnloadRequest, context: grpc.aio.ServicerContext
     ) -> pb.RepositoryModelUnloadResponse:
         async def body() -> pb.RepositoryModelUnloadResponse:
-            await self.repository.unload(request.model_name)
+            await self._unload(request.model_name)
             return pb.RepositoryModelUnloadResponse()
 
         return await abort_on_error(context, body)

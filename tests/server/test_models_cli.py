@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.cli_support import run_cli
+from tests.cli_support import one_line, run_cli
 from tests.server.rollout_support import BASE_B, BASE_W, linear_model, make_model, write_version
 from tests.server.support import InProcessServer
 
@@ -41,3 +41,9 @@ def test_models_commands_print_tables_and_errors(tmp_path: Path) -> None:
         assert unknown.returncode == 1 and "NOT_FOUND" in unknown.stderr
     down = run_cli("models", "--address", server.address, "--timeout-s", "2", "list")
     assert down.returncode == 2 and "UNAVAILABLE" in down.stderr
+
+
+def test_polling_needs_one_worker(tmp_path: Path) -> None:
+    make_model(tmp_path / "m", ROLLOUT)
+    done = run_cli("serve", "--model-repository", str(tmp_path), "--workers", "2", "--poll-interval-s", "1")
+    assert "--poll-interval-s (or DRIFTSERVE_POLL_INTERVAL_S) needs --workers 1" in one_line(done)
