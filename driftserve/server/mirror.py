@@ -214,14 +214,14 @@ class MirrorPublisher:
         """Maybe copy one served request into its staging; never blocks, never awaits.
 
         Models with a ``drift`` section are sampled at ``drift.mirror.sample_rate``; a model with
-        only a shadow version or a rollout section is mirrored in full so the sidecar can compare
-        every request.
+        only a shadow version, or in a rollout's shadow stage, is mirrored in full so the sidecar
+        can compare every request.
         """
         model = served.model  # its plain attributes, not ServedVersion's properties: this runs per request
         config = model.config
         drift = config.drift
-        if drift is None and config.deployment.shadow_version is None and config.deployment.rollout is None:
-            return  # nothing in the sidecar would use it
+        if drift is None and config.deployment.shadow_version is None and model.name not in self.shadow_versions:
+            return  # nothing in the sidecar would use it (shadow_versions: a rollout's shadow stage)
         lane = self._lanes.get((model.name, model.version))
         if lane is None:
             lane = self._lane(model.name, model.version)

@@ -339,7 +339,8 @@ class RolloutController:
         logger.warning(
             "model %s: version %d rolled back (version %d serves): %s", name, state.candidate, state.primary, reason
         )
-        if run.candidate is not None and not run.config.keep_failed:
+        if run.candidate is None or not run.config.keep_failed:
+            # Also marks a candidate whose load was still running UNAVAILABLE, with the reason.
             await self.repository.retire_version(name, state.candidate, run.candidate, f"rolled back: {reason}")
 
     # ------------------------------------------------------------------ manual actions
