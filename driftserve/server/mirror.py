@@ -206,8 +206,9 @@ class MirrorPublisher:
         )
         # Written per tapped request from the loop thread: the lock-free writer.
         self._depth = counter_writer(self.queue_depth)
-        # Model -> the version the sidecar should shadow (a rollout's candidate in its shadow stage).
-        self.shadow_versions: dict[str, int] = {}
+        # Model -> the version the sidecar should shadow (a rollout's candidate in its shadow stage);
+        # None: the stage is over, mirror until one untagged batch has told the sidecar.
+        self.shadow_versions: dict[str, int | None] = {}
 
     # ------------------------------------------------------------------ request path
     def tap(self, served: ServedVersion, request: InferenceRequest, outputs: dict[str, np.ndarray]) -> None:
@@ -371,9 +372,13 @@ class MirrorPublisher:
         batches = []
         for staging in self._take_all():
             batch = staging.to_batch(self._sender)
-            shadow = self.shadow_versions.get(staging.lane.model)
-            if shadow is not None:
-                batch.shadow_version = str(shadow)
+            model = staging.lane.model
+            if model in self.shadow_versions:
+                shadow = self.shadow_versions[model]
+                if shadow is None:  # the stage is over: this untagged batch tells the sidecar so
+                    del self.shadow_versions[model]
+                else:
+                    batch.shadow_version = str(shadow)
             batches.append((batch, staging.lane, len(staging.records)))
             staging.reset()
             self._release(staging)

@@ -26,9 +26,9 @@ REPORT_TIMEOUT_S = 5.0
 
 
 class ShadowTagging(Protocol):
-    """The mirror publisher's map of model -> version the sidecar should shadow."""
+    """The mirror publisher's map of model -> version the sidecar should shadow (None: stop)."""
 
-    shadow_versions: dict[str, int]
+    shadow_versions: dict[str, int | None]
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,9 @@ class SidecarShadow:
         self._mirror.shadow_versions[model] = version
 
     def release(self, model: str) -> None:
-        self._mirror.shadow_versions.pop(model, None)
+        """The stage is over: the next mirrored batch goes untagged, which stops the sidecar's run."""
+        if model in self._mirror.shadow_versions:
+            self._mirror.shadow_versions[model] = None
 
     async def reading(self, model: str) -> SidecarReading | None:
         """The sidecar's shadow comparison of ``model`` now; None when it has none or is unreachable."""
