@@ -74,8 +74,11 @@ class StateStore:
     def path(self, model: str) -> Path:
         return self.directory / f"{model}{STATE_SUFFIX}"
 
-    def save(self, state: RolloutState) -> None:
-        """Write atomically: a temporary sibling, fsync, then ``os.replace``."""
+    def save(self, state: RolloutState, durable: bool = True) -> None:
+        """Write atomically: a temporary sibling, fsync, then ``os.replace``.
+
+        ``durable=False`` skips the fsync (still atomic): for the periodic analysis updates, which
+        the event loop writes often and a crash may lose; stage changes are always durable."""
         state.updated_unix_s = time.time()
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.path(state.model)
@@ -84,7 +87,8 @@ class StateStore:
             with open(tmp, "w", encoding="utf-8") as f:
                 f.write(state.to_json())
                 f.flush()
-                os.fsync(f.fileno())
+                if durable:
+                    os.fsync(f.fileno())
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)

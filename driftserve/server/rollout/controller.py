@@ -278,7 +278,7 @@ class RolloutController:
                 samples = window.candidate.requests
             gate = run.state.analysis.get("gate")
             run.state.analysis = {**({"gate": gate} if gate else {}), **{c.name: c.as_dict() for c in checks}}
-            self._save(run.state)  # the latest analysis, for status and the sidecar's dashboard
+            self._save(run.state, durable=False)  # the latest analysis, for status and the dashboard
             breached = analysis.breaches(checks)
             if breached:
                 reason = "; ".join(analysis.describe(c) for c in breached)
@@ -512,9 +512,9 @@ class RolloutController:
         if stage in (SHADOW, CANARY):
             logger.info("model %s: version %d at %s", state.model, state.candidate, _where(state))
 
-    def _save(self, state: RolloutState) -> None:
+    def _save(self, state: RolloutState, durable: bool = True) -> None:
         self.states[state.model] = state
-        self.store.save(state)
+        self.store.save(state, durable)
 
     @staticmethod
     def _reject(state: RolloutState, reason: str) -> None:
