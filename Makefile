@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 REPO ?= examples/repository
 EXTRAS := examples,bench,test,dev
 
-.PHONY: setup repository run serve lint test system-packages bench protos image clean
+.PHONY: setup repository run serve demo lint test system-packages bench protos image clean
 
 setup: $(VENV)/.installed
 
@@ -27,6 +27,10 @@ run: repository
 
 serve: repository
 	$(PY) -m driftserve serve --model-repository $(REPO)
+
+# Drift -> retrain -> gate -> shadow -> canary -> promote, end to end (a few minutes; see README "Rollouts").
+demo: repository
+	$(PY) -m examples.rollout_demo --source $(REPO)
 
 # Lint, format, import contracts and types (configured in pyproject.toml); zero findings.
 lint: setup

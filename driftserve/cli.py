@@ -4,6 +4,7 @@
     run       server + drift sidecar together   (driftserve.launcher)
     sidecar   the drift sidecar alone           (driftserve.sidecar.commands)
     drift     reference profiles, live reports  (driftserve.sidecar.commands)
+    models    versions and rollouts of a server (driftserve.server.models_commands)
     bench     the latency-SLO load generator    (driftserve.bench.cli; needs the bench extra)
 
 Subpackages provide their flags and handlers; none imports another's command line. Handlers
@@ -23,6 +24,7 @@ from driftserve import __version__
 from driftserve.bench import cli as bench_cli
 from driftserve.core.processes import follow_parent
 from driftserve.launcher import add_run_flags, run_server_and_sidecar
+from driftserve.server import models_commands
 from driftserve.server.commands import add_serve_flags, cmd_serve
 from driftserve.server.settings import ServerSettings
 from driftserve.sidecar import commands as sidecar_commands
@@ -55,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_flags(run)
     run.set_defaults(func=run_server_and_sidecar)
     sidecar_commands.register(sub)
+    models_commands.register(sub)
     bench_cli.register(sub)
     return parser
 

@@ -118,6 +118,8 @@ def run_server_and_sidecar(args: argparse.Namespace) -> int:
         settings.log_level,
         *settings_argv(settings, SECURITY_FIELDS),
     ]
+    if settings.state_dir is not None:  # the dashboard's rollout panel reads the server's state
+        sidecar_argv += ["--state-dir", str(settings.state_dir)]
     sidecar = start_child("sidecar", sidecar_argv)
     server = start_child("server", serve_argv(settings))
     children = [sidecar, server]

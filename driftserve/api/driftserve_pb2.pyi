@@ -61,7 +61,7 @@ class PredictStreamResponse(_message.Message):
     def __init__(self, response: _Optional[_Union[PredictResponse, _Mapping]] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class MirrorBatch(_message.Message):
-    __slots__ = ("model", "version", "rows", "inputs", "outputs", "request_ids", "request_rows", "arrival_unix_s", "latency_s", "sender")
+    __slots__ = ("model", "version", "rows", "inputs", "outputs", "request_ids", "request_rows", "arrival_unix_s", "latency_s", "sender", "shadow_version")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +72,7 @@ class MirrorBatch(_message.Message):
     ARRIVAL_UNIX_S_FIELD_NUMBER: _ClassVar[int]
     LATENCY_S_FIELD_NUMBER: _ClassVar[int]
     SENDER_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_VERSION_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     rows: int
@@ -82,7 +83,8 @@ class MirrorBatch(_message.Message):
     arrival_unix_s: _containers.RepeatedScalarFieldContainer[float]
     latency_s: _containers.RepeatedScalarFieldContainer[float]
     sender: str
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., rows: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., request_ids: _Optional[_Iterable[str]] = ..., request_rows: _Optional[_Iterable[int]] = ..., arrival_unix_s: _Optional[_Iterable[float]] = ..., latency_s: _Optional[_Iterable[float]] = ..., sender: _Optional[str] = ...) -> None: ...
+    shadow_version: str
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., rows: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., request_ids: _Optional[_Iterable[str]] = ..., request_rows: _Optional[_Iterable[int]] = ..., arrival_unix_s: _Optional[_Iterable[float]] = ..., latency_s: _Optional[_Iterable[float]] = ..., sender: _Optional[str] = ..., shadow_version: _Optional[str] = ...) -> None: ...
 
 class PublishSummary(_message.Message):
     __slots__ = ("batches", "rows")
@@ -135,7 +137,7 @@ class FeatureDrift(_message.Message):
     def __init__(self, feature: _Optional[str] = ..., kind: _Optional[str] = ..., window: _Optional[str] = ..., window_rows: _Optional[int] = ..., psi: _Optional[float] = ..., psi_expected: _Optional[float] = ..., ks_statistic: _Optional[float] = ..., ks_bound: _Optional[float] = ..., ks_pvalue: _Optional[float] = ..., ks_pvalue_corrected: _Optional[float] = ..., missing_share: _Optional[float] = ..., reference_missing_share: _Optional[float] = ..., unseen_categories: _Optional[int] = ..., status: _Optional[str] = ..., reasons: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ShadowReport(_message.Message):
-    __slots__ = ("primary_version", "shadow_version", "rows", "agreement", "mean_abs_delta", "max_abs_delta", "primary_latency_p50_s", "shadow_latency_p50_s", "errors")
+    __slots__ = ("primary_version", "shadow_version", "rows", "agreement", "mean_abs_delta", "max_abs_delta", "primary_latency_p50_s", "shadow_latency_p50_s", "errors", "primary_inference_p50_s", "primary_inference_p99_s", "shadow_latency_p99_s")
     PRIMARY_VERSION_FIELD_NUMBER: _ClassVar[int]
     SHADOW_VERSION_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -145,6 +147,9 @@ class ShadowReport(_message.Message):
     PRIMARY_LATENCY_P50_S_FIELD_NUMBER: _ClassVar[int]
     SHADOW_LATENCY_P50_S_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_INFERENCE_P50_S_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_INFERENCE_P99_S_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_LATENCY_P99_S_FIELD_NUMBER: _ClassVar[int]
     primary_version: str
     shadow_version: str
     rows: int
@@ -154,7 +159,10 @@ class ShadowReport(_message.Message):
     primary_latency_p50_s: float
     shadow_latency_p50_s: float
     errors: int
-    def __init__(self, primary_version: _Optional[str] = ..., shadow_version: _Optional[str] = ..., rows: _Optional[int] = ..., agreement: _Optional[float] = ..., mean_abs_delta: _Optional[float] = ..., max_abs_delta: _Optional[float] = ..., primary_latency_p50_s: _Optional[float] = ..., shadow_latency_p50_s: _Optional[float] = ..., errors: _Optional[int] = ...) -> None: ...
+    primary_inference_p50_s: float
+    primary_inference_p99_s: float
+    shadow_latency_p99_s: float
+    def __init__(self, primary_version: _Optional[str] = ..., shadow_version: _Optional[str] = ..., rows: _Optional[int] = ..., agreement: _Optional[float] = ..., mean_abs_delta: _Optional[float] = ..., max_abs_delta: _Optional[float] = ..., primary_latency_p50_s: _Optional[float] = ..., shadow_latency_p50_s: _Optional[float] = ..., errors: _Optional[int] = ..., primary_inference_p50_s: _Optional[float] = ..., primary_inference_p99_s: _Optional[float] = ..., shadow_latency_p99_s: _Optional[float] = ...) -> None: ...
 
 class DriftReport(_message.Message):
     __slots__ = ("model", "generated_unix_s", "rows_seen", "features", "shadow", "batches_seen", "fleet")
@@ -303,3 +311,102 @@ class WindowStateResponse(_message.Message):
     generated_unix_s: float
     models: _containers.RepeatedCompositeFieldContainer[ModelWindowState]
     def __init__(self, format_version: _Optional[int] = ..., instance_id: _Optional[str] = ..., generated_unix_s: _Optional[float] = ..., models: _Optional[_Iterable[_Union[ModelWindowState, _Mapping]]] = ...) -> None: ...
+
+class ModelRef(_message.Message):
+    __slots__ = ("model", "version")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class ModelVersionRow(_message.Message):
+    __slots__ = ("model", "version", "state", "role", "weight", "reason")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    state: str
+    role: str
+    weight: float
+    reason: str
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[str] = ..., role: _Optional[str] = ..., weight: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class AnalysisCheck(_message.Message):
+    __slots__ = ("name", "value", "limit", "ok", "samples", "judged")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    JUDGED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value: float
+    limit: float
+    ok: bool
+    samples: int
+    judged: bool
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[float] = ..., limit: _Optional[float] = ..., ok: _Optional[bool] = ..., samples: _Optional[int] = ..., judged: _Optional[bool] = ...) -> None: ...
+
+class RolloutStatus(_message.Message):
+    __slots__ = ("model", "stage", "step", "weight", "candidate", "primary", "previous", "reason", "started_unix_s", "updated_unix_s", "checks", "gate_metric", "gate_score", "rejected")
+    class RejectedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    STARTED_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    GATE_METRIC_FIELD_NUMBER: _ClassVar[int]
+    GATE_SCORE_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    stage: str
+    step: int
+    weight: float
+    candidate: str
+    primary: str
+    previous: str
+    reason: str
+    started_unix_s: float
+    updated_unix_s: float
+    checks: _containers.RepeatedCompositeFieldContainer[AnalysisCheck]
+    gate_metric: str
+    gate_score: float
+    rejected: _containers.ScalarMap[str, str]
+    def __init__(self, model: _Optional[str] = ..., stage: _Optional[str] = ..., step: _Optional[int] = ..., weight: _Optional[float] = ..., candidate: _Optional[str] = ..., primary: _Optional[str] = ..., previous: _Optional[str] = ..., reason: _Optional[str] = ..., started_unix_s: _Optional[float] = ..., updated_unix_s: _Optional[float] = ..., checks: _Optional[_Iterable[_Union[AnalysisCheck, _Mapping]]] = ..., gate_metric: _Optional[str] = ..., gate_score: _Optional[float] = ..., rejected: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ModelsListRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ModelsListResponse(_message.Message):
+    __slots__ = ("versions", "rollouts")
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUTS_FIELD_NUMBER: _ClassVar[int]
+    versions: _containers.RepeatedCompositeFieldContainer[ModelVersionRow]
+    rollouts: _containers.RepeatedCompositeFieldContainer[RolloutStatus]
+    def __init__(self, versions: _Optional[_Iterable[_Union[ModelVersionRow, _Mapping]]] = ..., rollouts: _Optional[_Iterable[_Union[RolloutStatus, _Mapping]]] = ...) -> None: ...
+
+class ModelActionResponse(_message.Message):
+    __slots__ = ("message", "status")
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    message: str
+    status: RolloutStatus
+    def __init__(self, message: _Optional[str] = ..., status: _Optional[_Union[RolloutStatus, _Mapping]] = ...) -> None: ...

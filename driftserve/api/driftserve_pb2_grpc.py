@@ -369,3 +369,290 @@ class Monitor:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class ModelsStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.List = channel.unary_unary(
+                '/driftserve.v1.Models/List',
+                request_serializer=driftserve_dot_api_dot_driftserve__pb2.ModelsListRequest.SerializeToString,
+                response_deserializer=driftserve_dot_api_dot_driftserve__pb2.ModelsListResponse.FromString,
+                _registered_method=True)
+        self.Status = channel.unary_unary(
+                '/driftserve.v1.Models/Status',
+                request_serializer=driftserve_dot_api_dot_driftserve__pb2.ModelRef.SerializeToString,
+                response_deserializer=driftserve_dot_api_dot_driftserve__pb2.RolloutStatus.FromString,
+                _registered_method=True)
+        self.Load = channel.unary_unary(
+                '/driftserve.v1.Models/Load',
+                request_serializer=driftserve_dot_api_dot_driftserve__pb2.ModelRef.SerializeToString,
+                response_deserializer=driftserve_dot_api_dot_driftserve__pb2.ModelActionResponse.FromString,
+                _registered_method=True)
+        self.Promote = channel.unary_unary(
+                '/driftserve.v1.Models/Promote',
+                request_serializer=driftserve_dot_api_dot_driftserve__pb2.ModelRef.SerializeToString,
+                response_deserializer=driftserve_dot_api_dot_driftserve__pb2.ModelActionResponse.FromString,
+                _registered_method=True)
+        self.Rollback = channel.unary_unary(
+                '/driftserve.v1.Models/Rollback',
+                request_serializer=driftserve_dot_api_dot_driftserve__pb2.ModelRef.SerializeToString,
+                response_deserializer=driftserve_dot_api_dot_driftserve__pb2.ModelActionResponse.FromString,
+                _registered_method=True)
+        self.Unload = channel.unary_unary(
+                '/driftserve.v1.Models/Unload',
+                request_serializer=driftserve_dot_api_dot_driftserve__pb2.ModelRef.SerializeToString,
+                response_deserializer=driftserve_dot_api_dot_driftserve__pb2.ModelActionResponse.FromString,
+                _registered_method=True)
+
+
+class ModelsServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def List(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Status(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Load(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Promote(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rollback(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Unload(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ModelsServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'List': grpc.unary_unary_rpc_method_handler(
+                    servicer.List,
+                    request_deserializer=driftserve_dot_api_dot_driftserve__pb2.ModelsListRequest.FromString,
+                    response_serializer=driftserve_dot_api_dot_driftserve__pb2.ModelsListResponse.SerializeToString,
+            ),
+            'Status': grpc.unary_unary_rpc_method_handler(
+                    servicer.Status,
+                    request_deserializer=driftserve_dot_api_dot_driftserve__pb2.ModelRef.FromString,
+                    response_serializer=driftserve_dot_api_dot_driftserve__pb2.RolloutStatus.SerializeToString,
+            ),
+            'Load': grpc.unary_unary_rpc_method_handler(
+                    servicer.Load,
+                    request_deserializer=driftserve_dot_api_dot_driftserve__pb2.ModelRef.FromString,
+                    response_serializer=driftserve_dot_api_dot_driftserve__pb2.ModelActionResponse.SerializeToString,
+            ),
+            'Promote': grpc.unary_unary_rpc_method_handler(
+                    servicer.Promote,
+                    request_deserializer=driftserve_dot_api_dot_driftserve__pb2.ModelRef.FromString,
+                    response_serializer=driftserve_dot_api_dot_driftserve__pb2.ModelActionResponse.SerializeToString,
+            ),
+            'Rollback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rollback,
+                    request_deserializer=driftserve_dot_api_dot_driftserve__pb2.ModelRef.FromString,
+                    response_serializer=driftserve_dot_api_dot_driftserve__pb2.ModelActionResponse.SerializeToString,
+            ),
+            'Unload': grpc.unary_unary_rpc_method_handler(
+                    servicer.Unload,
+                    request_deserializer=driftserve_dot_api_dot_driftserve__pb2.ModelRef.FromString,
+                    response_serializer=driftserve_dot_api_dot_driftserve__pb2.ModelActionResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'driftserve.v1.Models', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('driftserve.v1.Models', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Models:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def List(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/driftserve.v1.Models/List',
+            driftserve_dot_api_dot_driftserve__pb2.ModelsListRequest.SerializeToString,
+            driftserve_dot_api_dot_driftserve__pb2.ModelsListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Status(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/driftserve.v1.Models/Status',
+            driftserve_dot_api_dot_driftserve__pb2.ModelRef.SerializeToString,
+            driftserve_dot_api_dot_driftserve__pb2.RolloutStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Load(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/driftserve.v1.Models/Load',
+            driftserve_dot_api_dot_driftserve__pb2.ModelRef.SerializeToString,
+            driftserve_dot_api_dot_driftserve__pb2.ModelActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Promote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/driftserve.v1.Models/Promote',
+            driftserve_dot_api_dot_driftserve__pb2.ModelRef.SerializeToString,
+            driftserve_dot_api_dot_driftserve__pb2.ModelActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rollback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/driftserve.v1.Models/Rollback',
+            driftserve_dot_api_dot_driftserve__pb2.ModelRef.SerializeToString,
+            driftserve_dot_api_dot_driftserve__pb2.ModelActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Unload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/driftserve.v1.Models/Unload',
+            driftserve_dot_api_dot_driftserve__pb2.ModelRef.SerializeToString,
+            driftserve_dot_api_dot_driftserve__pb2.ModelActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -20,6 +20,9 @@ allowed, so a typo never silently falls back to a default. Example::
     inputs:  [{name: input, datatype: FP32, dims: [30]}]   # optional: read from the graph
     outputs: [{name: probabilities, datatype: FP32, dims: [2]}]
     preprocessing: {...}          # see driftserve.core.preprocessing
+    deployment:                   # served_version, canary, shadow_version, and rollouts:
+      validation: {data: data/holdout.npz, labels: data/holdout.npz, metric: accuracy, min: 0.9, max_p99_ms: 5}
+      rollout: {steps: [5, 25, 50, 100], step_duration_s: 60, thresholds: {max_p99_ratio: 2.0}}
     drift: {...}                  # see driftserve.core.drift_config
 """
 
@@ -181,6 +184,78 @@ class WarmupConfig(StrictModel):
     batch_sizes: list[int] | None = Field(None, description="Rows per warmup batch; default [1, max_batch_size].")
 
 
+class ValidationConfig(StrictModel):
+    """The gate a new version must pass before it sees any traffic (see driftserve.server.rollout.gate).
+
+    ``data`` and ``labels`` are paths relative to the model directory: ``.npy`` files, or ``.npz``
+    files holding the inputs under their input names (or ``X`` for a one-input model) and the
+    labels under ``y``. The same ``.npz`` may hold both.
+    """
+
+    data: str = Field(min_length=1, description="Holdout inputs (.npz or .npy), relative to the model directory.")
+    labels: str = Field(min_length=1, description="Holdout labels (.npz with 'y', or .npy).")
+    metric: Literal["accuracy", "f1", "auc", "rmse"] = "accuracy"
+    min: float | None = Field(None, description="Lowest score that passes (accuracy, f1, auc).")
+    max: float | None = Field(None, description="Highest score that passes (rmse).")
+    max_p99_ms: float | None = Field(None, gt=0, description="Highest p99 of one-row inference on the holdout.")
+    output: str | None = Field(None, description="Output to score; default: the label output, else the scores.")
+    latency_runs: int = Field(200, ge=10, le=100_000, description="One-row runs timed for max_p99_ms.")
+
+    @model_validator(mode="after")
+    def _check(self) -> ValidationConfig:
+        if self.metric == "rmse":
+            if self.min is not None:
+                raise ValueError("metric rmse is an error (lower is better): give 'max', not 'min'")
+        elif self.max is not None:
+            raise ValueError(f"metric {self.metric} is a score (higher is better): give 'min', not 'max'")
+        return self
+
+
+class RolloutThresholds(StrictModel):
+    """Limits the analysis checks at every shadow and canary step; a breach rolls back at once."""
+
+    max_error_rate: float = Field(0.01, ge=0, le=1, description="Share of the candidate's requests that failed.")
+    max_p99_ratio: float = Field(2.0, gt=0, description="Candidate p99 latency over the primary's.")
+    min_agreement: float = Field(0.95, ge=0, le=1, description="Share of compared rows deciding alike.")
+    max_output_psi: float = Field(0.25, gt=0, description="PSI of the candidate's outputs against the primary's.")
+
+
+class ShadowStageConfig(StrictModel):
+    """The shadow stage: the candidate runs on copies of served requests, answering none of them."""
+
+    duration_s: float = Field(0.0, ge=0, description="How long the stage lasts (0 with requests 0 = no stage).")
+    requests: int = Field(0, ge=0, description="Compared requests the stage needs before it passes.")
+
+
+class RolloutConfig(StrictModel):
+    """Automated rollout of a new version: gate, shadow, canary steps, promotion (driftserve.server.rollout)."""
+
+    steps: list[float] = Field(
+        default_factory=lambda: [5.0, 25.0, 50.0, 100.0], description="Canary weights in percent, ascending."
+    )
+    step_duration_s: float = Field(60.0, ge=0, description="How long each canary step is held.")
+    step_requests: int = Field(0, ge=0, description="Candidate requests each step needs before it passes.")
+    analysis_interval_s: float = Field(5.0, gt=0, description="How often the analysis checks run.")
+    min_samples: int = Field(50, ge=1, description="Requests (or compared rows) a check needs before it judges.")
+    compare_share: float = Field(
+        0.25, ge=0, le=1, description="Share of canary requests also run on the primary, off the request path."
+    )
+    shadow: ShadowStageConfig = Field(default_factory=ShadowStageConfig)
+    thresholds: RolloutThresholds = Field(default_factory=RolloutThresholds)
+    keep_previous_s: float = Field(300.0, ge=0, description="How long the replaced version stays loaded.")
+    keep_failed: bool = Field(False, description="Keep a rolled-back candidate loaded (pinned requests only).")
+
+    @model_validator(mode="after")
+    def _check(self) -> RolloutConfig:
+        if not self.steps:
+            raise ValueError("steps needs at least one weight (use [100] to promote after the gate)")
+        if any(not 0 < s <= 100 for s in self.steps):
+            raise ValueError(f"steps are percentages in (0, 100], got {self.steps}")
+        if any(b <= a for a, b in zip(self.steps, self.steps[1:])):
+            raise ValueError(f"steps must increase, got {self.steps}")
+        return self
+
+
 class DeploymentConfig(StrictModel):
     """Which loaded version answers requests that name none, plus canary and shadow versions."""
 
@@ -189,6 +264,13 @@ class DeploymentConfig(StrictModel):
     )
     canary: dict[int, float] = Field(default_factory=dict, description="Version -> share of unpinned traffic (0..1).")
     shadow_version: int | None = Field(None, description="Version the drift sidecar runs on mirrored inputs.")
+    validation: ValidationConfig | None = Field(None, description="Gate a new version must pass.")
+    rollout: RolloutConfig | None = Field(None, description="Automated shadow, canary and promotion.")
+
+    @property
+    def managed(self) -> bool:
+        """Whether new versions of this model go through a rollout instead of a plain reload."""
+        return self.validation is not None or self.rollout is not None
 
     @model_validator(mode="after")
     def _check(self) -> DeploymentConfig:

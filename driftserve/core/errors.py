@@ -10,6 +10,7 @@
     ├── DeadlineExceeded                 DEADLINE_EXCEEDED  (deadline passed while queued)
     ├── ModelExecutionError              INTERNAL           (ONNX Runtime failed on a batch)
     ├── ConfigError                      INVALID_ARGUMENT   (a config.yaml is wrong; names file and key)
+    ├── FailedPrecondition               FAILED_PRECONDITION (a rollout refused or in progress)
     ├── Unauthenticated                  UNAUTHENTICATED    (bearer token missing, malformed or unknown)
     └── PermissionDenied                 PERMISSION_DENIED  (a valid token without the call's scope)
 
@@ -79,6 +80,13 @@ class DeadlineExceeded(DriftserveError):
 
 class ModelExecutionError(DriftserveError):
     code = grpc.StatusCode.INTERNAL
+
+
+class FailedPrecondition(DriftserveError):
+    """The request is valid but the model's state refuses it: a candidate failed its gate, or a
+    rollout of the model is already in progress."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
 
 
 class ConfigError(DriftserveError):

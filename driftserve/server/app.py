@@ -29,11 +29,13 @@ from driftserve.core.security import Security
 from driftserve.core.startup import EXIT_FAILURE, StartupError, bind_problem, probe_tcp_port
 from driftserve.server.dataplane import DataPlane
 from driftserve.server.grpc_common import InferenceBoundary
+from driftserve.server.grpc_models import ModelsServicer, add_models_servicer
 from driftserve.server.grpc_native import PredictorServicer, add_predictor_servicer
 from driftserve.server.grpc_v2 import InferenceServicer, add_inference_servicer
 from driftserve.server.metrics import ServerMetrics, start_metrics_server
 from driftserve.server.repository import ModelRepository
 from driftserve.server.rest import RestServer, create_rest_app, rest_authorizer, start_rest
+from driftserve.server.rollout.wiring import Rollouts, create_rollouts
 from driftserve.server.security import SERVER_SCOPES, load_security
 from driftserve.server.settings import ServerSettings, check_repository
 
@@ -44,6 +46,7 @@ PENDING_HARD_LIMIT_FACTOR = 4
 SERVICE_NAMES = (
     grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
     driftserve_pb2.DESCRIPTOR.services_by_name["Predictor"].full_name,
+    driftserve_pb2.DESCRIPTOR.services_by_name["Models"].full_name,
 )
 
 
@@ -64,6 +67,7 @@ class RunningServer:
     _rest: RestServer | None = None
     _http: Any = None
     _mirror: Any = None
+    rollouts: Rollouts | None = None
     # Set once the server is ready (see ``is_ready``): health SERVING and ServerReady true.
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     # The bearer tokens in force (None: no --auth-tokens-file); SIGHUP reloads them.
@@ -91,6 +95,8 @@ class RunningServer:
         await self.server.stop(max(deadline - loop.time(), 0.0))
         if self._rest is not None:
             await self._rest.stop()
+        if self.rollouts is not None:
+            await self.rollouts.close()
         await self.repository.close()
         if self._mirror is not None:
             await self._mirror.close()
@@ -148,8 +154,10 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
     services = GenericHandlersOnly(
         server, security.authority, SERVER_SCOPES, lambda reason: rejected.labels(reason).inc()
     )
-    v2 = InferenceServicer(boundary, repository)
+    rollouts = create_rollouts(settings, repository, dataplane, registry, mirror)
+    v2 = InferenceServicer(boundary, repository, rollouts.controller.request_load, rollouts.controller.unload)
     add_inference_servicer(v2, services)
+    add_models_servicer(ModelsServicer(repository, rollouts.controller), services)
     add_predictor_servicer(PredictorServicer(boundary), services)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, GenericHandlersOnly(server))
@@ -175,6 +183,7 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
         settings.drain_period_s,
         _mirror=mirror,
         authority=security.authority,
+        rollouts=rollouts,
     )
     if settings.metrics_port >= 0:
         try:
@@ -214,6 +223,7 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
     await running._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
     await repository.load_all(settings.load_models or None)
+    await rollouts.start()
     if mirror is not None:
         mirror.start()
     failed = _failed_models(repository, settings.load_models)

@@ -83,6 +83,15 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="file holding the token (scope mirror) the mirror presents [DRIFTSERVE_MIRROR_TOKEN_FILE]",
     )
+    parser.add_argument(
+        "--state-dir",
+        help="rollout state directory [DRIFTSERVE_STATE_DIR, default <model-repository>/.driftserve/rollouts]",
+    )
+    parser.add_argument(
+        "--poll-interval-s",
+        type=float,
+        help="look for new model versions this often, 0 = off [DRIFTSERVE_POLL_INTERVAL_S, default 0]",
+    )
     parser.epilog = STARTUP_ERRORS_HELP
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
 
@@ -103,6 +112,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except StartupError as exc:
         return startup_failed(exc)
     configure_logging(settings.log_level)
+    if settings.workers > 1 and settings.poll_interval_s > 0:
+        return startup_failed(
+            StartupError(
+                f"--poll-interval-s (or DRIFTSERVE_POLL_INTERVAL_S) needs --workers 1, got {settings.workers} "
+                "workers: each would run its own rollout of the same model"
+            )
+        )
     if settings.workers > 1:
         from driftserve.server.workers import run_workers
 

@@ -49,12 +49,23 @@ class MirrorTap(Protocol):
     def tap(self, served: ServedVersion, request: InferenceRequest, outputs: dict[str, np.ndarray]) -> None: ...
 
 
+class InferenceObserver(Protocol):
+    """Sees every answered and failed request with its batcher time (rollout analysis); never blocks."""
+
+    def observe(
+        self, served: ServedVersion, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray], latency_ns: int
+    ) -> None: ...
+
+    def observe_failure(self, served: ServedVersion, latency_ns: int) -> None: ...
+
+
 class DataPlane:
     """Serves inference requests against a model repository."""
 
     def __init__(self, repository: ModelRepository, mirror: MirrorTap | None = None) -> None:
         self.repository = repository
         self.mirror = mirror
+        self.observer: InferenceObserver | None = None
         self.accepting = True
         # Set at SIGTERM: readiness says no while the drain period still serves what arrived.
         self.stopping = False
@@ -73,15 +84,22 @@ class DataPlane:
         rows = model.validate(request.inputs)
         wanted = model.check_outputs(request.outputs)
         deadline = self._deadline(request, served)
-        started_ns = request.arrival_ns or time.perf_counter_ns()
+        submitted_ns = time.perf_counter_ns()
+        started_ns = request.arrival_ns or submitted_ns
         try:
             outputs = await served.batcher.submit(request.inputs, rows, deadline, request.priority)
         except asyncio.CancelledError:
             raise
         except Exception:
-            served.statistics.fail.add(time.perf_counter_ns() - started_ns)
+            done_ns = time.perf_counter_ns()
+            served.statistics.fail.add(done_ns - started_ns)
+            if self.observer is not None:
+                self.observer.observe_failure(served, done_ns - submitted_ns)
             raise
-        served.statistics.success.add(time.perf_counter_ns() - started_ns)
+        done_ns = time.perf_counter_ns()
+        served.statistics.success.add(done_ns - started_ns)
+        if self.observer is not None:
+            self.observer.observe(served, request.inputs, outputs, done_ns - submitted_ns)
         if self.mirror is not None:
             self.mirror.tap(served, request, outputs)
         if len(wanted) != len(outputs):

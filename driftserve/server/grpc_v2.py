@@ -9,6 +9,7 @@ does not parse reaches its handler as the ``InvalidArgument`` to raise.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import grpc
@@ -114,9 +115,19 @@ def add_inference_servicer(servicer: InferenceServicer, server: HandlerRegistrar
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """GRPCInferenceService over the shared data plane."""
 
-    def __init__(self, boundary: InferenceBoundary, repository: ModelRepository) -> None:
+    def __init__(
+        self,
+        boundary: InferenceBoundary,
+        repository: ModelRepository,
+        load: Callable[[str], Awaitable[object]] | None = None,
+        unload: Callable[[str], Awaitable[object]] | None = None,
+    ) -> None:
         self.boundary = boundary
         self.repository = repository
+        # Repository RPCs: plain (re)load and unload, or the rollout controller's (a gated rollout;
+        # an unload that also ends the model's rollout).
+        self._load = load if load is not None else repository.load
+        self._unload = unload if unload is not None else repository.unload
         self.started = False
         self._encoder = ResponseEncoder()
 
@@ -194,7 +205,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext
     ) -> pb.RepositoryModelLoadResponse:
         async def body() -> pb.RepositoryModelLoadResponse:
-            await self.repository.load(request.model_name)
+            await self._load(request.model_name)
             return pb.RepositoryModelLoadResponse()
 
         return await abort_on_error(context, body)
@@ -203,7 +214,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.RepositoryModelUnloadRequest, context: grpc.aio.ServicerContext
     ) -> pb.RepositoryModelUnloadResponse:
         async def body() -> pb.RepositoryModelUnloadResponse:
-            await self.repository.unload(request.model_name)
+            await self._unload(request.model_name)
             return pb.RepositoryModelUnloadResponse()
 
         return await abort_on_error(context, body)

@@ -224,19 +224,28 @@ class MirrorPublisher:
         )
         # Written per tapped request from the loop thread: the lock-free writer.
         self._depth = counter_writer(self.queue_depth)
+        # Model -> the version the sidecar should shadow (a rollout's candidate in its shadow stage);
+        # None: the stage is over, mirror until one untagged batch has told the sidecar.
+        self.shadow_versions: dict[str, int | None] = {}
 
     # ------------------------------------------------------------------ request path
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...] | None:
+        """The mirror's token as call metadata (None without one), for other calls to the sidecar."""
+        return self._metadata
+
     def tap(self, served: ServedVersion, request: InferenceRequest, outputs: dict[str, np.ndarray]) -> None:
         """Maybe copy one served request into its staging; never blocks, never awaits.
 
         Models with a ``drift`` section are sampled at ``drift.mirror.sample_rate``; a model with
-        only a shadow version is mirrored in full so the sidecar can compare every request.
+        only a shadow version, or in a rollout's shadow stage, is mirrored in full so the sidecar
+        can compare every request.
         """
         model = served.model  # its plain attributes, not ServedVersion's properties: this runs per request
         config = model.config
         drift = config.drift
-        if drift is None and config.deployment.shadow_version is None:
-            return  # nothing in the sidecar would use it
+        if drift is None and config.deployment.shadow_version is None and model.name not in self.shadow_versions:
+            return  # nothing in the sidecar would use it (shadow_versions: a rollout's shadow stage)
         lane = self._lanes.get((model.name, model.version))
         if lane is None:
             lane = self._lane(model.name, model.version)
@@ -419,7 +428,15 @@ class MirrorPublisher:
         """Seal every staging and turn each into one batch; the buffers go back to their lanes."""
         batches = []
         for staging in self._take_all():
-            batches.append((staging.to_batch(self._sender), staging.lane, len(staging.records)))
+            batch = staging.to_batch(self._sender)
+            model = staging.lane.model
+            if model in self.shadow_versions:
+                shadow = self.shadow_versions[model]
+                if shadow is None:  # the stage is over: this untagged batch tells the sidecar so
+                    del self.shadow_versions[model]
+                else:
+                    batch.shadow_version = str(shadow)
+            batches.append((batch, staging.lane, len(staging.records)))
             staging.reset()
             self._release(staging)
         return batches

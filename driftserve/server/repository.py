@@ -82,13 +82,20 @@ class ModelEntry:
     states: dict[int, tuple[str, str]] = field(default_factory=dict)
     reason: str = ""
     loading: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Set by a rollout (driftserve.server.rollout): the default version and the canary weights,
+    # overriding deployment.served_version and deployment.canary while set.
+    primary: int | None = None
+    canary: dict[int, float] | None = None
 
     @property
     def ready(self) -> bool:
         return bool(self.versions)
 
     def default_version(self) -> ServedVersion:
-        """``served_version`` if loaded, else the highest loaded version that is not the shadow."""
+        """The rollout's primary, else ``served_version`` if loaded, else the highest loaded version
+        that is not the shadow."""
+        if self.primary is not None and self.primary in self.versions:
+            return self.versions[self.primary]
         deployment = self.config.deployment if self.config else None
         if deployment is not None and deployment.served_version in self.versions:
             return self.versions[deployment.served_version]
@@ -109,6 +116,9 @@ class ModelRepository:
         self._retiring: set[asyncio.Task[None]] = set()
         # Awaited after every successful load (the server uses it to turn ready after its start).
         self.on_loaded: list[Callable[[], Awaitable[None]]] = []
+        # Model -> the one version a (re)load serves, set by rollouts so that a restart serves the
+        # rollout's primary rather than the newest version on disk.
+        self.pinned: dict[str, int] = {}
 
     # ------------------------------------------------------------------ discovery
     def scan(self) -> list[str]:
@@ -202,7 +212,8 @@ class ModelRepository:
                 self._check_inside(model_dir / CONFIG_FILENAME)
                 config = await loop.run_in_executor(self._load_executor, load_model_config, model_dir)
                 on_disk = self._versions_on_disk(model_dir)
-                chosen = config.version_policy.select(on_disk)
+                pinned = self.pinned.get(name)
+                chosen = [pinned] if pinned in on_disk else config.version_policy.select(on_disk)
                 if not chosen:
                     raise ConfigError(
                         f"{model_dir}: no version to serve (on disk: {on_disk or 'none'}; "
@@ -243,6 +254,8 @@ class ModelRepository:
             }
             retired = list(entry.versions.values())
             entry.config, entry.versions, entry.reason = config, new_versions, ""
+            entry.primary = pinned if pinned in new_versions else None
+            entry.canary = None
             for version in list(entry.states):
                 if version not in new_versions:
                     entry.states.pop(version)
@@ -277,6 +290,62 @@ class ModelRepository:
             entry.reason = "unloaded"
         logger.info("model %s unloaded", name)
 
+    # ------------------------------------------------------------------ single versions (rollouts)
+    def versions_on_disk(self, name: str) -> list[int]:
+        """The complete version directories of model ``name`` (those holding a ``model.onnx``)."""
+        return self._versions_on_disk(self._model_dir(name))
+
+    async def load_candidate(self, name: str, version: int) -> ServedVersion:
+        """Load and warm one version with the model's current config, without routing to it.
+
+        The load runs on the loader threads while the served versions keep answering. Errors are
+        ConfigError naming the file (a missing, half-written or corrupt ``model.onnx``).
+        """
+        model_dir = self._model_dir(name)
+        entry = self.entry(name)
+        path = model_dir / str(version) / MODEL_FILENAME
+        self._check_inside(path)
+        if not path.is_file():
+            raise ConfigError(
+                f"{path}: no such file; a version is picked up once its model.onnx is complete "
+                "(write it elsewhere, then rename it into place)"
+            )
+        loop = asyncio.get_running_loop()
+        config = await loop.run_in_executor(self._load_executor, load_model_config, model_dir)
+        entry.states[version] = (LOADING, "")
+        self.metrics.set_model_state(name, str(version), LOADING)
+        try:
+            model = await loop.run_in_executor(self._load_executor, load_model_version, name, version, path, config)
+        except Exception as caught:
+            exc = _as_load_error(caught, path)
+            entry.states[version] = (UNAVAILABLE, exc.message)
+            self.metrics.set_model_state(name, str(version), UNAVAILABLE)
+            raise exc from caught
+        stats = ModelStatistics()
+        return ServedVersion(model, Batcher(model, config.batching, stats, self.metrics), stats)
+
+    def add_version(self, name: str, served: ServedVersion) -> None:
+        """Make a loaded version routable (pinned requests, canary weights); the default is unchanged."""
+        entry = self.entry(name)
+        entry.versions = {**entry.versions, served.version: served}
+        entry.states[served.version] = (READY, "")
+        self.metrics.set_model_state(name, str(served.version), READY)
+
+    async def retire_version(
+        self, name: str, version: int, served: ServedVersion | None = None, reason: str = ""
+    ) -> None:
+        """Stop routing to one version and drain it: requests it took finish on it first."""
+        entry = self.entry(name)
+        served = entry.versions.get(version, served)
+        if version in entry.versions:
+            entry.versions = {v: s for v, s in entry.versions.items() if v != version}
+        if entry.canary:
+            entry.canary = {v: w for v, w in entry.canary.items() if v != version}
+        entry.states[version] = (UNAVAILABLE, reason or "unloaded")
+        self.metrics.set_model_state(name, str(version), UNAVAILABLE)
+        if served is not None:
+            await served.batcher.close()
+
     async def close(self) -> None:
         """Drain every batcher (used at shutdown, after the gRPC server stopped)."""
         await asyncio.gather(*(s.batcher.close() for e in self.models.values() for s in e.versions.values()))
@@ -305,7 +374,7 @@ class ModelRepository:
                     f"model '{name}' has no version {number}; served versions: {clip_list(sorted(entry.versions))}"
                 )
             return served
-        canary = entry.config.deployment.canary if entry.config else {}
+        canary = entry.canary if entry.canary is not None else entry.config.deployment.canary if entry.config else {}
         if canary:
             draw = (zlib.crc32(request_id.encode()) / 2**32) if request_id else random.random()
             for canary_version, weight in sorted(canary.items()):

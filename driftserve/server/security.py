@@ -33,6 +33,10 @@ SERVER_SCOPES = {
         },
     ),
     driftserve_pb2.DESCRIPTOR.services_by_name["Predictor"].full_name: MethodScopes(SCOPE_INFER),
+    # Rollout control: reading the state needs infer, changing it admin (as repository load/unload).
+    driftserve_pb2.DESCRIPTOR.services_by_name["Models"].full_name: MethodScopes(
+        SCOPE_ADMIN, {"List": SCOPE_INFER, "Status": SCOPE_INFER}
+    ),
     # Reflection describes the public protocol: any valid token may read it.
     "grpc.reflection.v1alpha.ServerReflection": MethodScopes(ANY_SCOPE),
 }

@@ -40,6 +40,8 @@ SERVE_FLAG_FIELDS = (
     "mirror_tls_cert",
     "mirror_tls_key",
     "mirror_token_file",
+    "state_dir",
+    "poll_interval_s",
 )
 
 
@@ -97,6 +99,12 @@ class ServerSettings(BaseSettings):
     mirror_tls_key: Path | None = Field(None, description="Private key (PEM) of mirror_tls_cert.")
     mirror_token_file: Path | None = Field(
         None, description="File whose first line is the token the mirror presents (scope mirror)."
+    )
+    state_dir: Path | None = Field(
+        None, description="Where rollout state is persisted; default <model-repository>/.driftserve/rollouts."
+    )
+    poll_interval_s: float = Field(
+        0.0, ge=0, description="Look for new model versions this often (seconds); 0 = off (load them explicitly)."
     )
 
     @field_validator("log_level")

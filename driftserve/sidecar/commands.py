@@ -110,8 +110,9 @@ def print_report(report: Any, out: TextIO, only_flagged: bool = False) -> None:
         print(
             f"shadow v{s.shadow_version} vs primary v{s.primary_version or '?'}: {s.rows} rows, agreement "
             f"{_fmt(s.agreement)}, |delta| mean {_fmt(s.mean_abs_delta, 6)} max {_fmt(s.max_abs_delta, 6)}, "
-            f"p50 latency primary {_fmt(s.primary_latency_p50_s * 1e3, 3)} ms shadow "
-            f"{_fmt(s.shadow_latency_p50_s * 1e3, 3)} ms, errors {s.errors}",
+            f"p50 inference primary {_fmt(s.primary_inference_p50_s * 1e3, 3)} ms shadow "
+            f"{_fmt(s.shadow_latency_p50_s * 1e3, 3)} ms (primary end to end in the server "
+            f"{_fmt(s.primary_latency_p50_s * 1e3, 3)} ms), errors {s.errors}",
             file=out,
         )
 
@@ -185,6 +186,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     side.add_argument("--grace-period-s", type=float, help="time open streams get at shutdown [default 1]")
     add_security_flags(side, "DRIFTSERVE_SIDECAR_")
+    side.add_argument(
+        "--state-dir",
+        help="the server's rollout state directory, shown on the dashboard "
+        "[DRIFTSERVE_SIDECAR_STATE_DIR, default <model-repository>/.driftserve/rollouts]",
+    )
     side.set_defaults(func=_cmd_sidecar)
 
     drift = sub.add_parser("drift", help="drift tools: build a reference profile, print a live report")

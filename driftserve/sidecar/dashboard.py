@@ -199,13 +199,19 @@ def _shadow_section(stats: ShadowStats) -> str:
         if not math.isfinite(agreement) or agreement >= AGREEMENT_OK
         else ("warn" if agreement >= AGREEMENT_WARN else "alert")
     )
-    latencies = f"{_ms(stats.primary_latency_p50_s)} / {_ms(stats.shadow_latency_p50_s)}"
+    # Like with like: both versions' bare inference, timed here on the same batches; the primary's
+    # end-to-end server time (queue, batching, transport) on a row of its own.
+    inference = (
+        f"{_ms(stats.primary_inference_p50_s)} / {_ms(stats.shadow_latency_p50_s)} (p99 "
+        f"{_ms(stats.primary_inference_p99_s)} / {_ms(stats.shadow_latency_p99_s)})"
+    )
     rows = [
         ("versions", f"primary {_esc(stats.primary_version or '?')} vs shadow {_esc(stats.shadow_version)}"),
         ("rows compared", f"{stats.rows:,}"),
         ("agreement", f"{bar(agreement, 1.0, status, 'agreement', AGREEMENT_WARN)} {_num(agreement)} {_badge(status)}"),
         ("mean / max |delta| of float outputs", f"{_num(stats.mean_abs_delta, 6)} / {_num(stats.max_abs_delta, 6)}"),
-        ("latency p50: primary (server) / shadow (sidecar)", latencies),
+        ("inference p50: primary / shadow (both timed in the sidecar)", inference),
+        ("primary end to end p50 (server: queue, batch, inference)", _ms(stats.primary_latency_p50_s)),
         ("shadow errors", plural(stats.errors, "failed batch", "failed batches")),
     ]  # fmt: skip
     body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)

@@ -22,6 +22,7 @@ from driftserve.sidecar.dashboard import render_dashboard
 from driftserve.sidecar.drift.detector import SLIDING
 from driftserve.sidecar.monitor_service import window_filter
 from driftserve.sidecar.report_source import ReportSource
+from driftserve.sidecar.rollout_panel import render_rollouts, with_panel
 from driftserve.sidecar.state import UnknownModel
 from driftserve.sidecar.views import report_to_json
 
@@ -110,7 +111,11 @@ class _Handler(BaseHTTPRequestHandler):
         for name in sorted(self.state.models):
             config = self.state.models[name].config.drift
             models.append((self.state.report(name), config))
-        self._send(HTTPStatus.OK, _HTML, render_dashboard(models, window).encode())
+        rollouts = self.state.rollout_state_dir
+        page = render_dashboard(models, window)
+        if rollouts is not None:
+            page = with_panel(page, render_rollouts(rollouts))
+        self._send(HTTPStatus.OK, _HTML, page.encode())
 
     def _json(self, status: HTTPStatus, doc: Any) -> None:
         self._send(status, _JSON, json.dumps(doc, allow_nan=False).encode())

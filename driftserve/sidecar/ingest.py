@@ -57,6 +57,8 @@ class MirroredBatch:
     request_rows: list[int]
     latency_s: list[float]
     received_s: float = field(default_factory=time.time)
+    # The version to shadow (a rollout's candidate); "" = the config's shadow_version.
+    shadow_version: str = ""
 
 
 def _decode_tensors(tensors: list[driftserve_pb2.Tensor], rows: int, what: str) -> dict[str, np.ndarray]:
@@ -114,7 +116,15 @@ def decode_batch(message: driftserve_pb2.MirrorBatch, n_features: int | None) ->
     outputs = _decode_tensors(list(message.outputs), rows, "output")
     features = feature_matrix(inputs, rows, n_features) if n_features is not None else None
     return MirroredBatch(
-        message.model, message.version, rows, features, inputs, outputs, request_rows, list(message.latency_s)
+        message.model,
+        message.version,
+        rows,
+        features,
+        inputs,
+        outputs,
+        request_rows,
+        list(message.latency_s),
+        shadow_version=message.shadow_version,
     )
 
 

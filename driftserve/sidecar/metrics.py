@@ -77,7 +77,8 @@ class ShadowMetrics:
         )
         self.latency = Histogram(
             "driftserve_shadow_latency_seconds",
-            "Per-request latency: primary (server, end to end) and shadow (inference in the sidecar).",
+            "Per-request latency: primary (server, end to end), primary_inference and shadow (inference in "
+            "the sidecar, side by side on the same requests).",
             ("model", "role"),
             buckets=LATENCY_BUCKETS,
             registry=registry,

@@ -97,6 +97,9 @@ def shadow_to_proto(stats: ShadowStats) -> driftserve_pb2.ShadowReport:
         max_abs_delta=stats.max_abs_delta,
         primary_latency_p50_s=stats.primary_latency_p50_s,
         shadow_latency_p50_s=stats.shadow_latency_p50_s,
+        primary_inference_p50_s=stats.primary_inference_p50_s,
+        primary_inference_p99_s=stats.primary_inference_p99_s,
+        shadow_latency_p99_s=stats.shadow_latency_p99_s,
         errors=stats.errors,
     )
 

@@ -7,6 +7,7 @@ servicer, one HTTP server and one dashboard serve either.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Protocol
 
 from driftserve.core.config import ModelConfig
@@ -32,6 +33,11 @@ class ReportSource(Protocol):
 
     def report(self, name: str, max_age_s: float | None = None) -> ModelReport:
         """The latest report of ``name``; raises ``UnknownModel`` for a model not monitored."""
+        ...
+
+    @property
+    def rollout_state_dir(self) -> Path | None:
+        """The server's rollout state directory for the dashboard's rollout panel (None: no panel)."""
         ...
 
     def refresh_all(self, max_age_s: float) -> None:

@@ -46,6 +46,11 @@ class SidecarSettings(BaseSettings):
         DEFAULT_SHADOW_QUEUE_BATCHES, ge=1, description="Batches queued for a shadow model before new ones are dropped."
     )
     shadow: bool = Field(True, description="Run deployment.shadow_version models on mirrored inputs.")
+    state_dir: Path | None = Field(
+        None,
+        description="The server's rollout state directory, for the dashboard's rollout panel; "
+        "default <model-repository>/.driftserve/rollouts (the server's default).",
+    )
     max_receive_message_bytes: int = Field(
         DEFAULT_MAX_MESSAGE_BYTES, ge=1024, description="Largest MirrorBatch accepted."
     )

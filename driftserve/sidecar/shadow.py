@@ -1,9 +1,12 @@
 """Shadow deployment: run a candidate version on mirrored inputs and compare it with the primary.
 
 The shadow sees the same raw inputs the primary served (``ModelVersion.run`` applies the model's
-preprocessing itself) and is run once per mirrored *request* so that its latency is comparable with
-the primary's per-request latency. It runs in its own thread behind a bounded queue: a slow
-shadow drops batches (counted) and never delays drift ingest of any model.
+preprocessing itself) and is run once per mirrored *request*. Latency is compared like with like:
+when the primary version can be loaded here too, it runs on the same request right beside the
+shadow (alternating which goes first), so both inference times are measured the same way; the
+primary's end-to-end server time (queueing, batching, the transport) is reported separately. It
+runs in its own thread behind a bounded queue: a slow shadow drops batches (counted) and never
+delays drift ingest of any model.
 
 Comparison, cumulative since start: agreement of the decision (an integer label output when both
 versions have one, else the arg-max of a 2-D float output), and mean/max absolute difference of
@@ -18,7 +21,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,9 +93,12 @@ class ShadowStats:
     agreement: float
     mean_abs_delta: float
     max_abs_delta: float
-    primary_latency_p50_s: float
-    shadow_latency_p50_s: float
+    primary_latency_p50_s: float  # end to end in the server
+    shadow_latency_p50_s: float  # inference in the sidecar
     errors: int
+    primary_inference_p50_s: float = math.nan  # inference in the sidecar, beside the shadow
+    primary_inference_p99_s: float = math.nan
+    shadow_latency_p99_s: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -129,9 +135,18 @@ class ShadowCounters:
 class ShadowRunner:
     """Runs one model's shadow version on its mirrored batches in a dedicated thread."""
 
-    def __init__(self, model: str, shadow: ModelVersion, max_batches: int, metrics: ShadowMetrics) -> None:
+    def __init__(
+        self,
+        model: str,
+        shadow: ModelVersion,
+        max_batches: int,
+        metrics: ShadowMetrics,
+        load_primary: Callable[[str], ModelVersion | None] | None = None,
+    ) -> None:
         self.model = model
         self.shadow = shadow
+        # The primary version by its number, to time it beside the shadow (None: not available).
+        self._load_primary = load_primary
         self._metrics = metrics
         self._lock = threading.Lock()
         self._primary_version = ""
@@ -139,6 +154,7 @@ class ShadowRunner:
         self._delta_sum = self._delta_max = 0.0
         self._primary_latency: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self._shadow_latency: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self._primary_inference: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self._worker = BatchWorker(f"shadow-{model}", self._run_batch, max_batches, self._count_error)
 
     def start(self) -> None:
@@ -175,6 +191,9 @@ class ShadowRunner:
                 primary_latency_p50_s=_median(self._primary_latency),
                 shadow_latency_p50_s=_median(self._shadow_latency),
                 errors=self._errors,
+                primary_inference_p50_s=_median(self._primary_inference),
+                primary_inference_p99_s=_p99(self._primary_inference),
+                shadow_latency_p99_s=_p99(self._shadow_latency),
             )
         self._metrics.agreement.labels(self.model).set(stats.agreement)
         self._metrics.abs_delta.labels(self.model, "mean").set(stats.mean_abs_delta)
@@ -202,13 +221,19 @@ class ShadowRunner:
         bounds = np.cumsum([0, *(batch.request_rows or [batch.rows])])
         parts: list[dict[str, np.ndarray]] = []
         latencies: list[float] = []
+        primary_times: list[float] = []
+        primary = self._load_primary(batch.version) if self._load_primary is not None else None
         try:
-            for start, stop in itertools.pairwise(bounds):
+            for index, (start, stop) in enumerate(itertools.pairwise(bounds)):
                 feed = {name: array[start:stop] for name, array in batch.inputs.items()}
                 self.shadow.validate(feed)
-                started = time.perf_counter()
-                parts.append(self.shadow.run(feed))
-                latencies.append(time.perf_counter() - started)
+                if primary is not None and index % 2:
+                    primary_times.append(_timed(primary, feed)[1])
+                outputs, took = _timed(self.shadow, feed)
+                parts.append(outputs)
+                latencies.append(took)
+                if primary is not None and not index % 2:
+                    primary_times.append(_timed(primary, feed)[1])
         except DriftserveError as exc:
             self._count_error(batch)
             logger.warning(
@@ -222,6 +247,8 @@ class ShadowRunner:
             histogram.labels(self.model, "shadow").observe(value)
         for value in batch.latency_s:
             histogram.labels(self.model, "primary").observe(value)
+        for value in primary_times:
+            histogram.labels(self.model, "primary_inference").observe(value)
         self._metrics.rows.labels(self.model).inc(batch.rows)
         with self._lock:
             self._primary_version = batch.version
@@ -233,11 +260,22 @@ class ShadowRunner:
             self._delta_max = max(self._delta_max, result.max_abs_delta)
             self._shadow_latency.extend(latencies)
             self._primary_latency.extend(batch.latency_s)
+            self._primary_inference.extend(primary_times)
 
     def _count_error(self, batch: MirroredBatch) -> None:
         self._metrics.errors.labels(self.model).inc()
         with self._lock:
             self._errors += 1
+
+
+def _timed(model: ModelVersion, feed: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
+    started = time.perf_counter()
+    outputs = model.run(feed)
+    return outputs, time.perf_counter() - started
+
+
+def _p99(values: deque[float]) -> float:
+    return float(np.percentile(np.fromiter(values, dtype=np.float64), 99)) if values else math.nan
 
 
 def _median(values: deque[float] | tuple[float, ...]) -> float:

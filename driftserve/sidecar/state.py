@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from driftserve.api import driftserve_pb2
 from driftserve.core.config import CONFIG_FILENAME, MODEL_FILENAME, ModelConfig, load_model_config
 from driftserve.core.errors import ConfigError
-from driftserve.core.model import load_model_version
+from driftserve.core.model import ModelVersion, load_model_version
 from driftserve.sidecar.drift.actions import AlertDispatcher
 from driftserve.sidecar.drift.detector import SLIDING, DriftReportData, FeatureWindowReport, ModelDriftMonitor
 from driftserve.sidecar.drift.profile import ReferenceProfile
@@ -39,6 +39,7 @@ from driftserve.sidecar.ingest import (
 )
 from driftserve.sidecar.metrics import DriftMetrics, IngestMetrics, ShadowMetrics
 from driftserve.sidecar.replicas import FleetView
+from driftserve.sidecar.rollout_panel import state_directory
 from driftserve.sidecar.settings import SidecarSettings
 from driftserve.sidecar.shadow import ShadowRunner, ShadowStats
 from driftserve.sidecar.traffic import TrafficSnapshot, TrafficTracker
@@ -108,6 +109,14 @@ class MonitoredModel:
                 self.psi_history.setdefault(key, deque(maxlen=HISTORY_POINTS)).append(excess)
         self.traffic_history.append((traffic.requests_per_s, traffic.latency_p99_s))
 
+    model_dir: Path | None = None
+    # The version a rollout asked to shadow ("" = the config's shadow_version), and versions that
+    # could not be loaded (not retried for every batch).
+    requested_shadow: str = ""
+    unloadable: set[str] = field(default_factory=set)
+    # Primary versions loaded here to time them beside the shadow (None: could not be loaded).
+    primaries: dict[str, ModelVersion | None] = field(default_factory=dict)
+
 
 def _warm_up(monitor: ModelDriftMonitor, n_features: int) -> None:
     """Compile the binning kernel for every array type ingest passes, then forget the rows.
@@ -137,6 +146,11 @@ class SidecarState:
         self._stop = threading.Event()
         self._refresher = threading.Thread(target=self._refresh_loop, name="drift-report", daemon=True)
 
+    @property
+    def rollout_state_dir(self) -> Path:
+        """Where the server persists rollout state (read by the dashboard's rollout panel)."""
+        return state_directory(self._settings.model_repository, self._settings.state_dir)
+
     # ------------------------------------------------------------------ loading
     def load(self) -> None:
         """Load every model with a ``drift:`` section or a shadow version; bad ones are logged and skipped."""
@@ -160,9 +174,12 @@ class SidecarState:
         config = load_model_config(model_dir)
         name = model_dir.name
         shadow_version = config.deployment.shadow_version if self._settings.shadow else None
-        if config.drift is None and shadow_version is None:
+        rollouts = config.deployment.rollout is not None and self._settings.shadow
+        if config.drift is None and shadow_version is None and not rollouts:
             logger.info(
-                "model %s has no drift section in %s and no shadow version; not monitored", name, CONFIG_FILENAME
+                "model %s has no drift section in %s, no shadow version and no rollout; not monitored",
+                name,
+                CONFIG_FILENAME,
             )
             return None
         monitor = dispatcher = None
@@ -173,16 +190,66 @@ class SidecarState:
             n_features = len(profile.features)
             _warm_up(monitor, n_features)
             dispatcher = AlertDispatcher(config.drift.actions, name)
-        shadow = None
+        model = MonitoredModel(name, config, monitor, n_features, dispatcher, None, model_dir=model_dir)
         if shadow_version is not None:
             path = model_dir / str(shadow_version) / MODEL_FILENAME
             if not path.is_file():
                 raise ConfigError(
                     f"{model_dir / CONFIG_FILENAME}: deployment.shadow_version {shadow_version} has no {path}"
                 )
-            version = load_model_version(name, shadow_version, path, config)
-            shadow = ShadowRunner(name, version, self._settings.shadow_queue_batches, self._shadow_metrics)
-        return MonitoredModel(name, config, monitor, n_features, dispatcher, shadow)
+            model.shadow = self._shadow_runner(model, load_model_version(name, shadow_version, path, config))
+        return model
+
+    def _shadow_runner(self, model: MonitoredModel, version: ModelVersion) -> ShadowRunner:
+        return ShadowRunner(
+            model.name,
+            version,
+            self._settings.shadow_queue_batches,
+            self._shadow_metrics,
+            lambda number: self._primary(model, number),
+        )
+
+    def _primary(self, model: MonitoredModel, number: str) -> ModelVersion | None:
+        """The primary version ``number`` loaded here (shadow thread), to time it beside the shadow."""
+        if number not in model.primaries:
+            model.primaries.clear()  # only the current primary is kept
+            model.primaries[number] = self._load_version(model, number)
+        return model.primaries[number]
+
+    def _load_version(self, model: MonitoredModel, number: str) -> ModelVersion | None:
+        if model.model_dir is None or not number.isdigit():
+            return None
+        path = model.model_dir / number / MODEL_FILENAME
+        try:
+            return load_model_version(model.name, int(number), path, load_model_config(model.model_dir))
+        except Exception as exc:  # a version that cannot load here is reported, never fatal
+            logger.warning("model %s: version %s cannot be loaded in the sidecar: %s", model.name, number, exc)
+            return None
+
+    def _follow_rollout(self, model: MonitoredModel, wanted: str) -> None:
+        """Ingest thread: run the version a rollout's shadow stage names, and stop it afterwards."""
+        if wanted == model.requested_shadow:
+            return
+        previous = model.shadow
+        if wanted:
+            if wanted in model.unloadable:
+                return
+            version = self._load_version(model, wanted)
+            if version is None:
+                model.unloadable.add(wanted)
+                return
+            runner = self._shadow_runner(model, version)
+            runner.start()
+            model.shadow = runner
+            logger.info("model %s: shadowing rollout candidate version %s", model.name, wanted)
+        else:
+            model.shadow = None
+            logger.info(
+                "model %s: rollout shadow stage over; shadow version %s stopped", model.name, model.requested_shadow
+            )
+        model.requested_shadow = wanted
+        if previous is not None:
+            previous.stop(2.0)
 
     def _add(self, model: MonitoredModel) -> None:
         model.worker = BatchWorker(
@@ -276,6 +343,8 @@ class SidecarState:
         model.batches_seen += 1
         model.traffic.observe(batch)
         self.metrics.duration.labels("update").observe(time.perf_counter() - started)
+        if self._settings.shadow and batch.shadow_version != model.requested_shadow:
+            self._follow_rollout(model, batch.shadow_version)
         if model.shadow is not None:
             model.shadow.offer(batch)
 

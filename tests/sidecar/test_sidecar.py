@@ -140,14 +140,21 @@ def test_shadow_comparison_matches_a_direct_onnxruntime_run(
     assert shadow.agreement < 1.0
     assert shadow.mean_abs_delta == pytest.approx(delta.mean(), rel=1e-6)
     assert shadow.max_abs_delta == pytest.approx(delta.max(), rel=1e-6)
-    assert shadow.primary_latency_p50_s == pytest.approx(0.001)
+    assert shadow.primary_latency_p50_s == pytest.approx(0.001)  # end to end, as the server measured it
     assert shadow.shadow_latency_p50_s > 0
+    # Like with like: the primary's bare inference time, measured beside the shadow's in the sidecar.
+    assert 0 < shadow.primary_inference_p50_s <= shadow.primary_inference_p99_s
+    assert 0 < shadow.shadow_latency_p50_s <= shadow.shadow_latency_p99_s
+    assert shadow.primary_inference_p50_s < shadow.primary_latency_p50_s
     assert sidecar.sample("driftserve_shadow_rows_total", model=MODEL) == 2048
     assert sidecar.sample("driftserve_shadow_agreement_ratio", model=MODEL) == pytest.approx(shadow.agreement)
     assert sidecar.sample("driftserve_shadow_abs_delta", model=MODEL, stat="max") == pytest.approx(shadow.max_abs_delta)
     # One shadow run per mirrored request of 16 rows; primary latencies come from latency_s.
     assert sidecar.sample("driftserve_shadow_latency_seconds_count", model=MODEL, role="shadow") == 2048 // 16
     assert sidecar.sample("driftserve_shadow_latency_seconds_count", model=MODEL, role="primary") == 2048 // 16
+    assert (
+        sidecar.sample("driftserve_shadow_latency_seconds_count", model=MODEL, role="primary_inference") == 2048 // 16
+    )
 
 
 def test_dashboard_renders_features_and_svg(sidecar: InProcessSidecar, primary: ort.InferenceSession) -> None:

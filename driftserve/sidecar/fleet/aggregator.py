@@ -285,6 +285,11 @@ class FleetState:
             raise UnknownModel(f"model {name!r} is not aggregated here; aggregated: {sorted(self.models)}")
         return self._refresh(model, self._settings.report_interval_s if max_age_s is None else max_age_s)
 
+    @property
+    def rollout_state_dir(self) -> Path | None:
+        """None: rollouts belong to each replica's server; the fleet page has no rollout panel."""
+        return None
+
     def refresh_all(self, max_age_s: float) -> None:
         """Evaluate every model whose report is older than ``max_age_s`` (the scrape hook)."""
         for model in self.models.values():
