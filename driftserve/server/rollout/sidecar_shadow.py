@@ -26,9 +26,14 @@ REPORT_TIMEOUT_S = 5.0
 
 
 class ShadowTagging(Protocol):
-    """The mirror publisher's map of model -> version the sidecar should shadow (None: stop)."""
+    """The mirror publisher's map of model -> version the sidecar should shadow (None: stop), and
+    the channel credentials and token it reaches the sidecar with."""
 
     shadow_versions: dict[str, int | None]
+    credentials: grpc.ChannelCredentials | None
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...] | None: ...
 
 
 @dataclass(frozen=True)
