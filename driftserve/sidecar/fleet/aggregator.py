@@ -226,6 +226,7 @@ class FleetState:
                     records[address] = ReplicaRecord(address, "", False, record.error, None, {}, {})
         for address in [a for a in self._channels if a not in records]:
             await self._channels.pop(address).close(None)
+            self._refused.pop(address, None)
         with self._records_lock:
             self._records = records
             self._pulled = True
