@@ -12,23 +12,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import socket
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
 from driftserve.api import driftserve_pb2, driftserve_pb2_grpc
-from driftserve.api._pool import reflection_pool
 from driftserve.core.auth import ANY_SCOPE, SCOPE_MIRROR, SCOPE_MONITOR, TokenAuthority, reload_on_sighup
 from driftserve.core.grpc_auth import GenericHandlersOnly, MethodScopes
 from driftserve.core.heap import freeze_startup_heap
 from driftserve.core.security import Security
-from driftserve.core.startup import StartupError, bind_problem, probe_tcp_port
+from driftserve.core.startup import StartupError, bind_problem
+from driftserve.sidecar.grpc_port import add_health, add_reflection, bind
 from driftserve.sidecar.http_api import SidecarHttpServer
 from driftserve.sidecar.monitor_service import MirrorServicer, MonitorServicer
 from driftserve.sidecar.settings import SidecarSettings
@@ -81,47 +79,6 @@ class RunningSidecar:
 LISTEN_FIX = "pick another with --listen or DRIFTSERVE_SIDECAR_LISTEN"
 
 
-def _probe(listen: str) -> None:
-    """StartupError for an address gRPC could not bind (gRPC's own error gives no reason and its
-    C core logs one to stderr)."""
-    if listen.startswith("unix:"):
-        directory = Path(listen[len("unix:") :].removeprefix("//")).parent
-        if not directory.is_dir():
-            raise StartupError(f"gRPC address {listen}: directory {directory} does not exist; {LISTEN_FIX}")
-        return
-    host, _, port_text = listen.rpartition(":")
-    port = int(port_text)
-    if port == 0:
-        return
-    try:
-        probe_tcp_port(host, port)
-    except socket.gaierror as exc:
-        raise StartupError(
-            f"gRPC address {listen}: host {host!r} cannot be resolved ({exc.strerror}); {LISTEN_FIX}"
-        ) from None
-    except OSError as exc:
-        raise StartupError(f"gRPC address {listen} {bind_problem(exc)}; {LISTEN_FIX}") from None
-
-
-def _bind(server: grpc.aio.Server, listen: str, security: Security) -> tuple[str, int]:
-    """Bind ``listen``, with TLS when ``security`` has it; returns the address clients should use and
-    the TCP port (0 for unix)."""
-    _probe(listen)
-    try:
-        if security.tls is None:
-            port = server.add_insecure_port(listen)
-        else:
-            port = server.add_secure_port(listen, security.tls.grpc_credentials())
-    except RuntimeError:
-        raise StartupError(f"gRPC address {listen} cannot be bound; {LISTEN_FIX}") from None
-    if listen.startswith("unix:"):
-        return listen, 0
-    if port == 0:
-        raise StartupError(f"gRPC address {listen} cannot be bound; {LISTEN_FIX}")
-    host = listen.rpartition(":")[0]
-    return f"{host}:{port}", port
-
-
 async def create_sidecar(settings: SidecarSettings, registry: CollectorRegistry | None = None) -> RunningSidecar:
     """Bind gRPC and HTTP, load the monitored models, start, and mark the process SERVING.
 
@@ -147,17 +104,9 @@ async def create_sidecar(settings: SidecarSettings, registry: CollectorRegistry 
     driftserve_pb2_grpc.add_MonitorServicer_to_server(
         MonitorServicer(state, WindowStateExporter(state).export), services
     )
-    health = health_aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, GenericHandlersOnly(server))
-    reflection_names = (
-        *SERVICE_NAMES,
-        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-        reflection.SERVICE_NAME,
-    )
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-        reflection.aio.ReflectionServicer(reflection_names, pool=reflection_pool()), services
-    )
-    address, port = _bind(server, settings.listen, security)
+    health = add_health(server)
+    add_reflection(services, SERVICE_NAMES)
+    address, port = bind(server, settings.listen, security, LISTEN_FIX)
     running = RunningSidecar(server, address, port, -1, state, health, authority=security.authority)
     if settings.http_port >= 0:
         try:

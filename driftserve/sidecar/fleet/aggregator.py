@@ -12,6 +12,11 @@ A replica whose pull fails is *stale*: its last state stays merged (its rows wer
 sliding panes age out by the clock) until ``forget_after_s``, then it is *unreachable* and no
 longer merged. A replica that returns is merged from its new state (a new instance id when the
 sidecar restarted). A missing replica never delays a report: reports read whatever was pulled last.
+
+Pulls reach secured sidecars with ``replica_client.ReplicaClient`` (TLS, mutual TLS, a bearer
+token); a replica that refuses a pull (no or wrong token, a token without scope ``monitor``, a
+failed TLS handshake) is listed like one that is down, with the refusal and its fix as the error,
+counted by reason in ``driftserve_fleet_pull_rejections_total`` and logged once per change.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from driftserve.sidecar.drift.profile import ReferenceProfile
 from driftserve.sidecar.fleet.discovery import parse_targets, resolve
 from driftserve.sidecar.fleet.merge import merge_group, merge_shadow, window_panes
 from driftserve.sidecar.fleet.metrics import FleetMetrics
+from driftserve.sidecar.fleet.replica_client import ReplicaClient
 from driftserve.sidecar.fleet.settings import FleetSettings
 from driftserve.sidecar.metrics import DriftMetrics, ShadowMetrics
 from driftserve.sidecar.replicas import CONTRIBUTING, INCOMPATIBLE, STALE, UNREACHABLE, FleetView, ReplicaStatus
@@ -114,6 +120,11 @@ class FleetState:
     def __init__(self, settings: FleetSettings, registry: CollectorRegistry) -> None:
         self._settings = settings
         self._targets = parse_targets(settings.replicas)
+        # Reads the --replica-* files now: a bad one stops the start with one line naming the flag.
+        self.client = ReplicaClient.load(
+            settings.replica_tls_ca, settings.replica_tls_cert, settings.replica_tls_key, settings.replica_token_file
+        )
+        self._refused: dict[str, str] = {}  # address -> reason of its last refusal, to log each change once
         self._drift_metrics = DriftMetrics(registry)
         self._shadow_metrics = ShadowMetrics(registry)
         self.metrics = FleetMetrics(registry)
@@ -215,6 +226,7 @@ class FleetState:
                     records[address] = ReplicaRecord(address, "", False, record.error, None, {}, {})
         for address in [a for a in self._channels if a not in records]:
             await self._channels.pop(address).close(None)
+            self._refused.pop(address, None)
         with self._records_lock:
             self._records = records
             self._pulled = True
@@ -224,18 +236,33 @@ class FleetState:
     async def _pull(self, address: str) -> driftserve_pb2.WindowStateResponse | str:
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(
+            channel = self._channels[address] = self.client.channel(
                 address, options=[("grpc.max_receive_message_length", MAX_STATE_BYTES)]
             )
         stub = driftserve_pb2_grpc.MonitorStub(channel)
         try:
             response: driftserve_pb2.WindowStateResponse = await stub.GetWindowState(
-                driftserve_pb2.WindowStateRequest(), timeout=self._settings.pull_timeout_s
+                driftserve_pb2.WindowStateRequest(),
+                timeout=self._settings.pull_timeout_s,
+                metadata=self.client.metadata,
             )
-            return response
         except grpc.aio.AioRpcError as exc:
             self.metrics.pull_errors.inc()
-            return f"{exc.code().name}: {exc.details()}"
+            return self._failed(address, exc.code(), exc.details() or "")
+        if self._refused.pop(address, None) is not None:
+            logger.info("replica %s accepts the pulls again", address)
+        return response
+
+    def _failed(self, address: str, code: grpc.StatusCode, details: str) -> str:
+        """The error of a failed pull; a refusal is counted by reason and logged when it is new."""
+        refusal = self.client.refusal(code, details)
+        if refusal is None:
+            return f"{code.name}: {details}{self.client.hint(code)}"
+        self.metrics.pull_rejections.labels(refusal.reason).inc()
+        if self._refused.get(address) != refusal.reason:
+            self._refused[address] = refusal.reason
+            logger.error("replica %s %s; it is left out of the fleet report until it accepts", address, refusal.message)
+        return refusal.message
 
     def _decode_all(
         self, addresses: list[str], answers: list[driftserve_pb2.WindowStateResponse | str], now: float

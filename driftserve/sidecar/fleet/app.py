@@ -4,6 +4,11 @@
 like the sidecar's. The aggregator serves the sidecar's Monitor service, JSON API, dashboard and
 metrics over fleet-wide reports; it starts serving before any replica answered, since a replica
 that is missing must never keep the fleet's report from being served.
+
+Its gRPC port is secured like the sidecar's, by the same code (``sidecar.grpc_port``) and flags:
+TLS, mutual TLS, and bearer tokens where Monitor needs scope ``monitor``, reflection any valid
+token and health none; SIGHUP re-reads ``--auth-tokens-file``. Its pulls use the ``--replica-*``
+flags (``fleet.replica_client``).
 """
 
 from __future__ import annotations
@@ -12,21 +17,23 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
 import time
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
 from driftserve.api import driftserve_pb2, driftserve_pb2_grpc
-from driftserve.api._pool import reflection_pool
-from driftserve.core.startup import StartupError, bind_problem, probe_tcp_port
+from driftserve.core.auth import ANY_SCOPE, SCOPE_MONITOR, TokenAuthority, reload_on_sighup
+from driftserve.core.grpc_auth import GenericHandlersOnly, MethodScopes
+from driftserve.core.security import Security
+from driftserve.core.startup import StartupError, bind_problem
 from driftserve.sidecar.fleet.aggregator import FleetState
 from driftserve.sidecar.fleet.settings import FleetSettings
+from driftserve.sidecar.grpc_port import add_health, add_reflection, bind
 from driftserve.sidecar.http_api import SidecarHttpServer
 from driftserve.sidecar.monitor_service import MonitorServicer
 
@@ -34,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 MONITOR = driftserve_pb2.DESCRIPTOR.services_by_name["Monitor"].full_name
 LISTEN_FIX = "pick another with --listen or DRIFTSERVE_FLEET_LISTEN"
+# The scope of each call on the aggregator's gRPC port when tokens are configured; health needs none.
+FLEET_SCOPES = {MONITOR: MethodScopes(SCOPE_MONITOR), reflection.SERVICE_NAME: MethodScopes(ANY_SCOPE)}
 
 
 @dataclass
@@ -48,6 +57,8 @@ class RunningFleet:
     health: health_aio.HealthServicer
     puller: asyncio.Task[None] | None = None
     http: SidecarHttpServer | None = None
+    # The bearer tokens in force (None: no --auth-tokens-file); SIGHUP reloads them.
+    authority: TokenAuthority | None = None
 
     async def stop(self, grace_s: float) -> None:
         """NOT_SERVING, stop pulling, let open RPCs finish within ``grace_s``, stop threads and HTTP."""
@@ -62,26 +73,6 @@ class RunningFleet:
         if self.http is not None:
             await asyncio.to_thread(self.http.close)
         logger.info("fleet aggregator stopped")
-
-
-def _bind(server: grpc.aio.Server, listen: str) -> tuple[str, int]:
-    host, _, port_text = listen.rpartition(":")
-    if not listen.startswith("unix:") and int(port_text):
-        try:
-            probe_tcp_port(host, int(port_text))
-        except socket.gaierror as exc:
-            raise StartupError(
-                f"gRPC address {listen}: host {host!r} cannot be resolved ({exc.strerror}); {LISTEN_FIX}"
-            ) from None
-        except OSError as exc:
-            raise StartupError(f"gRPC address {listen} {bind_problem(exc)}; {LISTEN_FIX}") from None
-    try:
-        port = server.add_insecure_port(listen)
-    except RuntimeError:
-        raise StartupError(f"gRPC address {listen} cannot be bound; {LISTEN_FIX}") from None
-    if listen.startswith("unix:"):
-        return listen, 0
-    return f"{host}:{port}", port
 
 
 async def _pull_loop(state: FleetState, interval_s: float) -> None:
@@ -103,19 +94,20 @@ async def create_fleet(settings: FleetSettings, registry: CollectorRegistry | No
             f"model repository {root} is not a directory; "
             "pass the replicas' repository with --model-repository or DRIFTSERVE_FLEET_MODEL_REPOSITORY"
         )
+    security = Security.load(settings.tls_cert, settings.tls_key, settings.tls_client_ca, settings.auth_tokens_file)
     registry = registry if registry is not None else CollectorRegistry()
-    state = FleetState(settings, registry)
+    state = FleetState(settings, registry)  # reads the --replica-* files
     server = grpc.aio.server()
-    driftserve_pb2_grpc.add_MonitorServicer_to_server(MonitorServicer(state), server)
-    health = health_aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        (MONITOR, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-        server,
-        pool=reflection_pool(),
+    # Monitor and reflection behind the bearer-token check when tokens are configured, as on the sidecar.
+    rejected = state.metrics.auth_rejections
+    services = GenericHandlersOnly(
+        server, security.authority, FLEET_SCOPES, lambda reason: rejected.labels(reason).inc()
     )
-    address, port = _bind(server, settings.listen)
-    running = RunningFleet(server, address, port, -1, state, health)
+    driftserve_pb2_grpc.add_MonitorServicer_to_server(MonitorServicer(state), services)
+    health = add_health(server)
+    add_reflection(services, (MONITOR,))
+    address, port = bind(server, settings.listen, security, LISTEN_FIX)
+    running = RunningFleet(server, address, port, -1, state, health, authority=security.authority)
     if settings.http_port >= 0:
         try:
             running.http = SidecarHttpServer(
@@ -143,7 +135,14 @@ async def create_fleet(settings: FleetSettings, registry: CollectorRegistry | No
         running.http.start()
     for name in ("", MONITOR):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    logger.info("fleet aggregator on %s (http :%d) aggregating %s", address, running.http_port, sorted(state.models))
+    logger.info(
+        "fleet aggregator on %s, %s (http :%d) aggregating %s; pulls %s",
+        address,
+        security.describe(),
+        running.http_port,
+        sorted(state.models),
+        state.client.describe(),
+    )
     return running
 
 
@@ -158,6 +157,7 @@ async def serve(settings: FleetSettings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reload_on_sighup(running.authority)
     await stop.wait()
     await running.stop(settings.grace_period_s)
     return 0

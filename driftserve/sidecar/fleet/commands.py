@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from driftserve.core.commandline import configure_logging, settings_from_args
+from driftserve.core.security_flags import add_security_flags
 
 
 def _cmd_fleet(args: argparse.Namespace) -> int:
@@ -50,7 +52,9 @@ def register_fleet(drift_sub: Any) -> None:
         "fleet",
         help="aggregate many replicas' sidecars into one fleet-wide drift view (API, dashboard, metrics)",
         epilog="Each --replicas host is resolved on every pull, so a Kubernetes headless Service name "
-        "(one address per ready pod) covers every replica. Exit code 2 when a setting must change.",
+        "(one address per ready pod) covers every replica. Start-up errors: one line on stderr, exit code 2 "
+        "when a setting must change (a missing or invalid setting, a missing repository, an address in use, a "
+        "missing or unreadable --tls-*, --replica-tls-*, tokens or token file, a certificate without its key).",
     )
     fleet.add_argument(
         "--replicas",
@@ -70,4 +74,27 @@ def register_fleet(drift_sub: Any) -> None:
         "--forget-after-s", type=float, help="a silent replica stays merged from its last state this long [default 600]"
     )
     fleet.add_argument("--grace-period-s", type=float, help="time open RPCs get at shutdown [default 1]")
+    add_security_flags(fleet, "DRIFTSERVE_FLEET_")
+    pulls = fleet.add_argument_group("TLS and authentication of the pulls from the replicas (see README 'Security')")
+    pulls.add_argument(
+        "--replica-tls-ca",
+        type=Path,
+        help="CA (PEM) that verifies the replicas' sidecars: pull over TLS [DRIFTSERVE_FLEET_REPLICA_TLS_CA]",
+    )
+    pulls.add_argument(
+        "--replica-tls-cert",
+        type=Path,
+        help="client certificate (PEM) for sidecars with --tls-client-ca [DRIFTSERVE_FLEET_REPLICA_TLS_CERT]",
+    )
+    pulls.add_argument(
+        "--replica-tls-key",
+        type=Path,
+        help="private key of --replica-tls-cert (PEM) [DRIFTSERVE_FLEET_REPLICA_TLS_KEY]",
+    )
+    pulls.add_argument(
+        "--replica-token-file",
+        type=Path,
+        help="file whose first line is a bearer token with scope 'monitor' in the sidecars' tokens file "
+        "[DRIFTSERVE_FLEET_REPLICA_TOKEN_FILE]",
+    )
     fleet.set_defaults(func=_cmd_fleet)

@@ -47,6 +47,20 @@ class FleetSettings(BaseSettings):
         description="A replica that stopped answering is merged from its last state (stale) for this long.",
     )
     grace_period_s: float = Field(DEFAULT_GRACE_PERIOD_S, ge=0, description="Time open RPCs get at shutdown.")
+    # Serving: the same four flags as the sidecar (``core.security.Security``).
+    tls_cert: Path | None = Field(None, description="Certificate chain (PEM) of the gRPC port; set with tls_key.")
+    tls_key: Path | None = Field(None, description="Private key (PEM) of tls_cert.")
+    tls_client_ca: Path | None = Field(None, description="CA (PEM) client certificates must chain to: mutual TLS.")
+    auth_tokens_file: Path | None = Field(
+        None, description="Bearer tokens with scopes (monitor); unset = no token needed."
+    )
+    # Pulling: how the aggregator reaches secured replicas' sidecars (``fleet.replica_client``).
+    replica_tls_ca: Path | None = Field(None, description="CA (PEM) that verifies the replicas: pull over TLS.")
+    replica_tls_cert: Path | None = Field(None, description="Client certificate (PEM) for replicas with mutual TLS.")
+    replica_tls_key: Path | None = Field(None, description="Private key (PEM) of replica_tls_cert.")
+    replica_token_file: Path | None = Field(
+        None, description="File whose first line is the bearer token (scope monitor) sent on every pull."
+    )
 
     @field_validator("log_level")
     @classmethod
