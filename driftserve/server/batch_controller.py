@@ -13,15 +13,15 @@ Every ``update_interval_ns`` it recomputes its decisions from a latency *budget*
 
 - ``limit_rows``: the largest batch whose compute, plus one batch already running ahead of it,
   fits the budget: ``2·c(B) ≤ k·SLO``, at most ``max_batch_size``. Batches never take more rows.
-- ``target_rows``: the batch worth waiting for, at most the limit: the smallest batch that keeps
-  the instance busy at most ``UTILISATION`` of the time at the measured rate,
-  ``λ·c(B)/B ≤ ρ``, that is ``B = λa / (ρ − λb)`` (the limit when ``λb ≥ ρ``: no batch size is
-  enough, so the most efficient one that fits), and at least the recent peak of requests in flight
-  that the batcher reports (closed-loop clients that all wait on the previous batch: waiting for
-  all of them costs little and fragmenting them costs throughput). Open-loop traffic that waits
+- ``target_rows``: the batch worth waiting for, at most the limit. It is the smallest batch that
+  keeps the instance busy at most ``UTILISATION`` of the time at the measured rate,
+  ``λ·c(B)/B ≤ ρ``, that is ``B = λa / (ρ − λb)`` (the limit when ``λb ≥ ρ``: then no batch
+  size is enough, so the most efficient one that fits). It is also at least the recent peak of
+  requests in flight that the batcher reports: closed-loop clients that all wait on the previous
+  batch come back soon, and fragmenting them costs throughput. Open-loop traffic that waits
   raises its own peak in flight, so the peak counts only while most batches reach their target
-  rather than wait out the delay. A batch closes as soon as this many rows are queued. At low load the target is one or two rows and nobody waits for a batch
-  the instance does not need.
+  rather than wait out the delay. A batch closes as soon as this many rows are queued; at low
+  load that is one or two rows, and nobody waits for a batch the instance does not need.
 - ``delay_ns``: how long the oldest request may wait for the target: the budget left after two
   batch computes, no longer than the target takes to arrive at ``λ``, and at most the bound
   (``max_queue_delay_us`` when the config sets it, else the objective).
@@ -30,10 +30,10 @@ The budget fraction ``k`` closes the loop (additive increase, multiplicative dec
 Clipper's batch sizing does): when the measured p99 exceeds the objective, ``k`` shrinks by
 ``DECREASE``; while it stays below ``(1 − 2·tolerance)·SLO``, ``k`` grows by ``INCREASE`` up to
 ``1 − tolerance``. The model above ignores queues longer than one batch; the feedback covers
-what the model misses. Under overload (most batches leave a full batch queued behind them) the
-budget is not shrunk: smaller batches would only lower throughput while the queue, bounded by
-``max_queue_size`` and deadlines, is where the excess shows. Each adjustment is judged on requests served after it (at least
-``MIN_SAMPLES``), so one bad window is acted on once.
+what the model misses. Each adjustment is judged on requests served after it (at least
+``MIN_SAMPLES``), so one bad window is acted on once. Under overload (most batches leave a full
+batch queued behind them) the budget is not shrunk: smaller batches would only lower throughput,
+and the queue, bounded by ``max_queue_size`` and deadlines, is where the excess shows.
 
 Everything here is plain arithmetic on nanosecond integers passed in by the caller: no clock, no
 event loop, no threads. The batcher feeds it real time; the tests feed it a simulated clock.
@@ -101,7 +101,7 @@ class ControllerState:
 class CostModel:
     """``c(rows) = a + b·rows`` fitted by exponentially decayed least squares."""
 
-    __slots__ = ("_decay", "_s", "_sx", "_sy", "_sxx", "_sxy", "a", "b", "_b_known")
+    __slots__ = ("_b_known", "_decay", "_s", "_sx", "_sxx", "_sxy", "_sy", "a", "b")
 
     def __init__(self, decay: float) -> None:
         self._decay = decay
@@ -176,28 +176,21 @@ class BatchController:
             return True
         return False
 
-    def on_batch(
-        self,
-        now_ns: int,
-        rows: int,
-        compute_ns: int,
-        arrivals_ns: list[int],
-        inflight_peak: int = 0,
-        closed_by_delay: bool = False,
-        backlogged: bool = False,
-    ) -> bool:
-        """A batch of ``rows`` rows finished at ``now_ns`` after ``compute_ns`` of compute.
-
-        ``arrivals_ns`` are its requests' arrival times: their latencies (queue + compute) feed the
-        measured p99. ``inflight_peak`` is the recent peak of requests queued or running at once;
-        ``closed_by_delay`` says the batch waited out the delay short of its target; ``backlogged``
-        that a full batch was still queued behind it. Returns True when the decisions were
-        recomputed.
-        """
-        self.cost.add(rows, compute_ns)
+    def on_close(self, inflight_peak: int, closed_by_delay: bool, backlogged: bool) -> None:
+        """A batch closed: ``inflight_peak`` is the recent peak of requests queued or running at once,
+        ``closed_by_delay`` says it waited out the delay short of its target, ``backlogged`` that a
+        full batch is still queued behind it."""
         self._inflight_peak = inflight_peak
         self.delay_share += ((1.0 if closed_by_delay else 0.0) - self.delay_share) * DELAY_SHARE_WEIGHT
         self.backlog_share += ((1.0 if backlogged else 0.0) - self.backlog_share) * DELAY_SHARE_WEIGHT
+
+    def on_batch(self, now_ns: int, rows: int, compute_ns: int, arrivals_ns: list[int]) -> bool:
+        """A batch of ``rows`` rows finished at ``now_ns`` after ``compute_ns`` of compute.
+
+        ``arrivals_ns`` are its requests' arrival times: their latencies (queue + compute) feed the
+        measured p99. Returns True when the decisions were recomputed.
+        """
+        self.cost.add(rows, compute_ns)
         samples = self._samples
         if len(samples) < MAX_SAMPLES:
             samples.extend(now_ns - arrival for arrival in arrivals_ns)
@@ -224,16 +217,10 @@ class BatchController:
         a, b = self.cost.a, self.cost.b
         budget = self.budget_fraction * s.objective_ns
         # Largest batch with 2·c(B) within the budget (one batch running ahead, then its own).
-        if b > 0.0:
-            limit = int((budget / 2.0 - a) / b)
-        else:
-            limit = s.max_rows
-        limit = min(max(limit, 1), s.max_rows)
+        limit = min(max(int((budget / 2.0 - a) / b) if b > 0.0 else s.max_rows, 1), s.max_rows)
         rate_per_ns = self.arrival_rows_per_s / 1e9
-        if rate_per_ns * b >= UTILISATION:
-            needed = float(limit)  # no batch size keeps the instance that idle: the largest that fits
-        else:
-            needed = rate_per_ns * a / (UTILISATION - rate_per_ns * b)
+        busy = rate_per_ns * b  # share of the time the per-row cost alone keeps the instance busy
+        needed = float(limit) if busy >= UTILISATION else rate_per_ns * a / (UTILISATION - busy)
         floor = self._inflight_peak if self.delay_share < MAX_DELAY_SHARE else 1
         target = min(max(math.ceil(needed), floor, 1), limit)
         slack = budget - 2.0 * self.cost.cost_ns(target)

@@ -83,15 +83,11 @@ def simulate(
     running: list[int] | None = None
     busy_until = 0
     running_start = 0
-    by_delay = False
-    backlogged = False
     now = 0
     while now < end_ns:
         # Complete the running batch.
         if running is not None and busy_until <= now:
-            changed = controller.on_batch(
-                busy_until, len(running), busy_until - running_start, running, max(peaks, default=0), by_delay, backlogged
-            )
+            changed = controller.on_batch(busy_until, len(running), busy_until - running_start, running)
             if closed_loop_think_ns is not None:
                 for _ in running:
                     bisect.insort(arrivals_ns, busy_until + closed_loop_think_ns, lo=next_arrival)
@@ -116,14 +112,14 @@ def simulate(
                 close_at = max(now, queue[0] + controller.delay_ns)
             if close_at <= now:
                 by_delay = len(queue) < min(controller.target_rows, limit)
+                peaks.append(peak)
                 taken = min(len(queue), limit)
                 running = [queue.popleft() for _ in range(taken)]
                 running_start = now
-                backlogged = len(queue) >= limit
+                controller.on_close(max(peaks, default=0), by_delay, len(queue) >= limit)
+                peak = len(queue) + taken
                 busy_until = now + cost(now, taken)
                 result.batches.append(Batch(now, taken, limit, controller.delay_ns, controller.target_rows))
-                peaks.append(peak)
-                peak = len(queue) + taken
                 continue
         # Advance the clock to the next event.
         candidates = [end_ns]

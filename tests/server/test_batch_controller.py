@@ -15,7 +15,9 @@ CAPACITY = MAX_ROWS * NS_PER_S / (A_NS + B_NS * MAX_ROWS)  # rows/s at full batc
 TOLERANCE = 0.1
 
 
-def controller(objective_ms: float = 10.0, max_delay_ns: int | None = None, max_rows: int = MAX_ROWS) -> BatchController:
+def controller(
+    objective_ms: float = 10.0, max_delay_ns: int | None = None, max_rows: int = MAX_ROWS
+) -> BatchController:
     objective_ns = int(objective_ms * MS)
     settings = ControllerSettings(
         objective_ns=objective_ns,
