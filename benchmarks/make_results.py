@@ -6,6 +6,8 @@ Steps (each writes JSON + a Markdown section under ``benchmarks/results/``):
    ``p99<100ms`` / ``p99<10ms``, p50 at concurrency 1 (the project's own load generator);
 2. ``perf_analyzer_sweep`` — Triton's perf_analyzer at concurrency 1..8 and 32, both models;
    ``batching_bench`` — the large MLP at 32 clients, batching off vs on at several delays;
+   ``slo_bench`` — both models: ``slo_p99_ms`` alone vs the example config, a sweep of fixed
+   delays, batching off and the naive server, closed loop at 1..64 clients and open loop;
 3. ``mirror_bench`` — server throughput with mirroring at sample rate 1.0 vs off;
 4. ``workers_bench`` — ``--workers`` 1 vs 2 on this machine;
 5. micro-benchmarks (pytest-benchmark): codec, batcher, preprocessing kernels, drift update;
@@ -41,6 +43,7 @@ def steps(repo: Path) -> list[tuple[str, list[str]]]:
         ("slo", ["-m", "benchmarks.run_all", "--model-repository", r, "--out", out, "--no-progress"]),
         ("perf_analyzer", ["-m", "benchmarks.perf_analyzer_sweep", "--model-repository", r, "--out", out]),
         ("batching", ["-m", "benchmarks.batching_bench", "--model-repository", r, "--out", out]),
+        ("slo_batching", ["-m", "benchmarks.slo_bench", "--model-repository", r, "--out", out]),
         ("mirror", ["-m", "benchmarks.mirror_bench", "--model-repository", r, "--out", out]),
         ("workers", ["-m", "benchmarks.workers_bench", "--model-repository", r, "--workers", "1,2", "--out", out]),
         (
@@ -303,6 +306,7 @@ SECTIONS = (
     ("slo.md", "Latency SLOs: driftserve vs the naive baseline"),
     ("perf_analyzer.md", "Serving core with Triton's perf_analyzer"),
     ("batching.md", "Micro-batching"),
+    ("slo_batching.md", "SLO batching: a latency objective instead of a delay"),
     ("mirror.md", "Mirroring overhead"),
     ("workers.md", "Multi-process serving on this machine"),
     ("workers_16core.md", "Multi-process scaling on a 16-core machine"),

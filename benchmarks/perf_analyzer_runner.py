@@ -31,8 +31,15 @@ def run_perf_analyzer(
     window_ms: int,
     stability_percent: int = 60,
     extra_args: list[str] | None = None,
+    request_rate: float | None = None,
 ) -> dict[str, float]:
-    """One perf_analyzer measurement at a fixed concurrency; latencies in ms, rates per second."""
+    """One perf_analyzer measurement at a fixed concurrency, or open loop at ``request_rate``
+    requests/s (Poisson arrivals); latencies in ms, rates per second."""
+    load = (
+        ["--concurrency-range", str(concurrency)]
+        if request_rate is None
+        else ["--request-rate-range", f"{request_rate:.0f}", "--request-distribution", "poisson"]
+    )
     with tempfile.NamedTemporaryFile(suffix=".csv") as out:
         cmd = [
             str(SCRIPT),
@@ -42,8 +49,7 @@ def run_perf_analyzer(
             target,
             "-m",
             model,
-            "--concurrency-range",
-            str(concurrency),
+            *load,
             "-p",
             str(window_ms),
             "-s",

@@ -51,11 +51,13 @@ INCREASE = 0.05
 DECREASE = 0.7
 # The target batch keeps the instance busy at most this share of the time at the measured rate.
 UTILISATION = 0.5
-# Weight of one batch in the shares of batches closed by the delay and of backlogged batches;
-# above MAX_DELAY_SHARE the peak in flight no longer raises the target, and a backlog (overload)
-# no longer shrinks the budget.
+# Weight of one batch in the shares of batches closed by the delay and of backlogged batches.
+# Above MAX_DELAY_SHARE the peak in flight no longer raises the target (the simulation at 2-20%
+# load: p99 2.3 ms at 0.2 against 7.8 ms at 0.5, closed loop unchanged); above MAX_BACKLOG_SHARE
+# (overload) the feedback no longer shrinks the budget.
 DELAY_SHARE_WEIGHT = 0.1
-MAX_DELAY_SHARE = 0.5
+MAX_DELAY_SHARE = 0.2
+MAX_BACKLOG_SHARE = 0.5
 # Measured latencies needed before the feedback acts, and at most kept between adjustments.
 MIN_SAMPLES = 100
 MAX_SAMPLES = 4096
@@ -237,7 +239,7 @@ class BatchController:
         samples.sort()
         self.measured_p99_ns = samples[math.ceil(0.99 * len(samples)) - 1]
         if self.measured_p99_ns > s.objective_ns:
-            if self.backlog_share < MAX_DELAY_SHARE:
+            if self.backlog_share < MAX_BACKLOG_SHARE:
                 self.budget_fraction = max(MIN_BUDGET_FRACTION, self.budget_fraction * DECREASE)
         elif self.measured_p99_ns < (1.0 - 2.0 * s.tolerance) * s.objective_ns:
             self.budget_fraction = min(1.0 - s.tolerance, self.budget_fraction + INCREASE)
