@@ -30,7 +30,9 @@ The budget fraction ``k`` closes the loop (additive increase, multiplicative dec
 Clipper's batch sizing does): when the measured p99 exceeds the objective, ``k`` shrinks by
 ``DECREASE``; while it stays below ``(1 − 2·tolerance)·SLO``, ``k`` grows by ``INCREASE`` up to
 ``1 − tolerance``. The model above ignores queues longer than one batch; the feedback covers
-what the model misses. Each adjustment is judged on requests served after it (at least
+what the model misses. The budget shrinks only when a shorter delay can fix the violation (the
+p99 exceeds the objective by less than the delay); otherwise the time is spent elsewhere, behind
+other batches or in a saturated event loop, where smaller batches would only cost more. Each adjustment is judged on requests served after it (at least
 ``MIN_SAMPLES``), so one bad window is acted on once. Under overload (most batches leave a full
 batch queued behind them) the budget is not shrunk: smaller batches would only lower throughput,
 and the queue, bounded by ``max_queue_size`` and deadlines, is where the excess shows.
@@ -239,7 +241,10 @@ class BatchController:
         samples.sort()
         self.measured_p99_ns = samples[math.ceil(0.99 * len(samples)) - 1]
         if self.measured_p99_ns > s.objective_ns:
-            if self.backlog_share < MAX_BACKLOG_SHARE:
+            # Back off only where backing off can help: not under overload, and not when the
+            # violation is larger than the whole delay (then the time is spent elsewhere: behind
+            # other batches, or in a saturated event loop, where smaller batches only cost more).
+            if self.backlog_share < MAX_BACKLOG_SHARE and self.measured_p99_ns - self.delay_ns <= s.objective_ns:
                 self.budget_fraction = max(MIN_BUDGET_FRACTION, self.budget_fraction * DECREASE)
         elif self.measured_p99_ns < (1.0 - 2.0 * s.tolerance) * s.objective_ns:
             self.budget_fraction = min(1.0 - s.tolerance, self.budget_fraction + INCREASE)
