@@ -32,10 +32,10 @@ Clipper's batch sizing does): when the measured p99 exceeds the objective, ``k``
 ``1 − tolerance``. The model above ignores queues longer than one batch; the feedback covers
 what the model misses. The budget shrinks only when a shorter delay can fix the violation (the
 p99 exceeds the objective by less than the delay); otherwise the time is spent elsewhere, behind
-other batches or in a saturated event loop, where smaller batches would only cost more. Each adjustment is judged on requests served after it (at least
-``MIN_SAMPLES``), so one bad window is acted on once. Under overload (most batches leave a full
-batch queued behind them) the budget is not shrunk: smaller batches would only lower throughput,
-and the queue, bounded by ``max_queue_size`` and deadlines, is where the excess shows.
+other batches or in a saturated event loop, where smaller batches would only cost more. Under
+overload (most batches leave a full batch queued behind them) it does not shrink either: the
+queue, bounded by ``max_queue_size`` and deadlines, is where the excess shows. Each adjustment is
+judged on requests served after it (at least ``MIN_SAMPLES``), so one bad window is acted on once.
 
 Everything here is plain arithmetic on nanosecond integers passed in by the caller: no clock, no
 event loop, no threads. The batcher feeds it real time; the tests feed it a simulated clock.
