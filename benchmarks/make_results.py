@@ -8,6 +8,7 @@ Steps (each writes JSON + a Markdown section under ``benchmarks/results/``):
    ``batching_bench`` — the large MLP at 32 clients, batching off vs on at several delays;
    ``slo_bench`` — both models: ``slo_p99_ms`` alone vs the example config, a sweep of fixed
    delays, batching off and the naive server, closed loop at 1..64 clients and open loop;
+   ``idle_path_bench`` — one client: driftserve vs the naive server and the transport ceiling;
 3. ``mirror_bench`` — server throughput with mirroring at sample rate 1.0 vs off;
 4. ``workers_bench`` — ``--workers`` 1 vs 2 on this machine;
 5. micro-benchmarks (pytest-benchmark): codec, batcher, preprocessing kernels, drift update;
@@ -44,6 +45,7 @@ def steps(repo: Path) -> list[tuple[str, list[str]]]:
         ("perf_analyzer", ["-m", "benchmarks.perf_analyzer_sweep", "--model-repository", r, "--out", out]),
         ("batching", ["-m", "benchmarks.batching_bench", "--model-repository", r, "--out", out]),
         ("slo_batching", ["-m", "benchmarks.slo_bench", "--model-repository", r, "--out", out]),
+        ("idle_path", ["-m", "benchmarks.idle_path_bench", "--model-repository", r, "--out", out]),
         ("mirror", ["-m", "benchmarks.mirror_bench", "--model-repository", r, "--out", out]),
         ("workers", ["-m", "benchmarks.workers_bench", "--model-repository", r, "--workers", "1,2", "--out", out]),
         (
@@ -307,6 +309,7 @@ SECTIONS = (
     ("perf_analyzer.md", "Serving core with Triton's perf_analyzer"),
     ("batching.md", "Micro-batching"),
     ("slo_batching.md", "SLO batching: a latency objective instead of a delay"),
+    ("idle_path.md", "The idle path: one client"),
     ("mirror.md", "Mirroring overhead"),
     ("workers.md", "Multi-process serving on this machine"),
     ("workers_16core.md", "Multi-process scaling on a 16-core machine"),

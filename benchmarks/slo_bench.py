@@ -191,7 +191,7 @@ def markdown(report: dict[str, Any]) -> list[str]:
                     *(f"{res[v]['p50_ms']:.2f} / {res[v]['p99_ms']:.2f}" for v in res),
                 )
             )
-        first = next(iter(r["open_loop"].values()), {})
+        first: dict[str, Any] = next(iter(r["open_loop"].values()), {})
         lines += markdown_table(("rate", *first), rows)
         lines.append("")
     return lines
