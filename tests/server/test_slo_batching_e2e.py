@@ -13,6 +13,7 @@ import pytest
 
 from driftserve.api import grpc_service_pb2 as pb
 from examples.build_repository import load_split
+from tests.cli_support import one_line, run_cli
 from tests.server.support import InProcessServer, copy_model, v2_request, wait_until
 
 MLP = "breast_cancer_mlp"
@@ -116,3 +117,9 @@ def test_the_server_default_objective_applies_to_models_without_one(server: InPr
     reply = server.v2().ModelInfer(v2_request("mlp_off", np.zeros((2, 30), np.float32)), timeout=30)
     assert len(reply.raw_output_contents) == 2
     assert server.metric("driftserve_batcher_slo_objective_seconds", model="mlp_off") == 0
+
+
+def test_an_invalid_server_objective_is_one_line(example_repository: Path) -> None:
+    line = one_line(run_cli("serve", "--model-repository", str(example_repository), "--slo-p99-ms", "0"), 2)
+    assert line.startswith("driftserve serve: --slo-p99-ms (or DRIFTSERVE_SLO_P99_MS) is 0.0")
+    assert "greater than 0" in line
