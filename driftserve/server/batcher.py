@@ -10,9 +10,8 @@ closed-loop clients that all wait on the previous batch cannot send more than N 
 batches of 8 without waiting out a delay sized for 32). And after a batch waited out the whole
 delay and still held a single request, batches close at once until a request arrives while others
 are queued or running; at low load waiting only adds latency.
-A cheap batch with nothing else queued runs on the event loop itself (``inline_when_idle_us``,
-ten times that while one client is all there is), which saves the two thread hand-offs that
-dominate latency at low load. While one batch computes
+A cheap batch with nothing else queued runs on the event loop itself (``inline_when_idle_us``),
+which saves the two thread hand-offs that dominate latency at low load. While one batch computes
 on a worker thread, the next one fills. Requests
 are never split; a request whose deadline passes in the queue fails with DEADLINE_EXCEEDED before
 any compute; a cancelled RPC leaves the queue; a full queue refuses at once (load shedding). An
@@ -59,10 +58,6 @@ logger = logging.getLogger(__name__)
 
 Outputs = dict[str, np.ndarray]
 _EWMA_WEIGHT = 0.2
-# A lone client (one request in flight at the peak of the last batches) may run batches on the
-# event loop up to this many times ``inline_when_idle_us``: nobody else waits for the loop then, and
-# the two thread hand-offs are a large share of its latency (see docs/ARCHITECTURE.md).
-_LONE_INLINE_FACTOR = 10
 # Batches over which the peak of in-flight requests is remembered: long enough that one batch
 # closed by its delay short of a client does not lower it, short enough to follow load that drops.
 _PEAK_WINDOW = 8
@@ -138,7 +133,7 @@ class Batcher:
         self._recent_peaks: deque[int] = deque(maxlen=_PEAK_WINDOW)
         self._expected_inflight: int | None = None
         # Starts high so a model proves itself cheap (on worker threads) before running inline.
-        self._compute_ewma_ns = float(self._inline_limit_ns * _LONE_INLINE_FACTOR)
+        self._compute_ewma_ns = float(self._inline_limit_ns)
         self._idle = asyncio.Event()
         self._idle.set()
         version = str(model.version)
@@ -396,12 +391,13 @@ class Batcher:
                 return
 
     def _inline_ok(self) -> bool:
-        """Run on the event loop only when nothing else waits or runs and batches are cheap, or
-        somewhat less cheap while a single client is all there is."""
-        if self._inline_limit_ns <= 0 or self._running != 1 or self._pending_requests:
-            return False
-        lone = self._expected_inflight == 1
-        return self._compute_ewma_ns < self._inline_limit_ns * (_LONE_INLINE_FACTOR if lone else 1)
+        """Run on the event loop only when nothing else waits or runs and batches are cheap."""
+        return (
+            self._inline_limit_ns > 0
+            and self._running == 1
+            and not self._pending_requests
+            and self._compute_ewma_ns < self._inline_limit_ns
+        )
 
     def _execute(self, batch: list[_Pending], instance: int) -> _BatchTimings:
         """Merge, run and split one batch (worker thread)."""
