@@ -1,11 +1,10 @@
 """The idle path: one closed-loop client, driftserve against the naive server and the bare transport.
 
 At one client a request should pay for nothing it does not need. For each example model this
-measures, with perf_analyzer at concurrency 1 in interleaved rounds: the example config (batches
-run on the event loop while one client is all there is), the same config with
-``inline_when_idle_us: 15`` (a lone client's batches then run inline only below 150 µs, the reach
-of the rule before the lone-client extension, so the MLP's go through the worker thread), batching
-off, the naive inline-ORT server and the transport ceiling (``benchmarks.grpc_ceiling``: bare
+measures, with perf_analyzer at concurrency 1 in interleaved rounds: the example config (a batch
+runs on the event loop when the batcher is idle and the model's batches take under
+``inline_when_idle_us``), the same config with ``inline_when_idle_us: 0`` (every batch through a
+worker thread), batching off, the naive inline-ORT server and the transport ceiling (``benchmarks.grpc_ceiling``: bare
 grpc.aio, canned reply). Reports p50/p99 and throughput. Writes ``benchmarks/results/idle_path.{json,md}``.
 
     python -m benchmarks.idle_path_bench --model-repository examples/repository [--rounds 5]
@@ -35,7 +34,7 @@ MODELS = ("breast_cancer_mlp", "breast_cancer_lr")
 VARIANTS = ("example", "threads", "off", "naive", "ceiling")
 LABELS = {
     "example": "driftserve, example config",
-    "threads": "driftserve, inline_when_idle_us: 15 (worker thread for batches ≥ 150 µs)",
+    "threads": "driftserve, inline_when_idle_us: 0 (every batch on a worker thread)",
     "off": "driftserve, batching off",
     "naive": "naive inline-ORT server",
     "ceiling": "transport ceiling (no model)",
@@ -50,7 +49,7 @@ def make_repository(source: Path, dest: Path, model: str) -> None:
     batching = config["batching"]
     for variant, section in (
         ("example", batching),
-        ("threads", {**batching, "inline_when_idle_us": 15}),
+        ("threads", {**batching, "inline_when_idle_us": 0}),
         ("off", {"enabled": False}),
     ):
         shutil.copytree(source / model / str(version), dest / f"{model}_{variant}" / "1")
