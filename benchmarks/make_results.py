@@ -273,6 +273,31 @@ def headlines() -> list[str]:
                         "≥ 2× (MLP)",
                     )
                 )
+    slo_batching = _load("slo_batching.json")
+    if slo_batching:
+        for model, r in slo_batching["models"].items():
+            ratios = ", ".join(f"{c}: {v:.2f}" for c, v in r["slo_vs_best_fixed"].items())
+            objective = slo_batching["slo_ms"]
+            p99s = ", ".join(f"{100 * float(f):.0f}%: {res['slo']['p99_ms']:.1f}" for f, res in r["open_loop"].items())
+            rows.append(
+                (
+                    f"{model}, only slo_p99_ms={objective:g} set: throughput / best fixed delay by clients; "
+                    "open-loop p99 (ms) by share of max",
+                    f"{ratios}; {p99s}",
+                    f"≥ 0.90 at every level; p99 < {objective:g} ms up to 80%",
+                )
+            )
+    idle = _load("idle_path.json")
+    if idle:
+        for model, r in idle["models"].items():
+            m = r["median"]
+            rows.append(
+                (
+                    f"{model}, 1 client: p50 driftserve (example config) vs naive vs transport ceiling",
+                    f"{m['example']['p50_ms']:.3f} vs {m['naive']['p50_ms']:.3f} vs {m['ceiling']['p50_ms']:.3f} ms",
+                    "≤ naive; ≤ 1.3× ceiling",
+                )
+            )
     mirror = _load("mirror.json")
     if mirror:
         ratios = ", ".join(f"{k} {v:.2f}" for k, v in mirror["throughput_ratio"].items())
