@@ -20,7 +20,8 @@ Every ``update_interval_ns`` it recomputes its decisions from a latency *budget*
   requests in flight that the batcher reports: closed-loop clients that all wait on the previous
   batch come back soon, and fragmenting them costs throughput. Open-loop traffic that waits
   raises its own peak in flight, so the peak counts only while most batches reach their target
-  rather than wait out the delay. A batch closes as soon as this many rows are queued; at low
+  rather than wait out the delay, and then the delay is at most twice the time recent batches took
+  to gather (or one batch compute, if longer). A batch closes as soon as this many rows are queued; at low
   load that is one or two rows, and nobody waits for a batch the instance does not need.
 - ``delay_ns``: how long the oldest request may wait for the target: the budget left after two
   batch computes, no longer than the target takes to arrive at ``λ``, and at most the bound
@@ -60,6 +61,10 @@ UTILISATION = 0.5
 DELAY_SHARE_WEIGHT = 0.1
 MAX_DELAY_SHARE = 0.2
 MAX_BACKLOG_SHARE = 0.5
+# Weight of one batch in the average gather time, and the margin over it the delay may take while
+# the peak in flight sets the target.
+GATHER_WEIGHT = 0.1
+GATHER_MARGIN = 2.0
 # Measured latencies needed before the feedback acts, and at most kept between adjustments.
 MIN_SAMPLES = 100
 MAX_SAMPLES = 4096
@@ -162,6 +167,11 @@ class BatchController:
         self._inflight_peak = 0
         # Share of recent batches that waited out the delay (an average over batches).
         self.delay_share = 0.0
+        # How long recent batches that reached their target took to gather (their oldest request's
+        # wait): while the peak in flight sets the target, the delay is at most GATHER_MARGIN times
+        # this. The fill time at the measured rate would be circular there: closed-loop clients that
+        # wait send less, which lowers the rate and lengthens the fill time.
+        self.gather_ns = 0.0
         # Share of recent batches with a full batch queued behind them: overload, which smaller
         # batches would only make worse, so the feedback does not shrink the budget then.
         self.backlog_share = 0.0
@@ -180,10 +190,12 @@ class BatchController:
             return True
         return False
 
-    def on_close(self, inflight_peak: int, closed_by_delay: bool, backlogged: bool) -> None:
+    def on_close(self, inflight_peak: int, closed_by_delay: bool, backlogged: bool, gathered_ns: int = 0) -> None:
         """A batch closed: ``inflight_peak`` is the recent peak of requests queued or running at once,
         ``closed_by_delay`` says it waited out the delay short of its target, ``backlogged`` that a
-        full batch is still queued behind it."""
+        full batch is still queued behind it, ``gathered_ns`` how long its oldest request waited."""
+        if not closed_by_delay:
+            self.gather_ns += (gathered_ns - self.gather_ns) * GATHER_WEIGHT
         self._inflight_peak = inflight_peak
         self.delay_share += ((1.0 if closed_by_delay else 0.0) - self.delay_share) * DELAY_SHARE_WEIGHT
         self.backlog_share += ((1.0 if backlogged else 0.0) - self.backlog_share) * DELAY_SHARE_WEIGHT
@@ -229,6 +241,8 @@ class BatchController:
         target = min(max(math.ceil(needed), floor, 1), limit)
         slack = budget - 2.0 * self.cost.cost_ns(target)
         fill = (target - 1) / rate_per_ns if rate_per_ns > 0.0 else float(s.max_delay_ns)
+        if floor > math.ceil(needed):  # the peak in flight sets the target
+            fill = min(fill, max(GATHER_MARGIN * self.gather_ns, self.cost.cost_ns(target)))
         self.delay_ns = int(max(0.0, min(float(s.max_delay_ns), slack, fill)))
         self.limit_rows, self.target_rows = limit, target
 

@@ -357,12 +357,13 @@ class Batcher:
             self._recent_peaks.append(self._peak_inflight)
             self._expected_inflight = max(self._recent_peaks)
             self._peak_inflight = self._pending_requests + self._running_requests
-            if self._controller is not None:
-                backlogged = self._pending_rows >= self._controller.limit_rows
-                self._controller.on_close(self._expected_inflight or 0, by_delay, backlogged)
             instance = self._free_instances.pop()
             self._running += 1
             dispatched_ns = time.perf_counter_ns()
+            if self._controller is not None:
+                backlogged = self._pending_rows >= self._controller.limit_rows
+                gathered_ns = dispatched_ns - batch[0].arrival_ns
+                self._controller.on_close(self._expected_inflight or 0, by_delay, backlogged, gathered_ns)
             for item in batch:
                 queued_ns = dispatched_ns - item.arrival_ns
                 self.statistics.queue.add(queued_ns)

@@ -67,12 +67,13 @@ def simulate(
     arrivals_ns: list[int],
     cost: Callable[[int, int], int],
     end_ns: int,
-    closed_loop_think_ns: int | None = None,
+    closed_loop_think_ns: int | Callable[[], int] | None = None,
 ) -> SimResult:
     """Serve one-row requests arriving at ``arrivals_ns`` until ``end_ns``.
 
     With ``closed_loop_think_ns``, each answered request sends its next one that long after its
-    answer (``arrivals_ns`` are then the clients' first requests), as closed-loop clients do.
+    answer (``arrivals_ns`` are then the clients' first requests), as closed-loop clients do; a
+    callable gives each gap.
     """
     result = SimResult()
     arrivals_ns = sorted(arrivals_ns)
@@ -90,7 +91,8 @@ def simulate(
             changed = controller.on_batch(busy_until, len(running), busy_until - running_start, running)
             if closed_loop_think_ns is not None:
                 for _ in running:
-                    bisect.insort(arrivals_ns, busy_until + closed_loop_think_ns, lo=next_arrival)
+                    think = closed_loop_think_ns() if callable(closed_loop_think_ns) else closed_loop_think_ns
+                    bisect.insort(arrivals_ns, busy_until + think, lo=next_arrival)
             result.latencies.extend((busy_until, busy_until - a) for a in running)
             if changed:
                 result.states.append((now, controller.delay_ns, controller.target_rows, controller.limit_rows))
@@ -116,7 +118,8 @@ def simulate(
                 taken = min(len(queue), limit)
                 running = [queue.popleft() for _ in range(taken)]
                 running_start = now
-                controller.on_close(max(peaks, default=0), by_delay, len(queue) >= limit)
+                oldest = running[0]
+                controller.on_close(max(peaks, default=0), by_delay, len(queue) >= limit, now - oldest)
                 peak = len(queue) + taken
                 busy_until = now + cost(now, taken)
                 result.batches.append(Batch(now, taken, limit, controller.delay_ns, controller.target_rows))
