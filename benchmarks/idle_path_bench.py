@@ -16,7 +16,6 @@ import argparse
 import datetime as dt
 import json
 import shutil
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 import yaml
 
 from benchmarks.common import ServerProcess, markdown_table, start_driftserve, start_grpc_ceiling, start_naive
-from benchmarks.perf_analyzer_runner import round_order, run_perf_analyzer
+from benchmarks.perf_analyzer_runner import median_run, round_order, run_perf_analyzer
 from driftserve.core.machine import machine_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +68,35 @@ def measure(process: ServerProcess, model: str, window_ms: int, shape: bool) -> 
         return {"throughput_rps": nan, "p50_ms": nan, "p99_ms": nan}
 
 
+def markdown(report: dict[str, Any]) -> list[str]:
+    """The report's Markdown section (medians per server, p50 ratios per round)."""
+    lines = [
+        "### The idle path: one client",
+        "",
+        f"`{report['command']}` — perf_analyzer (gRPC, sync, concurrency 1), {report['rounds']} interleaved rounds "
+        f"of {report['window_ms'] / 1000:g} s windows, medians; {report['machine']}; {report['date']}. The machine "
+        "was shared with other work: read ratios within a table.",
+        "",
+    ]
+    for model, r in report["models"].items():
+        lines += [f"#### {model}", ""]
+        lines += markdown_table(
+            ("server", "p50 (ms)", "p99 (ms)", "req/s"),
+            (
+                (LABELS[v], f"{m['p50_ms']:.3f}", f"{m['p99_ms']:.3f}", f"{m['throughput_rps']:.0f}")
+                for v, m in r["median"].items()
+            ),
+        )
+        per_round = ", ".join(f"{x:.2f}" for x in r["p50_example_vs_naive_per_round"])
+        lines += [
+            "",
+            f"p50 of the example config / naive server per round: {per_round}; / transport ceiling "
+            f"(medians): {r['p50_example_vs_ceiling']:.2f}×.",
+            "",
+        ]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-repository", type=Path, default=ROOT / "examples" / "repository")
@@ -107,10 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                             f"p99 {result['p99_ms']:.3f} ms, {result['throughput_rps']:.0f} rps",
                             flush=True,
                         )
-                median = {
-                    v: {k: statistics.median(r[k] for r in rs) for k in ("throughput_rps", "p50_ms", "p99_ms")}
-                    for v, rs in runs.items()
-                }
+                median = {v: median_run(rs) for v, rs in runs.items()}
                 ratios = [e["p50_ms"] / n["p50_ms"] for e, n in zip(runs["example"], runs["naive"]) if n["p50_ms"] > 0]
                 report["models"][model] = {
                     "runs": runs,
@@ -129,30 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         command="python -m benchmarks.idle_path_bench " + " ".join(argv if argv is not None else sys.argv[1:]),
     )
     (args.out / "idle_path.json").write_text(json.dumps(report, indent=2))
-    lines = [
-        "### The idle path: one client",
-        "",
-        f"`{report['command']}` — perf_analyzer (gRPC, sync, concurrency 1), {args.rounds} interleaved rounds "
-        f"of {args.window_ms / 1000:g} s windows, medians; {report['machine']}; {report['date']}. The machine "
-        "was shared with other work: read ratios within a table.",
-        "",
-    ]
-    for model, r in report["models"].items():
-        lines += [f"#### {model}", ""]
-        lines += markdown_table(
-            ("server", "p50 (ms)", "p99 (ms)", "req/s"),
-            (
-                (LABELS[v], f"{m['p50_ms']:.3f}", f"{m['p99_ms']:.3f}", f"{m['throughput_rps']:.0f}")
-                for v, m in r["median"].items()
-            ),
-        )
-        per_round = ", ".join(f"{x:.2f}" for x in r["p50_example_vs_naive_per_round"])
-        lines += [
-            "",
-            f"p50 of the example config / naive server per round: {per_round}; / transport ceiling "
-            f"(medians): {r['p50_example_vs_ceiling']:.2f}×.",
-            "",
-        ]
+    lines = markdown(report)
     (args.out / "idle_path.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0

@@ -91,8 +91,14 @@ def round_order(items: Sequence[T], round_index: int) -> list[T]:
 
 
 def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
-    """The per-key median of repeated measurements of one variant."""
-    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    """The per-key median of repeated measurements of one variant; failed runs (NaN) are left out."""
+    return {key: nan_median([run[key] for run in runs]) for key in runs[0]}
+
+
+def nan_median(values: list[float]) -> float:
+    """The median of the values that are numbers (NaN marks a failed measurement); NaN if none are."""
+    kept = [v for v in values if v == v]
+    return statistics.median(kept) if kept else float("nan")
 
 
 def throughput_ratios(numerators: list[dict[str, float]], denominators: list[dict[str, float]]) -> list[float]:
