@@ -92,7 +92,8 @@ def round_order(items: Sequence[T], round_index: int) -> list[T]:
 
 def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
     """The per-key median of repeated measurements of one variant; failed runs (NaN) are left out."""
-    return {key: nan_median([run[key] for run in runs]) for key in runs[0]}
+    keys = {key: None for run in runs for key in run}
+    return {key: nan_median([run.get(key, float("nan")) for run in runs]) for key in keys}
 
 
 def nan_median(values: list[float]) -> float:
