@@ -45,5 +45,5 @@ def test_report_tables_name_the_best_fixed_delay_and_the_ratio() -> None:
         },
     }
     text = "\n".join(markdown(report))
-    assert "| 32 | 900 / 5.00 | 700 / 6.00 | 1000 / 12.00 | 500 / 9.00 | 400 / 3.00 | 8000 µs | 0.90 |" in text
+    assert "| 32 | 900 / 5.00 | 700 / 6.00 | 1000 / 12.00 | 500 / 9.00 | 400 / 3.00 | 8000 µs | 0.90 | 1.29 |" in text
     assert "| 50% (450 req/s) | 4.00 / 8.00 | 3.50 / 7.00 |" in text
