@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 REPO ?= examples/repository
 EXTRAS := examples,bench,test,dev
 
-.PHONY: setup repository run serve demo lint test system-packages bench protos image clean
+.PHONY: setup repository run serve demo lint test system-packages bench bench-slo protos image clean
 
 setup: $(VENV)/.installed
 
@@ -51,6 +51,11 @@ system-packages:
 bench: repository
 	benchmarks/perf_analyzer.sh --setup-only
 	$(PY) -m benchmarks.make_results --model-repository $(REPO)
+
+# SLO batching alone (about 40 minutes; BENCH_ARGS=--quick for a few): benchmarks/results/slo_batching.*
+bench-slo: repository
+	benchmarks/perf_analyzer.sh --setup-only
+	$(PY) -m benchmarks.slo_bench --model-repository $(REPO) $(BENCH_ARGS)
 
 protos: setup
 	$(PY) scripts/gen_protos.py

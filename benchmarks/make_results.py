@@ -6,6 +6,9 @@ Steps (each writes JSON + a Markdown section under ``benchmarks/results/``):
    ``p99<100ms`` / ``p99<10ms``, p50 at concurrency 1 (the project's own load generator);
 2. ``perf_analyzer_sweep`` — Triton's perf_analyzer at concurrency 1..8 and 32, both models;
    ``batching_bench`` — the large MLP at 32 clients, batching off vs on at several delays;
+   ``slo_bench`` — both models: ``slo_p99_ms`` alone vs the example config, a sweep of fixed
+   delays, batching off and the naive server, closed loop at 1..64 clients and open loop;
+   ``idle_path_bench`` — one client: driftserve vs the naive server and the transport ceiling;
 3. ``mirror_bench`` — server throughput with mirroring at sample rate 1.0 vs off;
 4. ``workers_bench`` — ``--workers`` 1 vs 2 on this machine; ``tls_overhead`` — plaintext vs TLS
    vs TLS with bearer tokens (and the token check as an aio interceptor), 1 and 16 clients;
@@ -46,6 +49,8 @@ def steps(repo: Path) -> list[tuple[str, list[str]]]:
         ("slo", ["-m", "benchmarks.run_all", "--model-repository", r, "--out", out, "--no-progress"]),
         ("perf_analyzer", ["-m", "benchmarks.perf_analyzer_sweep", "--model-repository", r, "--out", out]),
         ("batching", ["-m", "benchmarks.batching_bench", "--model-repository", r, "--out", out]),
+        ("slo_batching", ["-m", "benchmarks.slo_bench", "--model-repository", r, "--out", out]),
+        ("idle_path", ["-m", "benchmarks.idle_path_bench", "--model-repository", r, "--out", out]),
         ("mirror", ["-m", "benchmarks.mirror_bench", "--model-repository", r, "--out", out]),
         ("workers", ["-m", "benchmarks.workers_bench", "--model-repository", r, "--workers", "1,2", "--out", out]),
         ("tls", ["-m", "benchmarks.tls_overhead", "--model-repository", r, "--out", out]),
@@ -276,6 +281,31 @@ def headlines() -> list[str]:
                         "≥ 2× (MLP)",
                     )
                 )
+    slo_batching = _load("slo_batching.json")
+    if slo_batching:
+        for model, r in slo_batching["models"].items():
+            ratios = ", ".join(f"{c}: {v:.2f}" for c, v in r["slo_vs_best_fixed"].items())
+            objective = slo_batching["slo_ms"]
+            p99s = ", ".join(f"{100 * float(f):.0f}%: {res['slo']['p99_ms']:.1f}" for f, res in r["open_loop"].items())
+            rows.append(
+                (
+                    f"{model}, only slo_p99_ms={objective:g} set: throughput / best fixed delay by clients; "
+                    "open-loop p99 (ms) by share of max",
+                    f"{ratios}; {p99s}",
+                    f"≥ 0.90 at every level; p99 < {objective:g} ms up to 80%",
+                )
+            )
+    idle = _load("idle_path.json")
+    if idle:
+        for model, r in idle["models"].items():
+            m = r["median"]
+            rows.append(
+                (
+                    f"{model}, 1 client: p50 driftserve (example config) vs naive vs transport ceiling",
+                    f"{m['example']['p50_ms']:.3f} vs {m['naive']['p50_ms']:.3f} vs {m['ceiling']['p50_ms']:.3f} ms",
+                    "≤ naive; ≤ 1.3× ceiling",
+                )
+            )
     mirror = _load("mirror.json")
     if mirror:
         ratios = ", ".join(f"{k} {v:.2f}" for k, v in mirror["throughput_ratio"].items())
@@ -338,6 +368,8 @@ SECTIONS = (
     ("slo.md", "Latency SLOs: driftserve vs the naive baseline"),
     ("perf_analyzer.md", "Serving core with Triton's perf_analyzer"),
     ("batching.md", "Micro-batching"),
+    ("slo_batching.md", "SLO batching: a latency objective instead of a delay"),
+    ("idle_path.md", "The idle path: one client"),
     ("mirror.md", "Mirroring overhead"),
     ("workers.md", "Multi-process serving on this machine"),
     ("rest_vs_grpc.md", "REST vs gRPC"),

@@ -31,8 +31,15 @@ def run_perf_analyzer(
     window_ms: int,
     stability_percent: int = 60,
     extra_args: list[str] | None = None,
+    request_rate: float | None = None,
 ) -> dict[str, float]:
-    """One perf_analyzer measurement at a fixed concurrency; latencies in ms, rates per second."""
+    """One perf_analyzer measurement at a fixed concurrency, or open loop at ``request_rate``
+    requests/s (Poisson arrivals); latencies in ms, rates per second."""
+    load = (
+        ["--concurrency-range", str(concurrency)]
+        if request_rate is None
+        else ["--request-rate-range", f"{request_rate:.0f}", "--request-distribution", "poisson"]
+    )
     with tempfile.NamedTemporaryFile(suffix=".csv") as out:
         cmd = [
             str(SCRIPT),
@@ -42,8 +49,7 @@ def run_perf_analyzer(
             target,
             "-m",
             model,
-            "--concurrency-range",
-            str(concurrency),
+            *load,
             "-p",
             str(window_ms),
             "-s",
@@ -85,8 +91,15 @@ def round_order(items: Sequence[T], round_index: int) -> list[T]:
 
 
 def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
-    """The per-key median of repeated measurements of one variant."""
-    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    """The per-key median of repeated measurements of one variant; failed runs (NaN) are left out."""
+    keys = {key: None for run in runs for key in run}
+    return {key: nan_median([run.get(key, float("nan")) for run in runs]) for key in keys}
+
+
+def nan_median(values: list[float]) -> float:
+    """The median of the values that are numbers (NaN marks a failed measurement); NaN if none are."""
+    kept = [v for v in values if v == v]
+    return statistics.median(kept) if kept else float("nan")
 
 
 def throughput_ratios(numerators: list[dict[str, float]], denominators: list[dict[str, float]]) -> list[float]:

@@ -303,7 +303,7 @@ class MemoryUsage(_message.Message):
     def __init__(self, type: _Optional[str] = ..., id: _Optional[int] = ..., byte_size: _Optional[int] = ...) -> None: ...
 
 class ModelStatistics(_message.Message):
-    __slots__ = ("name", "version", "last_inference", "inference_count", "execution_count", "inference_stats", "batch_stats", "memory_usage")
+    __slots__ = ("name", "version", "last_inference", "inference_count", "execution_count", "inference_stats", "batch_stats", "memory_usage", "batch_control")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     LAST_INFERENCE_FIELD_NUMBER: _ClassVar[int]
@@ -312,6 +312,7 @@ class ModelStatistics(_message.Message):
     INFERENCE_STATS_FIELD_NUMBER: _ClassVar[int]
     BATCH_STATS_FIELD_NUMBER: _ClassVar[int]
     MEMORY_USAGE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_CONTROL_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     last_inference: int
@@ -320,7 +321,30 @@ class ModelStatistics(_message.Message):
     inference_stats: InferStatistics
     batch_stats: _containers.RepeatedCompositeFieldContainer[InferBatchStatistics]
     memory_usage: _containers.RepeatedCompositeFieldContainer[MemoryUsage]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., last_inference: _Optional[int] = ..., inference_count: _Optional[int] = ..., execution_count: _Optional[int] = ..., inference_stats: _Optional[_Union[InferStatistics, _Mapping]] = ..., batch_stats: _Optional[_Iterable[_Union[InferBatchStatistics, _Mapping]]] = ..., memory_usage: _Optional[_Iterable[_Union[MemoryUsage, _Mapping]]] = ...) -> None: ...
+    batch_control: BatchControlStatistics
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., last_inference: _Optional[int] = ..., inference_count: _Optional[int] = ..., execution_count: _Optional[int] = ..., inference_stats: _Optional[_Union[InferStatistics, _Mapping]] = ..., batch_stats: _Optional[_Iterable[_Union[InferBatchStatistics, _Mapping]]] = ..., memory_usage: _Optional[_Iterable[_Union[MemoryUsage, _Mapping]]] = ..., batch_control: _Optional[_Union[BatchControlStatistics, _Mapping]] = ...) -> None: ...
+
+class BatchControlStatistics(_message.Message):
+    __slots__ = ("objective_ns", "queue_delay_ns", "target_batch_rows", "batch_limit_rows", "cost_fixed_ns", "cost_per_row_ns", "arrival_rows_per_s", "measured_p99_ns", "budget_fraction")
+    OBJECTIVE_NS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_DELAY_NS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_BATCH_ROWS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_LIMIT_ROWS_FIELD_NUMBER: _ClassVar[int]
+    COST_FIXED_NS_FIELD_NUMBER: _ClassVar[int]
+    COST_PER_ROW_NS_FIELD_NUMBER: _ClassVar[int]
+    ARRIVAL_ROWS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_P99_NS_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    objective_ns: int
+    queue_delay_ns: int
+    target_batch_rows: int
+    batch_limit_rows: int
+    cost_fixed_ns: float
+    cost_per_row_ns: float
+    arrival_rows_per_s: float
+    measured_p99_ns: int
+    budget_fraction: float
+    def __init__(self, objective_ns: _Optional[int] = ..., queue_delay_ns: _Optional[int] = ..., target_batch_rows: _Optional[int] = ..., batch_limit_rows: _Optional[int] = ..., cost_fixed_ns: _Optional[float] = ..., cost_per_row_ns: _Optional[float] = ..., arrival_rows_per_s: _Optional[float] = ..., measured_p99_ns: _Optional[int] = ..., budget_fraction: _Optional[float] = ...) -> None: ...
 
 class ModelStatisticsResponse(_message.Message):
     __slots__ = ("model_stats",)

@@ -16,6 +16,8 @@ allowed, so a typo never silently falls back to a default. Example::
       max_queue_size: 1024
       default_timeout_us: 0       # 0 = no server-side queueing timeout
       priority_levels: 0          # > 0 enables the V2 `priority` parameter (1 = highest)
+      slo_p99_ms: 20              # optional: choose delay and batch size online for this p99;
+                                  # max_queue_delay_us (when given) and max_batch_size are bounds
     warmup: {enabled: true, batch_sizes: [1, 64]}
     inputs:  [{name: input, datatype: FP32, dims: [30]}]   # optional: read from the graph
     outputs: [{name: probabilities, datatype: FP32, dims: [2]}]
@@ -55,6 +57,7 @@ DEFAULT_MAX_BATCH_SIZE = 64
 DEFAULT_MAX_QUEUE_DELAY_US = 500
 DEFAULT_MAX_QUEUE_SIZE = 1024
 DEFAULT_INLINE_WHEN_IDLE_US = 150
+MAX_SLO_P99_MS = 60_000.0
 MAX_INSTANCES = 64
 # Versions are int64 in Triton's model config: at most 19 decimal digits, at most 2**63 - 1.
 MAX_VERSION = 2**63 - 1
@@ -159,6 +162,14 @@ class BatchingConfig(StrictModel):
         description="Close a batch once queued plus running requests reach the recent peak in flight, "
         "and stop waiting out the delay after a wait gathered no other request, until requests overlap again.",
     )
+    slo_p99_ms: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_SLO_P99_MS,
+        description="Latency objective (p99 of queue + compute, ms): the batcher chooses its delay and batch "
+        "size online to meet it (driftserve.server.batch_controller); max_queue_delay_us, when given, and "
+        "max_batch_size become bounds. None keeps the fixed delay.",
+    )
     inline_when_idle_us: int = Field(
         DEFAULT_INLINE_WHEN_IDLE_US,
         ge=0,
@@ -170,11 +181,20 @@ class BatchingConfig(StrictModel):
     def _check(self) -> BatchingConfig:
         if any(size < 1 for size in self.preferred_batch_sizes):
             raise ValueError("preferred_batch_sizes must all be >= 1")
+        if self.slo_p99_ms is not None and not self.enabled:
+            raise ValueError("slo_p99_ms needs batching enabled (enabled: true); remove one of them")
         if self.default_priority_level > self.priority_levels:
             raise ValueError(
                 f"default_priority_level {self.default_priority_level} exceeds priority_levels {self.priority_levels}"
             )
         return self
+
+    @property
+    def delay_bound_us(self) -> int:
+        """The longest queue delay an SLO controller may choose: the configured delay if set, else the SLO."""
+        if "max_queue_delay_us" in self.model_fields_set or self.slo_p99_ms is None:
+            return self.max_queue_delay_us
+        return int(self.slo_p99_ms * 1000)
 
 
 class WarmupConfig(StrictModel):

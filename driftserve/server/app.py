@@ -123,7 +123,7 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
     security, mirror_credentials = load_security(settings)
     registry = registry if registry is not None else CollectorRegistry()
     metrics = ServerMetrics(registry)
-    repository = ModelRepository(settings.model_repository, metrics)
+    repository = ModelRepository(settings.model_repository, metrics, default_slo_p99_ms=settings.slo_p99_ms)
     repository.scan()
     mirror = None
     if settings.mirror_address:

@@ -17,6 +17,12 @@ are never split; a request whose deadline passes in the queue fails with DEADLIN
 any compute; a cancelled RPC leaves the queue; a full queue refuses at once (load shedding). An
 error fails exactly the requests of its batch, and output rows are counted back per request.
 
+With ``slo_p99_ms`` a ``BatchController`` chooses the delay, a target batch (rows that close a
+batch at once) and a batch limit (rows one batch may take) from what it measures; the rules above
+stay, with its numbers in place of the fixed ones. The batcher tells it of each arrival, each
+batch it closes and each batch that completes, and publishes its state to the metrics and
+ModelStatistics whenever it recomputes (a few times a second at most).
+
 With batching disabled each request is its own batch, and the same queue bound still applies.
 """
 
@@ -44,6 +50,7 @@ from driftserve.core.errors import (
     Unavailable,
 )
 from driftserve.core.model import ModelVersion
+from driftserve.server.batch_controller import BatchController, ControllerSettings
 from driftserve.server.metrics import HistogramRecorder, ServerMetrics, counter_writer
 from driftserve.server.statistics import ModelStatistics
 
@@ -138,6 +145,16 @@ class Batcher:
         self._m_rejected: Callable[[str], None] = lambda reason: metrics.rejections.labels(
             model.name, version, reason
         ).inc()
+        self._metrics = metrics
+        self._controller: BatchController | None = None
+        if config.slo_p99_ms is not None and self._enabled:
+            settings = ControllerSettings(
+                objective_ns=int(config.slo_p99_ms * 1_000_000),
+                max_delay_ns=config.delay_bound_us * 1000,
+                max_rows=self._max_rows,
+            )
+            self._controller = BatchController(settings, time.perf_counter_ns())
+            self._publish_controller()
         self._task = self._loop.create_task(self._run(), name=f"batcher-{model.name}-{model.version}")
 
     # ------------------------------------------------------------------ public API
@@ -168,6 +185,8 @@ class Batcher:
         if self._pending_requests or self._running:
             self._company_seen = True  # requests overlap: waiting for a fuller batch can pay off
         item = _Pending(inputs, rows, future, time.perf_counter_ns(), level)
+        if self._controller is not None and self._controller.on_arrival(item.arrival_ns, rows):
+            self._publish_controller()
         if deadline is not None:
             if deadline <= self._loop.time():
                 self._m_rejected("deadline")
@@ -270,6 +289,9 @@ class Batcher:
 
     def _closes_now(self) -> bool:
         """Whether the queue as it stands closes a batch, whatever the time."""
+        controller = self._controller
+        if controller is not None and self._pending_rows >= min(controller.target_rows, controller.limit_rows):
+            return True
         if not self._enabled or self._pending_rows >= self._max_rows or self._pending_rows in self._preferred:
             return True
         if self._adaptive:
@@ -287,19 +309,21 @@ class Batcher:
         oldest = self._oldest_arrival_ns()
         if oldest is None:
             return 0
-        return max(0, self._delay_ns - (time.perf_counter_ns() - oldest))
+        delay_ns = self._delay_ns if self._controller is None else self._controller.delay_ns
+        return max(0, delay_ns - (time.perf_counter_ns() - oldest))
 
     def _take_batch(self) -> list[_Pending]:
         """Pop requests by priority then arrival, up to the row limit, never splitting one."""
         batch: list[_Pending] = []
         rows = 0
+        limit = self._max_rows if self._controller is None else self._controller.limit_rows
         for waiting in self._queues:
             while waiting:
                 item = waiting[0]
                 if not item.queued:
                     waiting.popleft()
                     continue
-                if rows + item.rows > self._max_rows or (batch and not self._enabled):
+                if batch and (rows + item.rows > limit or not self._enabled):
                     return batch
                 waiting.popleft()
                 self._dequeue(item)
@@ -322,6 +346,7 @@ class Batcher:
                 await self._wakeup.wait()
                 timer.cancel()
                 wait_ns = self._wait_ns()
+            by_delay = not self._closes_now()
             batch = self._take_batch()
             if waited and len(batch) == 1 and not self._pending_requests:
                 self._company_seen = False
@@ -335,6 +360,10 @@ class Batcher:
             instance = self._free_instances.pop()
             self._running += 1
             dispatched_ns = time.perf_counter_ns()
+            if self._controller is not None:
+                backlogged = self._pending_rows >= self._controller.limit_rows
+                gathered_ns = dispatched_ns - batch[0].arrival_ns
+                self._controller.on_close(self._expected_inflight or 0, by_delay, backlogged, gathered_ns)
             for item in batch:
                 queued_ns = dispatched_ns - item.arrival_ns
                 self.statistics.queue.add(queued_ns)
@@ -402,6 +431,13 @@ class Batcher:
         timings.input_ns, timings.infer_ns, timings.output_ns = t1 - t0, t2 - t1, t3 - t2
         return timings
 
+    def _publish_controller(self) -> None:
+        """Copy the controller's state to ModelStatistics and the metrics (on each recomputation)."""
+        assert self._controller is not None
+        state = self._controller.state()
+        self.statistics.batch_control = state
+        self._metrics.set_controller_state(self.model.name, str(self.model.version), state)
+
     def _complete(self, outcome: _BatchTimings | BaseException, batch: list[_Pending], instance: int) -> None:
         self._free_instances.append(instance)
         self._running -= 1
@@ -417,6 +453,10 @@ class Batcher:
             self._m_compute.observe(compute_ns / 1e9)
             self._m_batch_rows.observe(rows)
             self._m_batch_requests.observe(len(batch))
+            if self._controller is not None and self._controller.on_batch(
+                time.perf_counter_ns(), rows, compute_ns, [item.arrival_ns for item in batch]
+            ):
+                self._publish_controller()
             for item, result in zip(batch, timings.results):
                 if not item.future.done():
                     item.future.set_result(result)

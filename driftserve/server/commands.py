@@ -58,6 +58,12 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
         "[DRIFTSERVE_LOAD_MODELS=a,b; default: every model, ready when one is]",
     )
     parser.add_argument(
+        "--slo-p99-ms",
+        type=float,
+        help="p99 latency objective (ms) for models whose config sets no batching.slo_p99_ms "
+        "[DRIFTSERVE_SLO_P99_MS, default off]",
+    )
+    parser.add_argument(
         "--exit-on-error",
         action="store_true",
         default=None,

@@ -21,6 +21,7 @@ from driftserve.api import model_config_pb2 as mc
 from driftserve.core.config import parse_version
 from driftserve.core.errors import DriftserveError, InvalidArgument, NotFound, clip
 from driftserve.core.tensors import decode_contents, decode_raw, encode_raw
+from driftserve.server.batch_controller import ControllerState
 from driftserve.server.dataplane import InferenceRequest, InferenceResponse
 from driftserve.server.grpc_common import InferenceBoundary, Resp, abort_on_error, stream_concurrently
 from driftserve.server.registration import HandlerRegistrar, add_service
@@ -365,4 +366,21 @@ def _statistics_message(name: str, version: int, stats: Any) -> pb.ModelStatisti
             )
             for size, b in sorted(stats.batches.items())
         ],
+        batch_control=_batch_control_message(stats.batch_control),
+    )
+
+
+def _batch_control_message(state: ControllerState | None) -> pb.BatchControlStatistics | None:
+    if state is None:
+        return None
+    return pb.BatchControlStatistics(
+        objective_ns=state.objective_ns,
+        queue_delay_ns=state.delay_ns,
+        target_batch_rows=state.target_rows,
+        batch_limit_rows=state.limit_rows,
+        cost_fixed_ns=state.cost_fixed_ns,
+        cost_per_row_ns=state.cost_per_row_ns,
+        arrival_rows_per_s=state.arrival_rows_per_s,
+        measured_p99_ns=state.measured_p99_ns,
+        budget_fraction=state.budget_fraction,
     )

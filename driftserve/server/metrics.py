@@ -14,6 +14,8 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.values import MutexValue
 
+from driftserve.server.batch_controller import ControllerState
+
 # 25 µs .. 1 s, roughly x2 per step with the sub-millisecond range finer.
 LATENCY_BUCKETS_S = (
     25e-6,
@@ -124,6 +126,35 @@ class ServerMetrics:
             ["reason"],
             registry=registry,
         )
+        # The SLO batch controller (batching.slo_p99_ms): its decisions and what it measured. Each
+        # worker process runs its own controller, hence "liveall" (one series per pid).
+        self.slo_objective = self._controller_gauge(
+            "driftserve_batcher_slo_objective_seconds", "Latency objective (p99 of queue + compute)."
+        )
+        self.slo_delay = self._controller_gauge(
+            "driftserve_batcher_slo_queue_delay_seconds", "Queue delay the SLO controller chose."
+        )
+        self.slo_target_rows = self._controller_gauge(
+            "driftserve_batcher_slo_target_batch_rows", "Rows at which the SLO controller closes a batch."
+        )
+        self.slo_limit_rows = self._controller_gauge(
+            "driftserve_batcher_slo_batch_limit_rows", "Most rows the SLO controller lets one batch take."
+        )
+        self.slo_cost_fixed = self._controller_gauge(
+            "driftserve_batcher_slo_cost_fixed_seconds", "Fitted fixed cost a of a batch (cost = a + b * rows)."
+        )
+        self.slo_cost_per_row = self._controller_gauge(
+            "driftserve_batcher_slo_cost_per_row_seconds", "Fitted cost b of one more row (cost = a + b * rows)."
+        )
+        self.slo_measured_p99 = self._controller_gauge(
+            "driftserve_batcher_slo_measured_p99_seconds", "p99 of queue + compute the SLO controller measured last."
+        )
+        self.slo_arrival_rate = self._controller_gauge(
+            "driftserve_batcher_slo_arrival_rows_per_second", "Arrival rate the SLO controller measured."
+        )
+        self.slo_budget_fraction = self._controller_gauge(
+            "driftserve_batcher_slo_budget_ratio", "Share of the objective the SLO controller plans with (feedback)."
+        )
 
         # Only with --workers: requests served per worker process (a `pid` label is added by
         # prometheus_client's multiprocess mode), so the spread across workers is visible.
@@ -137,6 +168,24 @@ class ServerMetrics:
             if os.environ.get("PROMETHEUS_MULTIPROC_DIR")
             else None
         )
+
+    def _controller_gauge(self, name: str, documentation: str) -> Gauge:
+        return Gauge(name, documentation, ["model", "version"], registry=self.registry, multiprocess_mode="liveall")
+
+    def set_controller_state(self, model: str, version: str, state: ControllerState) -> None:
+        """Publish one SLO controller snapshot (a few times a second at most)."""
+        for gauge, value in (
+            (self.slo_objective, state.objective_ns / 1e9),
+            (self.slo_delay, state.delay_ns / 1e9),
+            (self.slo_target_rows, state.target_rows),
+            (self.slo_limit_rows, state.limit_rows),
+            (self.slo_cost_fixed, state.cost_fixed_ns / 1e9),
+            (self.slo_cost_per_row, state.cost_per_row_ns / 1e9),
+            (self.slo_measured_p99, state.measured_p99_ns / 1e9),
+            (self.slo_arrival_rate, state.arrival_rows_per_s),
+            (self.slo_budget_fraction, state.budget_fraction),
+        ):
+            gauge.labels(model, version).set(value)
 
     def set_model_state(self, model: str, version: str, state: str) -> None:
         for candidate in MODEL_STATES:

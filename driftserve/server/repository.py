@@ -25,6 +25,7 @@ from pathlib import Path
 from driftserve.core.config import (
     CONFIG_FILENAME,
     MODEL_FILENAME,
+    BatchingConfig,
     ModelConfig,
     load_model_config,
     parse_version,
@@ -107,9 +108,11 @@ class ModelEntry:
 class ModelRepository:
     """Loads, unloads and routes the models of one repository directory."""
 
-    def __init__(self, root: Path, metrics: ServerMetrics) -> None:
+    def __init__(self, root: Path, metrics: ServerMetrics, default_slo_p99_ms: float | None = None) -> None:
         self.root = root
         self.metrics = metrics
+        # The server's --slo-p99-ms, for models with batching on whose config sets no objective.
+        self.default_slo_p99_ms = default_slo_p99_ms
         self.models: dict[str, ModelEntry] = {}
         self._load_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="model-load")
         # Retired versions draining in the background; held so the loop does not drop the tasks.
@@ -119,6 +122,13 @@ class ModelRepository:
         # Model -> the one version a (re)load serves, set by rollouts so that a restart serves the
         # rollout's primary rather than the newest version on disk.
         self.pinned: dict[str, int] = {}
+
+    def _batching(self, config: ModelConfig) -> BatchingConfig:
+        """The model's batching config, with the server's default objective when it sets none."""
+        batching = config.batching
+        if self.default_slo_p99_ms is None or batching.slo_p99_ms is not None or not batching.enabled:
+            return batching
+        return batching.model_copy(update={"slo_p99_ms": self.default_slo_p99_ms})
 
     # ------------------------------------------------------------------ discovery
     def scan(self) -> list[str]:
@@ -247,7 +257,7 @@ class ModelRepository:
                     raise
                 raise exc from caught
             new_versions = {
-                m.version: ServedVersion(m, Batcher(m, config.batching, stats, self.metrics), stats)
+                m.version: ServedVersion(m, Batcher(m, self._batching(config), stats, self.metrics), stats)
                 for m in loaded
                 if isinstance(m, ModelVersion)
                 for stats in [ModelStatistics()]

@@ -87,6 +87,9 @@ class ServerSettings(BaseSettings):
         description="Load only these models (--load-model, repeatable; DRIFTSERVE_LOAD_MODELS=a,b); the server is "
         "ready when every one of them is. Empty = load every model; ready when at least one is.",
     )
+    slo_p99_ms: float | None = Field(
+        None, gt=0, description="Default batching.slo_p99_ms for models with batching on that set none (None = off)."
+    )
     exit_on_error: bool = Field(False, description="Exit with code 1 when a model fails to load at start.")
     tls_cert: Path | None = Field(None, description="Server certificate chain (PEM); set with tls_key to serve TLS.")
     tls_key: Path | None = Field(None, description="Private key (PEM) of tls_cert.")

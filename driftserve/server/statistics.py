@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from driftserve.server.batch_controller import ControllerState
+
 
 @dataclass
 class Duration:
@@ -45,6 +47,8 @@ class ModelStatistics:
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
     batches: dict[int, BatchDurations] = field(default_factory=dict)
+    # The SLO batch controller's latest decisions and measurements; None without ``slo_p99_ms``.
+    batch_control: ControllerState | None = None
 
     def record_batch(self, rows: int, requests: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
         """One execution of ``rows`` rows from ``requests`` requests."""

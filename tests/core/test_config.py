@@ -80,3 +80,25 @@ def test_unreadable_config_is_a_config_error_naming_the_file(tmp_path: Path, mak
     with pytest.raises(ConfigError) as info:
         load_model_config(model_dir)
     assert info.value.message.startswith(f"{model_dir / 'config.yaml'}: ") and fragment in info.value.message
+
+
+def test_slo_p99_ms_is_validated(tmp_path: Path) -> None:
+    load = load_model_config
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.yaml").write_text("batching: {slo_p99_ms: 20}\n")
+    config = load(model).batching
+    assert config.slo_p99_ms == 20 and config.delay_bound_us == 20_000
+    (model / "config.yaml").write_text("batching: {slo_p99_ms: 20, max_queue_delay_us: 700}\n")
+    assert load(model).batching.delay_bound_us == 700
+    for text, expected in (
+        ("batching: {slo_p99_ms: 0}\n", "batching.slo_p99_ms"),
+        ("batching: {slo_p99_ms: -3}\n", "batching.slo_p99_ms"),
+        ("batching: {slo_p99_ms: fast}\n", "batching.slo_p99_ms"),
+        ("batching: {slo_p99_ms: 20, enabled: false}\n", "slo_p99_ms needs batching enabled"),
+        ("batching: {slo_p99: 20}\n", "unknown key 'batching.slo_p99'"),
+    ):
+        (model / "config.yaml").write_text(text)
+        with pytest.raises(ConfigError) as info:
+            load(model)
+        assert expected in str(info.value), (text, str(info.value))

@@ -1,0 +1,136 @@
+"""A discrete-event simulation of one batcher queue and one model instance, on a simulated clock.
+
+It follows the batcher's rules with a controller: a batch closes when the instance is free and
+the queued rows reach the controller's target (or its limit), or the oldest request has waited
+the controller's delay; a batch takes requests in arrival order up to the limit, never splitting
+one. The model costs ``cost(now_ns, rows)`` nanoseconds. Nothing sleeps and every run with the
+same seed gives the same result.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from driftserve.server.batch_controller import BatchController
+
+NS_PER_S = 1_000_000_000
+
+
+@dataclass
+class Batch:
+    start_ns: int
+    rows: int
+    limit_rows: int
+    delay_ns: int
+    target_rows: int
+
+
+@dataclass
+class SimResult:
+    latencies: list[tuple[int, int]] = field(default_factory=list)  # (completion_ns, latency_ns)
+    batches: list[Batch] = field(default_factory=list)
+    states: list[tuple[int, int, int, int]] = field(default_factory=list)  # (ns, delay, target, limit)
+
+    def p99_ns(self, since_ns: int, until_ns: int | None = None) -> int:
+        values = sorted(lat for t, lat in self.latencies if t >= since_ns and (until_ns is None or t < until_ns))
+        assert len(values) >= 100, f"only {len(values)} requests in the window"
+        return values[int(0.99 * len(values)) - 1]
+
+    def batches_between(self, since_ns: int, until_ns: int) -> list[Batch]:
+        return [b for b in self.batches if since_ns <= b.start_ns < until_ns]
+
+
+def poisson_arrivals(rate_per_s: Callable[[int], float], end_ns: int, seed: int) -> list[int]:
+    """Arrival times of a Poisson process whose rate may change with time (piecewise, by thinning)."""
+    rng = random.Random(seed)
+    peak = max(rate_per_s(t) for t in range(0, end_ns, end_ns // 1000))
+    arrivals: list[int] = []
+    t = 0.0
+    while True:
+        t += rng.expovariate(peak) * NS_PER_S
+        if t >= end_ns:
+            return arrivals
+        if rng.random() * peak <= rate_per_s(int(t)):
+            arrivals.append(int(t))
+
+
+def linear_cost(a_ns: int, b_ns: int) -> Callable[[int, int], int]:
+    return lambda _now, rows: a_ns + b_ns * rows
+
+
+def simulate(
+    controller: BatchController,
+    arrivals_ns: list[int],
+    cost: Callable[[int, int], int],
+    end_ns: int,
+    closed_loop_think_ns: int | Callable[[], int] | None = None,
+) -> SimResult:
+    """Serve one-row requests arriving at ``arrivals_ns`` until ``end_ns``.
+
+    With ``closed_loop_think_ns``, each answered request sends its next one that long after its
+    answer (``arrivals_ns`` are then the clients' first requests), as closed-loop clients do; a
+    callable gives each gap.
+    """
+    result = SimResult()
+    arrivals_ns = sorted(arrivals_ns)
+    peaks: deque[int] = deque(maxlen=8)
+    peak = 0
+    queue: deque[int] = deque()
+    next_arrival = 0
+    running: list[int] | None = None
+    busy_until = 0
+    running_start = 0
+    now = 0
+    while now < end_ns:
+        # Complete the running batch.
+        if running is not None and busy_until <= now:
+            changed = controller.on_batch(busy_until, len(running), busy_until - running_start, running)
+            if closed_loop_think_ns is not None:
+                for _ in running:
+                    think = closed_loop_think_ns() if callable(closed_loop_think_ns) else closed_loop_think_ns
+                    bisect.insort(arrivals_ns, busy_until + think, lo=next_arrival)
+            result.latencies.extend((busy_until, busy_until - a) for a in running)
+            if changed:
+                result.states.append((now, controller.delay_ns, controller.target_rows, controller.limit_rows))
+            running = None
+        # Admit every arrival up to now.
+        while next_arrival < len(arrivals_ns) and arrivals_ns[next_arrival] <= now:
+            if controller.on_arrival(arrivals_ns[next_arrival], 1):
+                result.states.append((now, controller.delay_ns, controller.target_rows, controller.limit_rows))
+            queue.append(arrivals_ns[next_arrival])
+            next_arrival += 1
+            peak = max(peak, len(queue) + (len(running) if running is not None else 0))
+        # Close a batch when the instance is free.
+        close_at = None
+        if running is None and queue:
+            limit = controller.limit_rows
+            if len(queue) >= min(controller.target_rows, limit):
+                close_at = now
+            else:
+                close_at = max(now, queue[0] + controller.delay_ns)
+            if close_at <= now:
+                by_delay = len(queue) < min(controller.target_rows, limit)
+                peaks.append(peak)
+                taken = min(len(queue), limit)
+                running = [queue.popleft() for _ in range(taken)]
+                running_start = now
+                oldest = running[0]
+                controller.on_close(max(peaks, default=0), by_delay, len(queue) >= limit, now - oldest)
+                peak = len(queue) + taken
+                busy_until = now + cost(now, taken)
+                result.batches.append(Batch(now, taken, limit, controller.delay_ns, controller.target_rows))
+                continue
+        # Advance the clock to the next event.
+        candidates = [end_ns]
+        if next_arrival < len(arrivals_ns):
+            candidates.append(arrivals_ns[next_arrival])
+        if running is not None:
+            candidates.append(busy_until)
+        if close_at is not None:
+            candidates.append(close_at)
+        now = max(now, min(candidates))
+    return result
