@@ -23,9 +23,11 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from driftserve.cli import build_parser
+from driftserve.core.commandline import settings_from_args
 from driftserve.server.commands import server_settings
 from driftserve.server.metrics import ServerMetrics
 from driftserve.sidecar.commands import sidecar_settings
+from driftserve.sidecar.fleet.settings import FleetSettings
 from tests.deploy.manifests import (
     DEPLOY,
     MANIFEST_DIRS,
@@ -41,7 +43,9 @@ from tests.install_support import ROOT
 
 DOCUMENTS = documents()
 # deploy/container/entrypoint.sh: the image's first argument (its role) -> driftserve subcommand.
-ROLES = {"server": "serve", "serve": "serve", "sidecar": "sidecar", "run": "run"}
+ROLES = {"server": "serve", "serve": "serve", "sidecar": "sidecar", "run": "run", "drift": "drift"}
+# The Deployment that serves (server + sidecar per pod); others (the fleet aggregator) are named.
+SERVING = "driftserve"
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -49,8 +53,9 @@ def by_kind(kind: str) -> list[dict[str, Any]]:
     return [d.body for d in DOCUMENTS if d.body.get("kind") == kind]
 
 
-def the(kind: str) -> dict[str, Any]:
-    (body,) = by_kind(kind)
+def the(kind: str, name: str | None = None) -> dict[str, Any]:
+    """The one object of ``kind`` (named ``name`` where several are)."""
+    (body,) = [b for b in by_kind(kind) if name is None or b["metadata"]["name"] == name]
     return body
 
 
@@ -63,7 +68,14 @@ def test_every_manifest_file_is_found_and_holds_objects() -> None:
     for path in paths:
         assert any(d.path == path for d in DOCUMENTS), f"{path} holds no YAML document"
     kinds = {d.body["kind"] for d in DOCUMENTS}
-    expected = {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor"}
+    expected = {
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "ServiceMonitor",
+        "NetworkPolicy",
+    }
     assert kinds >= expected | {"ConfigMap", "ServingRuntime", "InferenceService"}
 
 
@@ -91,14 +103,14 @@ def test_document_is_valid_against_its_schema(doc: Document) -> None:
     ],
 )
 def test_the_validation_refuses_a_broken_manifest(kind: str, break_it: Any) -> None:
-    broken = copy.deepcopy(the(kind))
+    broken = copy.deepcopy(the(kind, SERVING if kind == "Deployment" else None))
     break_it(broken)
     with pytest.raises(Exception, match=r"(?i)valid|required|additional|not of type|is not one of"):
         validate(broken)
 
 
 def test_every_custom_resource_has_a_kept_schema() -> None:
-    builtin_groups = ("v1", "apps/v1", "autoscaling/v2", "policy/v1")
+    builtin_groups = ("v1", "apps/v1", "autoscaling/v2", "policy/v1", "networking.k8s.io/v1")
     for doc in DOCUMENTS:
         key = (doc.body["apiVersion"], doc.body["kind"])
         assert key[0] in builtin_groups or key in crd_schemas(), f"{doc.id}: no schema in deploy/schemas for {key}"
@@ -143,7 +155,12 @@ def effective(container: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any
         monkeypatch.delenv(name)
     for var in container.get("env", []):
         monkeypatch.setenv(var["name"], var["value"])
-    return server_settings(args) if args.command in ("serve", "run") else sidecar_settings(args)
+    if args.command in ("serve", "run"):
+        return server_settings(args)
+    if args.command == "drift":
+        assert args.drift_command == "fleet", f"only `drift fleet` runs as a long-lived container, not {args}"
+        return settings_from_args(FleetSettings, args)
+    return sidecar_settings(args)
 
 
 def open_ports(settings: Any) -> dict[int, str]:
@@ -172,7 +189,7 @@ def is_loopback(host: str) -> bool:
 
 def test_the_manifests_start_driftserve_in_every_role_they_need() -> None:
     roles = sorted(ROLES[c["args"][0]] for _, _, c in CONTAINERS)
-    assert roles == ["serve", "serve", "sidecar"], roles
+    assert roles == ["drift", "serve", "serve", "sidecar"], roles
 
 
 @pytest.mark.parametrize(("cid", "spec", "container"), CONTAINERS, ids=[c[0] for c in CONTAINERS])
@@ -202,12 +219,14 @@ def test_declared_ports_are_the_ports_the_flags_open_and_probes_use_them(
 
 
 def test_the_server_mirrors_to_the_sidecar_of_its_own_pod_over_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
-    (spec,) = pod_specs(the("Deployment"))
+    (spec,) = pod_specs(the("Deployment", SERVING))
     by_role = {ROLES[c["args"][0]]: c for c in spec["containers"]}
     server = effective(by_role["serve"], monkeypatch)
     sidecar = effective(by_role["sidecar"], monkeypatch)
-    host = server.mirror_address.rpartition(":")[0]
-    assert is_loopback(host) and server.mirror_address == sidecar.listen
+    host, _, port = server.mirror_address.rpartition(":")
+    listen_host, _, listen_port = sidecar.listen.rpartition(":")
+    assert is_loopback(host) and port == listen_port
+    assert is_loopback(listen_host) or listen_host in ("0.0.0.0", "[::]")
     assert (
         {m["name"]: m["mountPath"] for m in by_role["serve"]["volumeMounts"]}["models"]
         == str(server.model_repository)
@@ -216,7 +235,7 @@ def test_the_server_mirrors_to_the_sidecar_of_its_own_pod_over_loopback(monkeypa
 
 
 def test_the_pod_is_non_root_read_only_and_the_numba_cache_is_seeded_from_the_image() -> None:
-    deployment = the("Deployment")
+    deployment = the("Deployment", SERVING)
     (spec,) = pod_specs(deployment)
     assert spec["securityContext"]["runAsNonRoot"] is True
     runtime = {s.name: s for s in parse_dockerfile((ROOT / "Dockerfile").read_text())}["runtime"]
@@ -238,16 +257,39 @@ def test_the_pod_is_non_root_read_only_and_the_numba_cache_is_seeded_from_the_im
         assert env["NUMBA_CACHE_DIR"] == mounts[volume] == target.rstrip("/")
 
 
+def pod_labels(deployment: dict[str, Any]) -> dict[str, str]:
+    labels: dict[str, str] = deployment["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def test_only_the_fleet_aggregator_may_reach_the_sidecars_grpc_port() -> None:
+    policy = the("NetworkPolicy")
+    serving = the("Deployment", SERVING)
+    aggregator = the("Deployment", "driftserve-fleet-aggregator")
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels(serving).items()
+    (spec,) = pod_specs(serving)
+    declared = {p["containerPort"] for c in spec["containers"] for p in c.get("ports", [])}
+    open_to_all = {p["port"] for rule in policy["spec"]["ingress"] if "from" not in rule for p in rule["ports"]}
+    (restricted,) = [rule for rule in policy["spec"]["ingress"] if "from" in rule]
+    assert {p["port"] for p in restricted["ports"]} == {8003} and 8003 not in open_to_all
+    assert open_to_all | {8003} == declared
+    (peer,) = restricted["from"]
+    assert peer["podSelector"]["matchLabels"].items() <= pod_labels(aggregator).items()
+    assert not peer["podSelector"]["matchLabels"].items() <= pod_labels(serving).items()
+
+
 def test_service_pdb_hpa_and_servicemonitor_point_at_the_deployment() -> None:
-    deployment = the("Deployment")
+    deployment = the("Deployment", SERVING)
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     (spec,) = pod_specs(deployment)
     port_names = {p["name"]: p["containerPort"] for c in spec["containers"] for p in c.get("ports", [])}
     for service in by_kind("Service"):
-        assert service["spec"]["selector"].items() <= labels.items()
+        (selected,) = [d for d in by_kind("Deployment") if service["spec"]["selector"].items() <= pod_labels(d).items()]
+        (selected_spec,) = pod_specs(selected)
+        names = {p["name"]: p["containerPort"] for c in selected_spec["containers"] for p in c.get("ports", [])}
         for port in service["spec"]["ports"]:
-            assert port["targetPort"] in port_names, f"{service['metadata']['name']}: {port['targetPort']}"
-            assert port["port"] == port_names[port["targetPort"]]
+            assert port["targetPort"] in names, f"{service['metadata']['name']}: {port['targetPort']}"
+            assert port["port"] == names[port["targetPort"]]
     assert the("PodDisruptionBudget")["spec"]["selector"]["matchLabels"].items() <= labels.items()
     target = the("HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
