@@ -67,7 +67,9 @@ def test_warm_up_compiles_the_kernels_of_server_and_sidecar(warm_cache: Path) ->
 
 def seed_cache_command(source: Path, target: Path) -> list[str]:
     """The Deployment's seed-numba-cache init container command, copying ``source`` to ``target``."""
-    (deployment,) = [d.body for d in documents() if d.body["kind"] == "Deployment"]
+    (deployment,) = [
+        d.body for d in documents() if d.body["kind"] == "Deployment" and d.body["metadata"]["name"] == "driftserve"
+    ]
     (spec,) = pod_specs(deployment)
     (seed,) = [c for c in spec["initContainers"] if c["name"] == "seed-numba-cache"]
     *program, image_cache, _volume = seed["command"]
