@@ -25,9 +25,9 @@ from driftserve.core.auth import ANY_SCOPE, SCOPE_MIRROR, SCOPE_MONITOR, TokenAu
 from driftserve.core.grpc_auth import GenericHandlersOnly, MethodScopes
 from driftserve.core.heap import freeze_startup_heap
 from driftserve.core.security import Security
-from driftserve.core.startup import StartupError, bind_problem
+from driftserve.core.startup import StartupError
 from driftserve.sidecar.grpc_port import add_health, add_reflection, bind
-from driftserve.sidecar.http_api import SidecarHttpServer
+from driftserve.sidecar.http_api import SidecarHttpServer, open_http
 from driftserve.sidecar.monitor_service import MirrorServicer, MonitorServicer
 from driftserve.sidecar.settings import SidecarSettings
 from driftserve.sidecar.state import SidecarState
@@ -110,15 +110,17 @@ async def create_sidecar(settings: SidecarSettings, registry: CollectorRegistry 
     running = RunningSidecar(server, address, port, -1, state, health, authority=security.authority)
     if settings.http_port >= 0:
         try:
-            running.http = SidecarHttpServer(
-                state, registry, settings.http_host, settings.http_port, settings.report_interval_s
+            running.http = open_http(
+                state,
+                registry,
+                settings.http_host,
+                settings.http_port,
+                settings.report_interval_s,
+                "DRIFTSERVE_SIDECAR_HTTP_PORT",
             )
-        except OSError as exc:
+        except StartupError:
             await server.stop(None)
-            raise StartupError(
-                f"HTTP port {settings.http_port} on {settings.http_host} {bind_problem(exc)}; pick another with "
-                "--http-port or DRIFTSERVE_SIDECAR_HTTP_PORT (-1 turns HTTP off)"
-            ) from None
+            raise
         running.http_port = running.http.port
     try:
         await asyncio.to_thread(state.load)  # loads profiles and shadow models (ORT sessions)

@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from driftserve.core.startup import StartupError, bind_problem
 from driftserve.sidecar.dashboard import render_dashboard
 from driftserve.sidecar.drift.detector import SLIDING
 from driftserve.sidecar.monitor_service import window_filter
@@ -130,3 +131,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("http %s " + format, self.client_address[0], *args)
+
+
+def open_http(
+    source: ReportSource, registry: CollectorRegistry, host: str, port: int, report_interval_s: float, env_var: str
+) -> SidecarHttpServer:
+    """Start the HTTP side; ``StartupError`` naming the port and how to change it (``env_var``) when
+    it cannot bind. Shared by the sidecar and the fleet aggregator, whose settings prefixes differ."""
+    try:
+        return SidecarHttpServer(source, registry, host, port, report_interval_s)
+    except OSError as exc:
+        raise StartupError(
+            f"HTTP port {port} on {host} {bind_problem(exc)}; pick another with "
+            f"--http-port or {env_var} (-1 turns HTTP off)"
+        ) from None

@@ -30,11 +30,11 @@ from driftserve.api import driftserve_pb2, driftserve_pb2_grpc
 from driftserve.core.auth import ANY_SCOPE, SCOPE_MONITOR, TokenAuthority, reload_on_sighup
 from driftserve.core.grpc_auth import GenericHandlersOnly, MethodScopes
 from driftserve.core.security import Security
-from driftserve.core.startup import StartupError, bind_problem
+from driftserve.core.startup import StartupError
 from driftserve.sidecar.fleet.aggregator import FleetState
 from driftserve.sidecar.fleet.settings import FleetSettings
 from driftserve.sidecar.grpc_port import add_health, add_reflection, bind
-from driftserve.sidecar.http_api import SidecarHttpServer
+from driftserve.sidecar.http_api import SidecarHttpServer, open_http
 from driftserve.sidecar.monitor_service import MonitorServicer
 
 logger = logging.getLogger(__name__)
@@ -110,15 +110,17 @@ async def create_fleet(settings: FleetSettings, registry: CollectorRegistry | No
     running = RunningFleet(server, address, port, -1, state, health, authority=security.authority)
     if settings.http_port >= 0:
         try:
-            running.http = SidecarHttpServer(
-                state, registry, settings.http_host, settings.http_port, settings.report_interval_s
+            running.http = open_http(
+                state,
+                registry,
+                settings.http_host,
+                settings.http_port,
+                settings.report_interval_s,
+                "DRIFTSERVE_FLEET_HTTP_PORT",
             )
-        except OSError as exc:
+        except StartupError:
             await server.stop(None)
-            raise StartupError(
-                f"HTTP port {settings.http_port} on {settings.http_host} {bind_problem(exc)}; pick another with "
-                "--http-port or DRIFTSERVE_FLEET_HTTP_PORT (-1 turns HTTP off)"
-            ) from None
+            raise
         running.http_port = running.http.port
     try:
         await asyncio.to_thread(state.load)
