@@ -92,7 +92,7 @@ def serve_with_interceptor(argv: list[str]) -> int:
 def start(variant: str, repository: Path, tmp: Path, pki: dict[str, Path], tokens: Path) -> tuple[Child, str]:
     port = free_port()
     args = ["--model-repository", str(repository), "--host", "127.0.0.1", "--grpc-port", str(port)]
-    args += ["--metrics-port", "-1", "--log-level", "WARNING"]
+    args += ["--metrics-port", "-1", "--http-port", "-1", "--log-level", "WARNING"]
     if variant != "plaintext":
         args += ["--tls-cert", str(pki["cert"]), "--tls-key", str(pki["key"])]
     if variant == "tls+token":
