@@ -131,14 +131,28 @@ def run_server_and_sidecar(args: argparse.Namespace) -> int:
         if failed is not None:
             stop_children(children, settings.grace_period_s)
             return _failed_child(failed, sidecar)
-        print(
-            f"driftserve is up: gRPC {settings.host}:{server.announced.get('grpc_port')}, "
-            f"REST http://{settings.host}:{server.announced.get('http_port')}/v2, "
-            f"metrics http://{settings.host}:{server.announced.get('metrics_port')}/metrics, "
-            f"drift dashboard http://127.0.0.1:{args.sidecar_http_port}/dashboard",
-            flush=True,
-        )
+        print(up_line(settings, server.announced, sidecar.announced), flush=True)
         return supervise(children, settings.grace_period_s, stop)
+
+
+def up_line(settings: ServerSettings, server: dict[str, str], sidecar: dict[str, str]) -> str:
+    """The one line ``run`` prints once both children are ready: the ports they really opened.
+
+    REST is ``https`` when the server serves TLS (the metrics and sidecar HTTP ports never do), and
+    a port turned off with -1 is named as off rather than as an address nobody can open.
+    """
+    host = settings.host
+    rest_scheme = "https" if settings.tls_cert is not None else "http"
+    parts = [f"gRPC {host}:{server.get('grpc_port')}"]
+    http_port, metrics_port = server.get("http_port"), server.get("metrics_port")
+    dashboard_port = sidecar.get("http_port")
+    parts.append("REST off" if http_port == "-1" else f"REST {rest_scheme}://{host}:{http_port}/v2")
+    parts.append("metrics off" if metrics_port == "-1" else f"metrics http://{host}:{metrics_port}/metrics")
+    if dashboard_port == "-1":
+        parts.append("drift dashboard off")
+    else:
+        parts.append(f"drift dashboard http://127.0.0.1:{dashboard_port}/dashboard")
+    return "driftserve is up: " + ", ".join(parts)
 
 
 def _failed_child(failed: Child, sidecar: Child) -> int:
