@@ -15,6 +15,7 @@ base install.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any, NoReturn
 
@@ -73,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         prog = f"driftserve {args.command}"
         print(f"{prog}: {settings_error(exc, _flags_of(parser, args.command))}", file=sys.stderr, flush=True)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`driftserve drift report | head`): what it read was all it wanted.
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _flags_of(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:

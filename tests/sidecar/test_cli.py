@@ -74,6 +74,17 @@ def test_sidecar_process_serves_reports_and_stops_on_sigterm(repository: Path, p
         assert row[1:4] == ["input", "sliding", "2048"] and row[-1] == "alert"
         assert f"ALERT {SHIFTED} (sliding)" in done.stdout
         assert any(line.startswith("shadow v2 vs primary v1: 2048 rows") for line in lines)
+        # A reader that goes away (`drift report | head`): no traceback, exit 0.
+        closed = subprocess.Popen(
+            [sys.executable, "-m", "driftserve", "drift", "report", "--address", sidecar.address],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert closed.stdout is not None
+        closed.stdout.close()
+        _, stderr = closed.communicate(timeout=60)
+        assert closed.returncode == 0 and b"Traceback" not in stderr, stderr.decode()
         started = time.monotonic()
         assert sidecar.terminate() == 0
         assert time.monotonic() - started < 5
