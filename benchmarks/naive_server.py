@@ -149,7 +149,7 @@ class Servicer(driftserve_pb2_grpc.PredictorServicer, grpc_service_pb2_grpc.GRPC
                 time.sleep(self.stall_s)
         else:
             with self._gate:
-                pass
+                pass  # only waits for a stall in progress to end: every request queues behind it
         if self.delay_s > 0:
             time.sleep(self.delay_s)
 

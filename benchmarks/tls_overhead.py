@@ -123,7 +123,7 @@ def wait_ready(child: Child, target: str, client: ClientSecurity, timeout_s: flo
                 if health.Check(health_pb2.HealthCheckRequest(), timeout=1.0).status == 1:
                     return
             except grpc.RpcError:
-                pass
+                pass  # not listening yet: poll again
             time.sleep(0.2)
     raise RuntimeError(f"{child.name} not ready within {timeout_s:g} s")
 

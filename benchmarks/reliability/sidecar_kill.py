@@ -96,7 +96,7 @@ async def _rows_seen(address: str, model: str, timeout_s: float) -> int:
                 report = await stub.GetDriftReport(driftserve_pb2.DriftReportRequest(model=model), timeout=10)
                 rows = int(report.rows_seen)
             except grpc.aio.AioRpcError:
-                pass
+                pass  # the new sidecar is not up yet: poll again until the deadline
             if rows > 0 or time.monotonic() > deadline:
                 return rows
             await asyncio.sleep(0.2)

@@ -27,7 +27,7 @@ from driftserve.core.heap import freeze_startup_heap
 from driftserve.core.security import Security
 from driftserve.core.startup import StartupError
 from driftserve.sidecar.grpc_port import add_health, add_reflection, bind
-from driftserve.sidecar.http_api import SidecarHttpServer, open_http
+from driftserve.sidecar.http_api import SidecarHttpServer, open_http_and_load
 from driftserve.sidecar.monitor_service import MirrorServicer, MonitorServicer
 from driftserve.sidecar.settings import SidecarSettings
 from driftserve.sidecar.state import SidecarState
@@ -108,28 +108,18 @@ async def create_sidecar(settings: SidecarSettings, registry: CollectorRegistry 
     add_reflection(services, SERVICE_NAMES)
     address, port = bind(server, settings.listen, security, LISTEN_FIX)
     running = RunningSidecar(server, address, port, -1, state, health, authority=security.authority)
-    if settings.http_port >= 0:
-        try:
-            running.http = open_http(
-                state,
-                registry,
-                settings.http_host,
-                settings.http_port,
-                settings.report_interval_s,
-                "DRIFTSERVE_SIDECAR_HTTP_PORT",
-            )
-        except StartupError:
-            await server.stop(None)
-            raise
+    running.http = await open_http_and_load(
+        server,
+        state,
+        registry,
+        settings.http_host,
+        settings.http_port,
+        settings.report_interval_s,
+        "DRIFTSERVE_SIDECAR_HTTP_PORT",
+        state.load,  # loads profiles and shadow models (ORT sessions)
+    )
+    if running.http is not None:
         running.http_port = running.http.port
-    try:
-        await asyncio.to_thread(state.load)  # loads profiles and shadow models (ORT sessions)
-    except BaseException:
-        await server.stop(None)
-        if running.http is not None:
-            running.http.start()  # close() waits for the serving thread, so it needs one
-            await asyncio.to_thread(running.http.close)
-        raise
     await running._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
     state.start()
     await server.start()

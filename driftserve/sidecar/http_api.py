@@ -8,14 +8,17 @@ stepping the alert hysteresis faster than the cadence.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import grpc
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from driftserve.core.startup import StartupError, bind_problem
@@ -133,15 +136,35 @@ class _Handler(BaseHTTPRequestHandler):
         logger.debug("http %s " + format, self.client_address[0], *args)
 
 
-def open_http(
-    source: ReportSource, registry: CollectorRegistry, host: str, port: int, report_interval_s: float, env_var: str
-) -> SidecarHttpServer:
-    """Start the HTTP side; ``StartupError`` naming the port and how to change it (``env_var``) when
-    it cannot bind. Shared by the sidecar and the fleet aggregator, whose settings prefixes differ."""
+async def open_http_and_load(
+    server: grpc.aio.Server,
+    source: ReportSource,
+    registry: CollectorRegistry,
+    host: str,
+    port: int,
+    report_interval_s: float,
+    env_var: str,
+    load: Callable[[], None],
+) -> SidecarHttpServer | None:
+    """Bind the HTTP side (None when ``port`` is -1), then run ``load`` in a thread; on any failure
+    release the bound gRPC ``server`` and HTTP port and re-raise. A port that cannot be bound is a
+    ``StartupError`` naming it and how to change it (``env_var``). Shared by the sidecar and the
+    fleet aggregator, whose settings prefixes differ."""
+    http: SidecarHttpServer | None = None
     try:
-        return SidecarHttpServer(source, registry, host, port, report_interval_s)
-    except OSError as exc:
-        raise StartupError(
-            f"HTTP port {port} on {host} {bind_problem(exc)}; pick another with "
-            f"--http-port or {env_var} (-1 turns HTTP off)"
-        ) from None
+        if port >= 0:
+            try:
+                http = SidecarHttpServer(source, registry, host, port, report_interval_s)
+            except OSError as exc:
+                raise StartupError(
+                    f"HTTP port {port} on {host} {bind_problem(exc)}; pick another with "
+                    f"--http-port or {env_var} (-1 turns HTTP off)"
+                ) from None
+        await asyncio.to_thread(load)
+    except BaseException:
+        await server.stop(None)
+        if http is not None:
+            http.start()  # close() waits for the serving thread, so it needs one
+            await asyncio.to_thread(http.close)
+        raise
+    return http

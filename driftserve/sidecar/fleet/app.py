@@ -34,7 +34,7 @@ from driftserve.core.startup import StartupError
 from driftserve.sidecar.fleet.aggregator import FleetState
 from driftserve.sidecar.fleet.settings import FleetSettings
 from driftserve.sidecar.grpc_port import add_health, add_reflection, bind
-from driftserve.sidecar.http_api import SidecarHttpServer, open_http
+from driftserve.sidecar.http_api import SidecarHttpServer, open_http_and_load
 from driftserve.sidecar.monitor_service import MonitorServicer
 
 logger = logging.getLogger(__name__)
@@ -108,28 +108,18 @@ async def create_fleet(settings: FleetSettings, registry: CollectorRegistry | No
     add_reflection(services, (MONITOR,))
     address, port = bind(server, settings.listen, security, LISTEN_FIX)
     running = RunningFleet(server, address, port, -1, state, health, authority=security.authority)
-    if settings.http_port >= 0:
-        try:
-            running.http = open_http(
-                state,
-                registry,
-                settings.http_host,
-                settings.http_port,
-                settings.report_interval_s,
-                "DRIFTSERVE_FLEET_HTTP_PORT",
-            )
-        except StartupError:
-            await server.stop(None)
-            raise
+    running.http = await open_http_and_load(
+        server,
+        state,
+        registry,
+        settings.http_host,
+        settings.http_port,
+        settings.report_interval_s,
+        "DRIFTSERVE_FLEET_HTTP_PORT",
+        state.load,
+    )
+    if running.http is not None:
         running.http_port = running.http.port
-    try:
-        await asyncio.to_thread(state.load)
-    except BaseException:
-        await server.stop(None)
-        if running.http is not None:
-            running.http.start()  # close() waits for the serving thread, so it needs one
-            await asyncio.to_thread(running.http.close)
-        raise
     state.start()
     running.puller = asyncio.create_task(_pull_loop(state, settings.pull_interval_s), name="fleet-pull")
     await server.start()
