@@ -3,7 +3,8 @@
 A fixed ``max_queue_delay_us`` is right for one load and one model cost only. With an objective
 the batcher asks this controller instead. The controller measures three things:
 
-- the cost of a batch as a function of its rows, ``c(B) = a + b·B``, fitted by least squares
+- the cost of a batch as a function of its rows, ``c(B) = a + b·B`` (the instance's occupancy,
+  from dispatch until the event loop learns the batch finished), fitted by least squares
   over recent batches with exponential decay (so a model that slows down is noticed within a few
   dozen batches);
 - the arrival rate ``λ`` in rows per second, an exponentially weighted average over time;
@@ -200,13 +201,17 @@ class BatchController:
         self.delay_share += ((1.0 if closed_by_delay else 0.0) - self.delay_share) * DELAY_SHARE_WEIGHT
         self.backlog_share += ((1.0 if backlogged else 0.0) - self.backlog_share) * DELAY_SHARE_WEIGHT
 
-    def on_batch(self, now_ns: int, rows: int, compute_ns: int, arrivals_ns: list[int]) -> bool:
-        """A batch of ``rows`` rows finished at ``now_ns`` after ``compute_ns`` of compute.
+    def on_batch(self, now_ns: int, rows: int, busy_ns: int, arrivals_ns: list[int]) -> bool:
+        """A batch of ``rows`` rows finished at ``now_ns``, having held its instance ``busy_ns``.
+
+        The batcher passes the instance's whole occupancy, from dispatch until the event loop
+        learned the batch finished (thread hand-offs and loop lag included): the instance is not
+        free for the next batch earlier, so that is the cost a batch plan has to fit.
 
         ``arrivals_ns`` are its requests' arrival times: their latencies (queue + compute) feed the
         measured p99. Returns True when the decisions were recomputed.
         """
-        self.cost.add(rows, compute_ns)
+        self.cost.add(rows, busy_ns)
         samples = self._samples
         if len(samples) < MAX_SAMPLES:
             samples.extend(now_ns - arrival for arrival in arrivals_ns)

@@ -107,6 +107,10 @@ class Batcher:
         self._pending_requests = 0
         self._pending_rows = 0
         self._free_instances = list(range(model.instances))
+        # When each instance's running batch was dispatched: the instance is busy from then until
+        # _complete runs on the loop, thread hand-offs and loop lag included, and that occupancy
+        # (not the compute alone) is what the SLO controller must plan batches with.
+        self._dispatched_ns = [0] * model.instances
         self._loop = asyncio.get_running_loop()
         # One long-lived thread per instance fed by a SimpleQueue; results come back with one
         # call_soon_threadsafe. (run_in_executor adds a concurrent Future, a chained asyncio
@@ -360,6 +364,7 @@ class Batcher:
             instance = self._free_instances.pop()
             self._running += 1
             dispatched_ns = time.perf_counter_ns()
+            self._dispatched_ns[instance] = dispatched_ns
             if self._controller is not None:
                 backlogged = self._pending_rows >= self._controller.limit_rows
                 gathered_ns = dispatched_ns - batch[0].arrival_ns
@@ -453,8 +458,9 @@ class Batcher:
             self._m_compute.observe(compute_ns / 1e9)
             self._m_batch_rows.observe(rows)
             self._m_batch_requests.observe(len(batch))
+            now_ns = time.perf_counter_ns()
             if self._controller is not None and self._controller.on_batch(
-                time.perf_counter_ns(), rows, compute_ns, [item.arrival_ns for item in batch]
+                now_ns, rows, now_ns - self._dispatched_ns[instance], [item.arrival_ns for item in batch]
             ):
                 self._publish_controller()
             for item, result in zip(batch, timings.results):
