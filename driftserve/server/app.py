@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from driftserve.core.grpc_auth import GenericHandlersOnly
 from driftserve.core.heap import freeze_startup_heap
 from driftserve.core.security import Security
 from driftserve.core.startup import EXIT_FAILURE, StartupError, bind_problem, probe_tcp_port
+from driftserve.server import grpc_core_shedding
 from driftserve.server.dataplane import DataPlane
 from driftserve.server.grpc_common import InferenceBoundary
 from driftserve.server.grpc_models import ModelsServicer, add_models_servicer
@@ -149,6 +151,13 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
         ("grpc.server.max_pending_requests_hard_limit", PENDING_HARD_LIMIT_FACTOR * settings.max_pending_calls),
     ]
     server = grpc.aio.server(options=options)
+    if grpc_core_shedding.enabled(os.environ):
+        logger.info(
+            "gRPC refuses calls beyond %d pending with RESOURCE_EXHAUSTED (%s=%s)",
+            settings.max_pending_calls,
+            grpc_core_shedding.ENV,
+            os.environ[grpc_core_shedding.ENV],
+        )
     # Every service but health behind the bearer-token check when tokens are configured.
     rejected = metrics.auth_rejections
     services = GenericHandlersOnly(
