@@ -46,6 +46,7 @@ event loop, no threads. The batcher feeds it real time; the tests feed it a simu
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # Budget fraction: start, bounds, and the AIMD steps.
@@ -62,6 +63,15 @@ UTILISATION = 0.5
 DELAY_SHARE_WEIGHT = 0.1
 MAX_DELAY_SHARE = 0.2
 MAX_BACKLOG_SHARE = 0.5
+# Share of wall time in which runnable work waited for a CPU (Linux PSI, core/cpu_pressure.py)
+# above which the peak in flight sets the target whatever the share of batches closed by the delay.
+# With CPUs scarce every batch costs throughput beyond its compute (the event loop's hand-offs and
+# callbacks, the model's fixed per-call cost), and closed-loop clients slowed by the same scarcity
+# reach the batcher late, so their batches close by the delay and the guard above would fragment
+# them. With CPUs to spare the guard stays: waiting only adds latency. Averaged over updates with
+# PRESSURE_WEIGHT.
+CPU_PRESSURE_FLOOR = 0.2
+PRESSURE_WEIGHT = 0.3
 # Weight of one batch in the average gather time, and the margin over it the delay may take while
 # the peak in flight sets the target.
 GATHER_WEIGHT = 0.1
@@ -106,6 +116,7 @@ class ControllerState:
     arrival_rows_per_s: float
     measured_p99_ns: int
     budget_fraction: float
+    cpu_pressure: float = 0.0
 
 
 class CostModel:
@@ -156,8 +167,15 @@ class CostModel:
 class BatchController:
     """Chooses the batcher's delay, target batch and batch limit from what it measures."""
 
-    def __init__(self, settings: ControllerSettings, now_ns: int) -> None:
+    def __init__(
+        self, settings: ControllerSettings, now_ns: int, cpu_stall_ns: Callable[[], int] | None = None
+    ) -> None:
+        """``cpu_stall_ns`` reads the cumulative time runnable work waited for a CPU (PSI); None
+        where it cannot be measured (the controller then assumes CPUs to spare)."""
         self.settings = settings
+        self._cpu_stall_ns = cpu_stall_ns
+        self._last_stall_ns = cpu_stall_ns() if cpu_stall_ns is not None else 0
+        self.cpu_pressure = 0.0
         self.cost = CostModel(settings.cost_decay)
         self.budget_fraction = INITIAL_BUDGET_FRACTION
         self.arrival_rows_per_s = 0.0
@@ -228,6 +246,11 @@ class BatchController:
             rate = self._arrived_rows * 1e9 / elapsed
             weight = 1.0 - math.exp(-elapsed / RATE_TIME_CONSTANT_NS)
             self.arrival_rows_per_s += (rate - self.arrival_rows_per_s) * weight
+            if self._cpu_stall_ns is not None:
+                stall_ns = self._cpu_stall_ns()
+                pressure = min(max(stall_ns - self._last_stall_ns, 0) / elapsed, 1.0)
+                self._last_stall_ns = stall_ns
+                self.cpu_pressure += (pressure - self.cpu_pressure) * PRESSURE_WEIGHT
         self._arrived_rows = 0
         self._last_update_ns = now_ns
         self.updates += 1
@@ -242,7 +265,8 @@ class BatchController:
         rate_per_ns = self.arrival_rows_per_s / 1e9
         busy = rate_per_ns * b  # share of the time the per-row cost alone keeps the instance busy
         needed = float(limit) if busy >= UTILISATION else rate_per_ns * a / (UTILISATION - busy)
-        floor = self._inflight_peak if self.delay_share < MAX_DELAY_SHARE else 1
+        peak_counts = self.delay_share < MAX_DELAY_SHARE or self.cpu_pressure >= CPU_PRESSURE_FLOOR
+        floor = self._inflight_peak if peak_counts else 1
         target = min(max(math.ceil(needed), floor, 1), limit)
         slack = budget - 2.0 * self.cost.cost_ns(target)
         fill = (target - 1) / rate_per_ns if rate_per_ns > 0.0 else float(s.max_delay_ns)
@@ -280,4 +304,5 @@ class BatchController:
             arrival_rows_per_s=self.arrival_rows_per_s,
             measured_p99_ns=self.measured_p99_ns,
             budget_fraction=self.budget_fraction,
+            cpu_pressure=self.cpu_pressure,
         )

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from driftserve.core.config import BatchingConfig
+from driftserve.core.cpu_pressure import CpuPressure
 from driftserve.core.errors import (
     DEFAULT_RETRY_AFTER_MS,
     DeadlineExceeded,
@@ -157,7 +158,9 @@ class Batcher:
                 max_delay_ns=config.delay_bound_us * 1000,
                 max_rows=self._max_rows,
             )
-            self._controller = BatchController(settings, time.perf_counter_ns())
+            pressure = CpuPressure()
+            stall = pressure.stall_ns if pressure.available else None
+            self._controller = BatchController(settings, time.perf_counter_ns(), stall)
             self._publish_controller()
         self._task = self._loop.create_task(self._run(), name=f"batcher-{model.name}-{model.version}")
 

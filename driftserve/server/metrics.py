@@ -155,6 +155,10 @@ class ServerMetrics:
         self.slo_budget_fraction = self._controller_gauge(
             "driftserve_batcher_slo_budget_ratio", "Share of the objective the SLO controller plans with (feedback)."
         )
+        self.slo_cpu_pressure = self._controller_gauge(
+            "driftserve_batcher_slo_cpu_pressure_ratio",
+            "Share of time runnable work waited for a CPU (Linux PSI), as the SLO controller measured it.",
+        )
 
         # Only with --workers: requests served per worker process (a `pid` label is added by
         # prometheus_client's multiprocess mode), so the spread across workers is visible.
@@ -184,6 +188,7 @@ class ServerMetrics:
             (self.slo_measured_p99, state.measured_p99_ns / 1e9),
             (self.slo_arrival_rate, state.arrival_rows_per_s),
             (self.slo_budget_fraction, state.budget_fraction),
+            (self.slo_cpu_pressure, state.cpu_pressure),
         ):
             gauge.labels(model, version).set(value)
 

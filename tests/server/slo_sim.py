@@ -3,7 +3,10 @@
 It follows the batcher's rules with a controller: a batch closes when the instance is free and
 the queued rows reach the controller's target (or its limit), or the oldest request has waited
 the controller's delay; a batch takes requests in arrival order up to the limit, never splitting
-one. The model costs ``cost(now_ns, rows)`` nanoseconds. Nothing sleeps and every run with the
+one. The batcher's adaptive rules apply too (``adaptive=True``, its default): a batch closes at
+once when every request recently in flight is queued, and after a full wait that gathered a
+single request, batches close at once until a request arrives while others are queued or
+running. The model costs ``cost(now_ns, rows)`` nanoseconds. Nothing sleeps and every run with the
 same seed gives the same result.
 """
 
@@ -68,6 +71,7 @@ def simulate(
     cost: Callable[[int, int], int],
     end_ns: int,
     closed_loop_think_ns: int | Callable[[], int] | None = None,
+    adaptive: bool = True,
 ) -> SimResult:
     """Serve one-row requests arriving at ``arrivals_ns`` until ``end_ns``.
 
@@ -79,6 +83,7 @@ def simulate(
     arrivals_ns = sorted(arrivals_ns)
     peaks: deque[int] = deque(maxlen=8)
     peak = 0
+    company_seen = True
     queue: deque[int] = deque()
     next_arrival = 0
     running: list[int] | None = None
@@ -101,6 +106,8 @@ def simulate(
         while next_arrival < len(arrivals_ns) and arrivals_ns[next_arrival] <= now:
             if controller.on_arrival(arrivals_ns[next_arrival], 1):
                 result.states.append((now, controller.delay_ns, controller.target_rows, controller.limit_rows))
+            if queue or running is not None:
+                company_seen = True
             queue.append(arrivals_ns[next_arrival])
             next_arrival += 1
             peak = max(peak, len(queue) + (len(running) if running is not None else 0))
@@ -108,12 +115,14 @@ def simulate(
         close_at = None
         if running is None and queue:
             limit = controller.limit_rows
-            if len(queue) >= min(controller.target_rows, limit):
-                close_at = now
-            else:
-                close_at = max(now, queue[0] + controller.delay_ns)
+            everyone_here = adaptive and bool(peaks) and len(queue) >= max(peaks)
+            closes_now = len(queue) >= min(controller.target_rows, limit) or everyone_here
+            waits = not closes_now and not (adaptive and not company_seen)
+            close_at = max(now, queue[0] + controller.delay_ns) if waits else now
             if close_at <= now:
-                by_delay = len(queue) < min(controller.target_rows, limit)
+                by_delay = not closes_now and company_seen
+                if adaptive and by_delay and len(queue) == 1:
+                    company_seen = False
                 peaks.append(peak)
                 taken = min(len(queue), limit)
                 running = [queue.popleft() for _ in range(taken)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -18,7 +19,10 @@ TOLERANCE = 0.1
 
 
 def controller(
-    objective_ms: float = 10.0, max_delay_ns: int | None = None, max_rows: int = MAX_ROWS
+    objective_ms: float = 10.0,
+    max_delay_ns: int | None = None,
+    max_rows: int = MAX_ROWS,
+    cpu_stall_ns: object = None,
 ) -> BatchController:
     objective_ns = int(objective_ms * MS)
     settings = ControllerSettings(
@@ -27,7 +31,13 @@ def controller(
         max_rows=max_rows,
         tolerance=TOLERANCE,
     )
-    return BatchController(settings, now_ns=0)
+    return BatchController(settings, now_ns=0, cpu_stall_ns=cpu_stall_ns)  # type: ignore[arg-type]
+
+
+def saturated_cpus() -> object:
+    """A PSI reader whose stall time grows faster than any clock: CPUs always scarce."""
+    stall = itertools.count(step=10**12)
+    return lambda: next(stall)
 
 
 def run_poisson(c: BatchController, rate: float, seconds: float, seed: int = 1) -> SimResult:
@@ -119,6 +129,34 @@ def test_a_stalled_closed_loop_client_costs_the_others_little() -> None:
     # 0.64 ms here; waiting up to the fill time at the measured rate gave 1.1-1.4 ms (seeds 11-15).
     assert result.p99_ns(NS_PER_S) <= 850 * US
     assert len(result.latencies) > 10_000
+
+
+def test_scarce_cpus_let_jittery_closed_loop_clients_share_batches() -> None:
+    # 32 clients whose next request comes 0-4 ms (exponential, mean 2 ms) after their answer, as
+    # on a machine whose CPUs are all busy: many batches close by the delay. With CPUs to spare the
+    # controller then stops waiting for the peak in flight (waiting only adds latency); with
+    # scarce CPUs (PSI) it keeps batching them, since every batch costs CPU beyond its compute.
+    def run(stall: object) -> SimResult:
+        rng = random.Random(5)
+        c = controller(objective_ms=20.0, cpu_stall_ns=stall)
+        think = lambda: int(rng.expovariate(1 / (2 * MS)))  # noqa: E731
+        return simulate(c, [i * 10 * US for i in range(32)], linear_cost(A_NS, B_NS), 3 * NS_PER_S, think)
+
+    def mean_rows(r: SimResult) -> float:
+        batches = r.batches_between(NS_PER_S, 3 * NS_PER_S)
+        return sum(b.rows for b in batches) / len(batches)
+
+    spare, scarce = run(None), run(saturated_cpus())
+    assert mean_rows(scarce) >= 2 * mean_rows(spare)
+    assert scarce.p99_ns(NS_PER_S) <= 20 * MS * (1 + TOLERANCE)
+
+
+def test_scarce_cpus_keep_the_objective_for_open_loop_traffic() -> None:
+    for load in (0.1, 0.5):
+        c = controller(objective_ms=20.0, cpu_stall_ns=saturated_cpus())
+        result = run_poisson(c, load * CAPACITY, seconds=4.0, seed=3)
+        assert c.cpu_pressure > 0.9
+        assert result.p99_ns(2 * NS_PER_S) <= 20 * MS * (1 + TOLERANCE)
 
 
 def test_bounds_from_the_config_are_respected() -> None:

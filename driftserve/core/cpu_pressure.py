@@ -1,0 +1,57 @@
+"""How much runnable work waits for a CPU: Linux pressure stall information (PSI).
+
+The SLO batch controller plans batches as if the model instance were the only thing that costs
+time. On a host whose CPUs are all busy (a small machine, a tight container quota, a client on
+the same cores) that is wrong: every batch also costs CPU on the event loop and in the model's
+fixed per-call cost, and the cheapest way to serve more is to batch more. PSI measures exactly
+that scarcity: the share of wall time in which at least one runnable task waited for a CPU.
+The container's own cgroup file is preferred (it reflects its quota); the host's otherwise.
+Where neither exists (not Linux, PSI off), the reader says so and the controller ignores it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# The cgroup (v2) of this process first, then the whole host.
+CANDIDATES = (Path("/sys/fs/cgroup/cpu.pressure"), Path("/proc/pressure/cpu"))
+
+
+class CpuPressure:
+    """Cumulative CPU stall time ("some" line of a PSI file), in nanoseconds."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, candidates: tuple[Path, ...] = CANDIDATES) -> None:
+        self.path: Path | None = next((p for p in candidates if _readable(p)), None)
+
+    @property
+    def available(self) -> bool:
+        return self.path is not None
+
+    def stall_ns(self) -> int:
+        """Stall time so far (0 where PSI is unavailable or the file stops being readable)."""
+        if self.path is None:
+            return 0
+        try:
+            return _some_total_us(self.path.read_bytes()) * 1000
+        except (OSError, ValueError):
+            return 0
+
+
+def _readable(path: Path) -> bool:
+    try:
+        _some_total_us(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _some_total_us(data: bytes) -> int:
+    """``total=`` of the ``some`` line: ``some avg10=1.00 avg60=0.50 avg300=0.10 total=12345``."""
+    for line in data.splitlines():
+        if line.startswith(b"some "):
+            for field in line.split():
+                if field.startswith(b"total="):
+                    return int(field[6:])
+    raise ValueError("no 'some ... total=' line in a PSI file")
