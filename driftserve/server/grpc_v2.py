@@ -383,4 +383,5 @@ def _batch_control_message(state: ControllerState | None) -> pb.BatchControlStat
         arrival_rows_per_s=state.arrival_rows_per_s,
         measured_p99_ns=state.measured_p99_ns,
         budget_fraction=state.budget_fraction,
+        cpu_pressure=state.cpu_pressure,
     )

@@ -2,7 +2,8 @@
 
 Each subcommand is one gRPC call to a running server and prints a readable table or line; a
 failed call prints its status and message on stderr and exits 1 (2 when the server is
-unreachable).
+unreachable). ``status`` also reads ModelStatistics, for what the SLO batch controller of each
+version decided and measured (skipped where the caller's token may not read statistics).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import grpc
 
 from driftserve.api import driftserve_pb2 as pb
 from driftserve.api import driftserve_pb2_grpc as pb_grpc
+from driftserve.api import grpc_service_pb2 as v2
+from driftserve.api import grpc_service_pb2_grpc as v2_grpc
 from driftserve.core.client import ClientSecurity, plaintext_hint
 from driftserve.core.security_flags import add_client_security_flags
 from driftserve.core.startup import EXIT_USAGE, StartupError
@@ -66,6 +69,9 @@ def cmd_models(args: argparse.Namespace) -> int:
                 print(
                     render_status(stub.Status(pb.ModelRef(model=args.model), timeout=args.timeout_s, metadata=metadata))
                 )
+                batching = batch_control_lines(channel, args.model, args.timeout_s, metadata)
+                if batching:
+                    print("\n".join(["", *batching]))
             else:
                 call = {"load": stub.Load, "promote": stub.Promote, "rollback": stub.Rollback, "unload": stub.Unload}
                 ref = pb.ModelRef(model=args.model, version=getattr(args, "version", ""))
@@ -135,6 +141,29 @@ def render_status(status: pb.RolloutStatus) -> str:
     if status.rejected:
         lines += ["", "rejected versions: " + "; ".join(f"{v}: {r}" for v, r in sorted(status.rejected.items()))]
     return "\n".join(lines)
+
+
+def batch_control_lines(
+    channel: grpc.Channel, model: str, timeout_s: float, metadata: Sequence[tuple[str, str]] | None
+) -> list[str]:
+    """One line per version whose batches an SLO controller sizes; none where statistics are not readable."""
+    stub = v2_grpc.GRPCInferenceServiceStub(channel)
+    try:
+        reply = stub.ModelStatistics(v2.ModelStatisticsRequest(name=model), timeout=timeout_s, metadata=metadata)
+    except grpc.RpcError:
+        return []
+    return [render_batch_control(s.version, s.batch_control) for s in reply.model_stats if s.HasField("batch_control")]
+
+
+def render_batch_control(version: str, c: v2.BatchControlStatistics) -> str:
+    p99 = f"{c.measured_p99_ns / 1e6:.2f} ms" if c.measured_p99_ns else "not yet measured"
+    return (
+        f"batching   v{version}: objective {c.objective_ns / 1e6:g} ms, delay {c.queue_delay_ns / 1e6:.2f} ms, "
+        f"target {c.target_batch_rows} rows, limit {c.batch_limit_rows}, "
+        f"cost {c.cost_fixed_ns / 1e6:.3f} ms + {c.cost_per_row_ns / 1e6:.4f} ms/row, "
+        f"arrivals {c.arrival_rows_per_s:,.0f} rows/s, p99 {p99}, budget {c.budget_fraction:.2f}, "
+        f"CPU pressure {c.cpu_pressure:.2f}"
+    )
 
 
 def _step(status: pb.RolloutStatus) -> str:

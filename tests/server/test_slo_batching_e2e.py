@@ -123,3 +123,18 @@ def test_an_invalid_server_objective_is_one_line(example_repository: Path) -> No
     line = one_line(run_cli("serve", "--model-repository", str(example_repository), "--slo-p99-ms", "0"), 2)
     assert line.startswith("driftserve serve: --slo-p99-ms (or DRIFTSERVE_SLO_P99_MS) is 0.0")
     assert "greater than 0" in line
+
+
+def test_models_status_shows_what_the_controller_decided(server: InProcessServer, example_repository: Path) -> None:
+    x, _, _ = load_split(example_repository / MLP / "data" / "train.npz")
+    _load(server, "mlp_slo_bounded", x, clients=4, per_client=10)
+    status = run_cli("models", "--address", server.address, "status", "mlp_slo_bounded")
+    assert status.returncode == 0, status.stderr
+    batching = [line for line in status.stdout.splitlines() if line.startswith("batching")]
+    assert len(batching) == 1, status.stdout
+    assert batching[0].startswith("batching   v1: objective 50 ms, delay ")
+    assert " rows/s, p99 " in batching[0] and "CPU pressure " in batching[0]
+    # Without a controller (batching off) there is nothing to show.
+    off = run_cli("models", "--address", server.address, "status", "mlp_off")
+    assert off.returncode == 0, off.stderr
+    assert "batching" not in off.stdout
