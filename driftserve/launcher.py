@@ -13,7 +13,15 @@ import sys
 from pydantic import ValidationError
 
 from driftserve.core.commandline import configure_logging, settings_argv
-from driftserve.core.processes import Child, start_child, stop_children, stop_signals, supervise, wait_ready
+from driftserve.core.processes import (
+    Child,
+    forward_sighup,
+    start_child,
+    stop_children,
+    stop_signals,
+    supervise,
+    wait_ready,
+)
 from driftserve.core.security_flags import SECURITY_FIELDS
 from driftserve.core.startup import EXIT_FAILURE, EXIT_USAGE, StartupError
 from driftserve.server.commands import server_settings
@@ -123,7 +131,7 @@ def run_server_and_sidecar(args: argparse.Namespace) -> int:
     sidecar = start_child("sidecar", sidecar_argv)
     server = start_child("server", serve_argv(settings))
     children = [sidecar, server]
-    with stop_signals() as stop:
+    with stop_signals() as stop, forward_sighup(children, settings.auth_tokens_file is not None):
         failed = wait_ready(children, stop)
         if stop.is_set():
             codes = stop_children(children, settings.grace_period_s)

@@ -168,6 +168,28 @@ def stop_signals() -> Iterator[threading.Event]:
             signal.signal(sig, handler)
 
 
+@contextlib.contextmanager
+def forward_sighup(children: list[Child], enabled: bool) -> Iterator[None]:
+    """While open, a SIGHUP to this supervisor goes on to every child that printed its ready line
+    (they re-read their tokens file); handler restored after. Only ``enabled`` where the children
+    handle SIGHUP, that is with a tokens file: without one, and before its ready line, a child keeps
+    SIGHUP's default action, which would end it."""
+    if not enabled:
+        yield
+        return
+
+    def forward(*_: object) -> None:
+        for child in children:
+            if child.ready.is_set() and child.process.poll() is None:
+                child.process.send_signal(signal.SIGHUP)
+
+    previous = signal.signal(signal.SIGHUP, forward)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
 def wait_ready(
     children: list[Child], stop: threading.Event | None = None, timeout_s: float | None = None
 ) -> Child | None:

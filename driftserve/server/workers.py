@@ -18,7 +18,15 @@ import threading
 from prometheus_client import CollectorRegistry, multiprocess
 
 from driftserve.core.ports import free_port
-from driftserve.core.processes import Child, start_child, stop_children, stop_signals, supervise, wait_ready
+from driftserve.core.processes import (
+    Child,
+    forward_sighup,
+    start_child,
+    stop_children,
+    stop_signals,
+    supervise,
+    wait_ready,
+)
 from driftserve.core.startup import StartupError, bind_problem, probe_tcp_port
 from driftserve.server.metrics import start_metrics_server
 from driftserve.server.settings import ServerSettings, serve_argv
@@ -41,7 +49,7 @@ def run_workers(settings: ServerSettings) -> int:
     children = [
         start_child(f"worker-{i}", argv, {**env, "DRIFTSERVE_REUSE_PORT": "true"}) for i in range(settings.workers)
     ]
-    with stop_signals() as stop:
+    with stop_signals() as stop, forward_sighup(children, settings.auth_tokens_file is not None):
         try:
             return _serve_workers(settings, children, (port, http_port), metrics_dir, stop)
         finally:

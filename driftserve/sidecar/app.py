@@ -141,17 +141,17 @@ async def serve(settings: SidecarSettings) -> int:
     """Run until SIGTERM or SIGINT, then shut down cleanly; returns the exit code."""
     running = await create_sidecar(settings)
     freeze_startup_heap()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    reload_on_sighup(running.authority)  # before the ready line: a supervisor forwards SIGHUP from then on
     # Same ready-line prefix as the server, so one supervisor (driftserve.core.processes) reads both.
     print(
         f"DRIFTSERVE_READY role=sidecar address={running.address} grpc_port={running.port} "
         f"http_port={running.http_port}",
         flush=True,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    reload_on_sighup(running.authority)
     await stop.wait()
     logger.info("signal received: stopping within %.1f s", settings.grace_period_s + _THREAD_STOP_S)
     await running.stop(settings.grace_period_s)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import grpc
@@ -78,3 +80,24 @@ def test_workers_with_nothing_ready_stay_up_not_ready_and_stop_on_sigterm(
         assert supervisor.terminate(30) == 0
     finally:
         supervisor.kill()
+
+
+def test_sighup_to_the_supervisor_reloads_the_tokens_of_every_worker(example_repository: Path, tmp_path: Path) -> None:
+    copy_model(example_repository, tmp_path / "repo", "breast_cancer_lr")
+    tokens = tmp_path / "tokens"
+    tokens.write_text("first-token-0123456789abcdef infer\n")
+    tokens.chmod(0o600)
+    with ServerProcess(tmp_path / "repo", "--workers", "2", "--auth-tokens-file", str(tokens)) as server:
+        pids = [int(p) for p in server.announced["pids"].split(",")]
+        tokens.write_text("rotated-token-0123456789abcdef infer\n")
+        os.kill(server.process.pid, signal.SIGHUP)
+        # Both workers log the reload (their output is the supervisor's), and keep serving.
+        wait_until(lambda: sum("SIGHUP: reloaded 1 bearer token(s)" in line for line in server.lines) == 2)
+        assert all(_alive(p) for p in pids) and server.process.poll() is None
+        x = np.zeros((1, 30), np.float32)
+        for _ in range(8):  # new connections, spread across both workers by the kernel
+            with grpc.insecure_channel(server.address, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+                stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
+                metadata = (("authorization", "Bearer rotated-token-0123456789abcdef"),)
+                stub.ModelInfer(v2_request("breast_cancer_lr", x), metadata=metadata, timeout=30)
+        assert server.terminate() == 0
