@@ -37,8 +37,12 @@ def settings_argv(settings: BaseModel, fields: tuple[str, ...], **overrides: obj
 
 
 def driftserve_command(*args: str) -> list[str]:
-    """The argv that runs ``driftserve ARGS`` with this interpreter, installed or not."""
-    return [sys.executable, "-m", "driftserve", *args]
+    """The argv that runs ``driftserve ARGS`` with this interpreter's installed driftserve.
+
+    ``-P``: the child's working directory is not put on ``sys.path``, so a ``driftserve`` folder
+    there (a source checkout) never shadows the installed package.
+    """
+    return [sys.executable, "-P", "-m", "driftserve", *args]
 
 
 def configure_logging(level: str | int) -> None:
