@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 REPO ?= examples/repository
 EXTRAS := examples,bench,test,dev
 
-.PHONY: setup repository run serve demo lint test system-packages bench bench-slo protos image clean
+.PHONY: setup repository run serve demo lint test system-packages bench bench-slo bench-peers protos image clean
 
 setup: $(VENV)/.installed
 
@@ -56,6 +56,14 @@ bench: repository
 bench-slo: repository
 	benchmarks/perf_analyzer.sh --setup-only
 	$(PY) -m benchmarks.slo_bench --model-repository $(REPO) $(BENCH_ARGS)
+
+# driftserve next to Triton (Python backend), PyTriton and MLServer serving the same ONNX models, with
+# perf_analyzer (about 30 minutes; BENCH_ARGS="--rounds 1 --window-ms 2000 --models breast_cancer_mlp" for
+# a few). The peers install into their own venvs under .peers/ first: benchmarks/results/peers.*
+bench-peers: repository
+	benchmarks/perf_analyzer.sh --setup-only
+	benchmarks/peers/install.sh
+	$(PY) -m benchmarks.peers.bench --model-repository $(REPO) $(BENCH_ARGS)
 
 protos: setup
 	$(PY) scripts/gen_protos.py

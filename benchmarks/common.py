@@ -43,13 +43,21 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]], alig
 class ServerProcess:
     """A server subprocess reachable at `target`; `stop()` sends SIGTERM, then SIGKILL."""
 
-    def __init__(self, label: str, command: list[str], port: int, log_path: Path, ready_check: str = "v2") -> None:
+    def __init__(
+        self,
+        label: str,
+        command: list[str],
+        port: int,
+        log_path: Path,
+        ready_check: str = "v2",
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.label, self.port, self.ready_check = label, port, ready_check
         self.target = f"127.0.0.1:{port}"
         self.log_path = log_path
         log_path.write_text("")
         logger.info("starting %s: %s", label, " ".join(command))
-        self.child = start_process(label, command, output=log_path)
+        self.child = start_process(label, command, env=env, output=log_path)
         self.proc = self.child.process
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:

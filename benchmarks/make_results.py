@@ -20,7 +20,8 @@ Steps (each writes JSON + a Markdown section under ``benchmarks/results/``):
 8. ``fleet_merge_bench`` — fleet aggregation: merge cost vs replicas, features, bins; alert speed-up.
 
 ``--only-assemble`` rebuilds RESULTS.md from what is in ``benchmarks/results/``; sections measured
-elsewhere (``workers_16core.md``, from a 16-core machine) are included when present.
+elsewhere (``workers_16core.md``, from a 16-core machine; ``peers.md``, from ``make bench-peers``,
+which installs Triton, PyTriton and MLServer first) are included when present.
 """
 
 from __future__ import annotations
@@ -186,6 +187,14 @@ def sidecar_markdown(path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+PEER_NAMES = {"triton": "Triton", "pytriton": "PyTriton", "mlserver": "MLServer", "naive": "naive"}
+
+
+def _times(value: float) -> str:
+    """A ratio as ``1.23×``; NaN (no measurement: the section says why) as a dash."""
+    return f"{value:.2f}×" if value == value else "–"
+
+
 def _load(name: str) -> Any:
     path = RESULTS / name
     return json.loads(path.read_text()) if path.exists() else None
@@ -334,6 +343,24 @@ def headlines() -> list[str]:
                 "linear in replicas, exact",
             )
         )
+    peers = _load("peers.json")
+    if peers:
+        low, high = str(min(peers["concurrency"])), str(max(peers["concurrency"]))
+        for model, r in peers["models"].items():
+            cells = [
+                f"{name}: {_times(by_c[low]['throughput'])} / {_times(by_c[high]['throughput'])}"
+                for name, by_c in ((PEER_NAMES.get(p, p), v) for p, v in r["versus"].items())
+                if low in by_c and high in by_c
+            ]
+            if cells:
+                rows.append(
+                    (
+                        f"{model}, same model and client (perf_analyzer): driftserve / peer throughput at "
+                        f"{low} / {high} clients",
+                        "; ".join(cells),
+                        "> 1 vs MLServer; close to 1 vs Triton",
+                    )
+                )
     workers = _load("workers.json")
     if workers:
         med = workers["median"]
@@ -367,6 +394,7 @@ def headlines() -> list[str]:
 SECTIONS = (
     ("slo.md", "Latency SLOs: driftserve vs the naive baseline"),
     ("perf_analyzer.md", "Serving core with Triton's perf_analyzer"),
+    ("peers.md", "Next to Triton, PyTriton and MLServer"),
     ("batching.md", "Micro-batching"),
     ("slo_batching.md", "SLO batching: a latency objective instead of a delay"),
     ("idle_path.md", "The idle path: one client"),

@@ -1,0 +1,1 @@
+"""driftserve next to real peer servers (Triton, PyTriton, MLServer): see benchmarks/peers/bench.py."""
