@@ -51,13 +51,14 @@ class ServerProcess:
         log_path: Path,
         ready_check: str = "v2",
         env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.label, self.port, self.ready_check = label, port, ready_check
         self.target = f"127.0.0.1:{port}"
         self.log_path = log_path
         log_path.write_text("")
         logger.info("starting %s: %s", label, " ".join(command))
-        self.child = start_process(label, command, env=env, output=log_path)
+        self.child = start_process(label, command, env=env, output=log_path, cwd=cwd)
         self.proc = self.child.process
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
@@ -100,9 +101,11 @@ def start_driftserve(
     extra_args: list[str] | None = None,
     label: str = "driftserve",
     cpus: str | None = None,
+    cwd: Path | None = None,
 ) -> ServerProcess:
     """`driftserve serve` on free loopback gRPC and metrics ports, REST off unless ``extra_args`` sets
-    ``--http-port``; ``cpus`` pins it (taskset list)."""
+    ``--http-port``; ``cpus`` pins it (taskset list); ``cwd`` runs it from another source tree (its
+    ``driftserve`` package is then the one ``python -m`` imports)."""
     port, metrics = free_port(), free_port()
     command = driftserve_command(
         "serve",
@@ -122,7 +125,7 @@ def start_driftserve(
     )
     if cpus:
         command = ["taskset", "-c", cpus, *command]
-    return ServerProcess(label, command, port, log_dir / f"{label}.log")
+    return ServerProcess(label, command, port, log_dir / f"{label}.log", cwd=cwd)
 
 
 def start_sidecar(

@@ -3,8 +3,10 @@
 It speaks just enough of the Open Inference Protocol for perf_analyzer (liveness, readiness,
 metadata and config of the repository's models, from ``naive_server``) and answers every
 ModelInfer with a canned response of the right output shapes: no decode, no validation, no
-batching, no ONNX Runtime, no metrics. Its throughput is what gRPC's Python per-RPC machinery
-alone allows on the machine, the upper bound for any model server built on ``grpc.aio`` there.
+batching, no ONNX Runtime, no metrics (only a count of replies, which ModelStatistics reports as
+each model's success count, so benchmarks can divide its CPU time by the requests it served). Its
+throughput is what gRPC's Python per-RPC machinery alone allows on the machine, the upper bound
+for any model server built on ``grpc.aio`` there.
 The batching benchmark measures it in the same rounds as driftserve, so reports can say how much
 of the remaining gap is the transport. With ``--yield-once`` each ModelInfer first awaits
 ``asyncio.sleep(0)``: one suspension per request, the least any batching server pays (a request
@@ -53,6 +55,8 @@ class CeilingServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.yield_once = yield_once
         self.meta = Servicer(models, 0.0, 0.0, 1)
         self.replies: dict[tuple[str, int], pb.ModelInferResponse] = {}
+        # Replies sent per model, for ModelStatistics: benchmarks divide CPU time by it.
+        self.served: dict[str, int] = {}
 
     async def ServerLive(
         self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
@@ -107,7 +111,25 @@ class CeilingServicer(pb_grpc.GRPCInferenceServiceServicer):
             if model is None:
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown model {request.model_name!r}")
             reply = self.replies[key] = _canned(model, rows)
+        self.served[request.model_name] = self.served.get(request.model_name, 0) + 1
         return reply
+
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelStatisticsResponse:
+        """The replies sent, as each model's success count (no durations: nothing is timed)."""
+        if request.name and request.name not in self.models:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown model {request.name!r}")
+        names = [request.name] if request.name else sorted(self.models)
+        stats = [
+            pb.ModelStatistics(
+                name=name,
+                version=self.models[name].version,
+                inference_stats=pb.InferStatistics(success=pb.StatisticDuration(count=self.served.get(name, 0))),
+            )
+            for name in names
+        ]
+        return pb.ModelStatisticsResponse(model_stats=stats)
 
 
 async def serve(repository: Path, port: int, yield_once: bool = False) -> None:

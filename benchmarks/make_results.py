@@ -21,7 +21,8 @@ Steps (each writes JSON + a Markdown section under ``benchmarks/results/``):
 
 ``--only-assemble`` rebuilds RESULTS.md from what is in ``benchmarks/results/``; sections measured
 elsewhere (``workers_16core.md``, from a 16-core machine; ``peers.md``, from ``make bench-peers``,
-which installs Triton, PyTriton and MLServer first) are included when present.
+which installs Triton, PyTriton and MLServer first; ``unary_cost.md``, which needs a second source
+tree as its baseline) are included when present.
 """
 
 from __future__ import annotations
@@ -398,6 +399,7 @@ SECTIONS = (
     ("batching.md", "Micro-batching"),
     ("slo_batching.md", "SLO batching: a latency objective instead of a delay"),
     ("idle_path.md", "The idle path: one client"),
+    ("unary_cost.md", "Unary ModelInfer: server CPU per request, by thread"),
     ("mirror.md", "Mirroring overhead"),
     ("workers.md", "Multi-process serving on this machine"),
     ("rest_vs_grpc.md", "REST vs gRPC"),

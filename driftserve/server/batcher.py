@@ -450,7 +450,10 @@ class Batcher:
         self._free_instances.append(instance)
         self._running -= 1
         self._running_requests -= len(batch)
-        self._wakeup.set()
+        if self._pending_requests:
+            # An instance is free for what waits. With nothing queued the batch loop stays asleep:
+            # the next arrival wakes it (waking it here would cost a task step per batch for nothing).
+            self._wakeup.set()
         rows = sum(item.rows for item in batch)
         error = outcome if isinstance(outcome, BaseException) else None
         if isinstance(outcome, _BatchTimings):

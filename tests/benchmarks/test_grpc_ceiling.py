@@ -64,3 +64,21 @@ def test_unknown_version_is_not_found_for_metadata_and_config(ceiling) -> None:
                 call(request, timeout=10)
             assert info.value.code() == grpc.StatusCode.NOT_FOUND
             assert "version '99'" in info.value.details() or "missing" in info.value.details()
+
+
+def test_statistics_count_the_replies_sent(ceiling) -> None:
+    with grpc.insecure_channel(ceiling.target) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+
+        def served() -> int:
+            stats = stub.ModelStatistics(pb.ModelStatisticsRequest(name="linear"), timeout=10).model_stats
+            assert [s.name for s in stats] == ["linear"]
+            return stats[0].inference_stats.success.count
+
+        before = served()
+        for rows in (1, 2, 3):
+            stub.ModelInfer(_request("linear", rows), timeout=10)
+        assert served() == before + 3
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelStatistics(pb.ModelStatisticsRequest(name="missing"), timeout=10)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
