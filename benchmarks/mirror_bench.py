@@ -6,10 +6,13 @@ measures them round by round in ABBA order (mirrored then plain, then plain then
 drift of the shared machine's speed within a round does not favour either variant; the headline
 is the median of the per-round throughput ratios. The server's CPU time per request (``utime +
 stime`` from ``/proc/<pid>/stat`` over the requests it counted) says whether a difference is the
-server's own work or the machine being busy. Shadow versions are left out so the sidecar's own
-compute stays what drift needs. Writes ``benchmarks/results/mirror.{json,md}``.
+server's own work or the machine being busy; the CPU the mirror adds per request is the median of
+the per-round differences (mirrored minus plain, measured back to back). Shadow versions are left
+out so the sidecar's own compute stays what drift needs. ``--before`` takes the ``mirror.json`` of
+an earlier run (another build) and adds a table of both side by side. Writes
+``benchmarks/results/mirror.{json,md}``.
 
-    python -m benchmarks.mirror_bench --model-repository examples/repository [--rounds 6]
+    python -m benchmarks.mirror_bench --model-repository examples/repository [--rounds 6] [--before OLD.json]
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import grpc
 import yaml
@@ -89,13 +93,52 @@ def measure(
     return result
 
 
+def added_cpu_us(runs: dict[str, list[dict[str, float]]], model: str) -> float:
+    """Median over rounds of the server CPU per request, mirrored minus plain (paired within a round)."""
+    key = "server_cpu_us_per_request"
+    pairs = zip(runs[f"{model}_mirrored"], runs[f"{model}_plain"])
+    return statistics.median(mirrored[key] - plain[key] for mirrored, plain in pairs)
+
+
+def comparison_lines(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """A table of the added server CPU and the throughput ratio of two runs, one row per model."""
+    rows = [
+        (
+            model,
+            concurrency,
+            f"{added_cpu_us(before['runs'], model):+.1f}",
+            f"{added_cpu_us(after['runs'], model):+.1f}",
+            f"{before['throughput_ratio'][model]:.3f}",
+            f"{after['throughput_ratio'][model]:.3f}",
+        )
+        for model, concurrency in CASES
+    ]
+    header = (
+        "model",
+        "clients",
+        "added server CPU before (µs/req)",
+        "added server CPU after (µs/req)",
+        "ratio before",
+        "ratio after",
+    )
+    return [
+        f"Before: `{before['command']}` ({before['date']}, {before['rounds']} rounds); after: this run. "
+        "Added CPU: the median of the per-round differences, mirrored minus plain.",
+        "",
+        *markdown_table(header, rows),
+        "",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-repository", type=Path, default=ROOT / "examples" / "repository")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--window-ms", type=int, default=4000)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--before", type=Path, help="mirror.json of an earlier run, shown side by side")
     args = parser.parse_args(argv)
+    before = json.loads(args.before.read_text()) if args.before else None
     args.out.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -127,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     median = {name: median_run(rs) for name, rs in runs.items()}
     round_ratios = {model: throughput_ratios(runs[f"{model}_mirrored"], runs[f"{model}_plain"]) for model, _ in CASES}
     ratios = {model: statistics.median(r) for model, r in round_ratios.items()}
+    added = {model: added_cpu_us(runs, model) for model, _ in CASES}
     info = machine()
     command = "python -m benchmarks.mirror_bench " + " ".join(argv if argv is not None else sys.argv[1:])
 
@@ -142,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{mirrored['p99_ms']:.2f}",
             f"{plain['server_cpu_us_per_request']:.0f}",
             f"{mirrored['server_cpu_us_per_request']:.0f}",
+            f"{added[model]:+.1f}",
             f"{mirrored['sidecar_cpu_us_per_request']:.0f}",
         )
 
@@ -163,28 +208,31 @@ def main(argv: list[str] | None = None) -> int:
                 "p99 mirror (ms)",
                 "server CPU no mirror (µs/req)",
                 "server CPU mirror (µs/req)",
+                "added by the mirror (µs/req)",
                 "sidecar CPU mirror (µs/req)",
             ),
             (row(model, concurrency) for model, concurrency in CASES),
         ),
         "",
     ]
-    (args.out / "mirror.json").write_text(
-        json.dumps(
-            {
-                "command": command,
-                "machine": info,
-                "rounds": args.rounds,
-                "order": "ABBA",
-                "runs": runs,
-                "median": median,
-                "round_throughput_ratios": round_ratios,
-                "throughput_ratio": ratios,
-                "date": dt.date.today().isoformat(),
-            },
-            indent=2,
-        )
-    )
+    result = {
+        "command": command,
+        "machine": info,
+        "rounds": args.rounds,
+        "order": "ABBA",
+        "runs": runs,
+        "median": median,
+        "round_throughput_ratios": round_ratios,
+        "throughput_ratio": ratios,
+        "added_server_cpu_us_per_request": added,
+        "date": dt.date.today().isoformat(),
+    }
+    if before is not None:
+        lines += comparison_lines(before, result)
+        result["before"] = {
+            key: before[key] for key in ("command", "date", "rounds", "machine", "runs", "throughput_ratio")
+        }
+    (args.out / "mirror.json").write_text(json.dumps(result, indent=2))
     (args.out / "mirror.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
