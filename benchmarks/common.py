@@ -92,9 +92,10 @@ def start_driftserve(
     extra_args: list[str] | None = None,
     label: str = "driftserve",
     cpus: str | None = None,
+    source: Path | None = None,
 ) -> ServerProcess:
     """`driftserve serve` on free loopback gRPC and metrics ports, REST off unless ``extra_args`` sets
-    ``--http-port``; ``cpus`` pins it (taskset list)."""
+    ``--http-port``; ``cpus`` pins it (taskset list); ``source``: run that source tree's build."""
     port, metrics = free_port(), free_port()
     command = driftserve_command(
         "serve",
@@ -114,14 +115,21 @@ def start_driftserve(
     )
     if cpus:
         command = ["taskset", "-c", cpus, *command]
-    return ServerProcess(label, command, port, log_dir / f"{label}.log")
+    return ServerProcess(label, from_source(command, source), port, log_dir / f"{label}.log")
+
+
+def from_source(command: list[str], source: Path | None) -> list[str]:
+    """``command`` run with the driftserve of the source tree ``source`` (another build), if given:
+    from that directory (``python -m`` looks there first) and with it on ``PYTHONPATH``."""
+    return command if source is None else ["env", "-C", str(source), f"PYTHONPATH={source}", *command]
 
 
 def start_sidecar(
-    repository: Path, log_dir: Path, http_port: int = -1, listen: str | None = None
+    repository: Path, log_dir: Path, http_port: int = -1, listen: str | None = None, source: Path | None = None
 ) -> tuple[ServerProcess, str]:
     """The drift sidecar on a free loopback port (or ``listen``, to restart one on the same address);
-    returns it and its mirror address. ``http_port`` serves its /metrics (-1: off)."""
+    returns it and its mirror address. ``http_port`` serves its /metrics (-1: off); ``source``: run
+    that source tree's build."""
     listen = listen or f"127.0.0.1:{free_port()}"
     port = int(listen.rpartition(":")[2])
     command = driftserve_command(
@@ -135,7 +143,7 @@ def start_sidecar(
         "--log-level",
         "WARNING",
     )
-    return ServerProcess("sidecar", command, port, log_dir / "sidecar.log", "health"), listen
+    return ServerProcess("sidecar", from_source(command, source), port, log_dir / "sidecar.log", "health"), listen
 
 
 def start_naive(repository: Path, log_dir: Path, label: str = "naive") -> ServerProcess:

@@ -8,11 +8,15 @@ is the median of the per-round throughput ratios. The server's CPU time per requ
 stime`` from ``/proc/<pid>/stat`` over the requests it counted) says whether a difference is the
 server's own work or the machine being busy; the CPU the mirror adds per request is the median of
 the per-round differences (mirrored minus plain, measured back to back). Shadow versions are left
-out so the sidecar's own compute stays what drift needs. ``--before`` takes the ``mirror.json`` of
-an earlier run (another build) and adds a table of both side by side. Writes
+out so the sidecar's own compute stays what drift needs.
+
+``--baseline-source DIR`` compares with another build: a source tree (``git archive <commit> | tar
+-x -C DIR``) whose server and sidecar run beside this build's (``PYTHONPATH=DIR``), measured in the
+same rounds (builds in ABBA order too), so both see the same machine; a second table gives the CPU
+the mirror adds per request and the throughput ratio of each build. Writes
 ``benchmarks/results/mirror.{json,md}``.
 
-    python -m benchmarks.mirror_bench --model-repository examples/repository [--rounds 6] [--before OLD.json]
+    python -m benchmarks.mirror_bench --model-repository examples/repository [--rounds 6] [--baseline-source DIR]
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import Any
 import grpc
 import yaml
 
-from benchmarks.common import markdown_table, start_driftserve, start_sidecar
+from benchmarks.common import ServerProcess, markdown_table, start_driftserve, start_sidecar
 from benchmarks.perf_analyzer_runner import (
     median_run,
     nan_median,
@@ -85,13 +89,19 @@ def success_count(target: str, model: str) -> int:
 
 
 def measure(
-    server_target: str, server_pid: int, sidecar_pid: int, name: str, concurrency: int, window_ms: int
+    server_target: str,
+    server_pid: int,
+    sidecar_pid: int,
+    name: str,
+    concurrency: int,
+    window_ms: int,
+    stability_percent: int = 60,
 ) -> dict[str, float]:
     """One perf_analyzer run plus the server's and the sidecar's CPU per request it served."""
     requests_before = success_count(server_target, name)
     server_before, sidecar_before = cpu_seconds(server_pid), cpu_seconds(sidecar_pid)
     try:
-        result = run_perf_analyzer(server_target, name, concurrency, window_ms)
+        result = run_perf_analyzer(server_target, name, concurrency, window_ms, stability_percent)
     except RuntimeError as exc:  # no stable measurement on a busy machine: the CPU per request still counts
         print(f"{name}: {str(exc).strip().splitlines()[-1]}; throughput and latency left out", flush=True)
         nan = float("nan")
@@ -110,34 +120,46 @@ def added_cpu_us(runs: dict[str, list[dict[str, float]]], model: str) -> float:
     return nan_median([mirrored[key] - plain[key] for mirrored, plain in pairs])
 
 
-def comparison_lines(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    """A table of the added server CPU and the throughput ratio of two runs, one row per model."""
+def comparison_lines(source: Path, baseline: dict[str, list[dict[str, float]]], runs: dict[str, Any]) -> list[str]:
+    """The added server CPU and the throughput ratio of the baseline build and this one, per model."""
+
+    def ratio(results: dict[str, list[dict[str, float]]], model: str) -> str:
+        return f"{nan_median(throughput_ratios(results[f'{model}_mirrored'], results[f'{model}_plain'])):.3f}"
+
     rows = [
         (
             model,
             concurrency,
-            f"{added_cpu_us(before['runs'], model):+.1f}",
-            f"{added_cpu_us(after['runs'], model):+.1f}",
-            f"{before['throughput_ratio'][model]:.3f}",
-            f"{after['throughput_ratio'][model]:.3f}",
+            f"{added_cpu_us(baseline, model):+.1f}",
+            f"{added_cpu_us(runs, model):+.1f}",
+            ratio(baseline, model),
+            ratio(runs, model),
         )
         for model, concurrency in CASES
     ]
     header = (
         "model",
         "clients",
-        "added server CPU before (µs/req)",
-        "added server CPU after (µs/req)",
-        "ratio before",
-        "ratio after",
+        "added server CPU, baseline (µs/req)",
+        "added server CPU, this build (µs/req)",
+        "ratio, baseline",
+        "ratio, this build",
     )
     return [
-        f"Before: `{before['command']}` ({before['date']}, {before['rounds']} rounds); after: this run. "
-        "Added CPU: the median of the per-round differences, mirrored minus plain.",
+        f"Baseline: the build in `{source}`, its server and sidecar measured in the same rounds as this "
+        "build's (builds and variants in ABBA order). Added CPU: the median of the per-round differences, "
+        "mirrored minus plain.",
         "",
         *markdown_table(header, rows),
         "",
     ]
+
+
+def start_stack(repo: Path, log_dir: Path, source: Path | None) -> tuple[ServerProcess, ServerProcess]:
+    """A sidecar and a server mirroring to it; the build in ``source`` when given."""
+    log_dir.mkdir()
+    sidecar, address = start_sidecar(repo, log_dir, source=source)
+    return start_driftserve(repo, log_dir, ["--mirror-address", address], source=source), sidecar
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,38 +167,57 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-repository", type=Path, default=ROOT / "examples" / "repository")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--window-ms", type=int, default=4000)
+    parser.add_argument(
+        "--stability-percent",
+        type=int,
+        default=60,
+        help="perf_analyzer's -s; raise it on a busy machine, where the CPU per request is the figure to read",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--before", type=Path, help="mirror.json of an earlier run, shown side by side")
+    parser.add_argument("--baseline-source", type=Path, help="source tree of another build, measured beside this one")
     args = parser.parse_args(argv)
-    before = json.loads(args.before.read_text()) if args.before else None
     args.out.mkdir(parents=True, exist_ok=True)
-    runs: dict[str, list[dict[str, float]]] = {}
+    builds: list[tuple[str, Path | None]] = [("this", None)]
+    if args.baseline_source is not None:
+        builds.append(("baseline", args.baseline_source.resolve()))
+    results: dict[str, dict[str, list[dict[str, float]]]] = {build: {} for build, _ in builds}
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repository"
         make_repository(args.model_repository, repo)
-        sidecar, address = start_sidecar(repo, Path(tmp))
-        server = start_driftserve(repo, Path(tmp), ["--mirror-address", address])
+        stacks: dict[str, tuple[ServerProcess, ServerProcess]] = {}
         try:
-            sidecar.wait_ready()
-            server.wait_ready()
+            for build, source in builds:
+                stacks[build] = start_stack(repo, Path(tmp) / build, source)
+            for server, sidecar in stacks.values():
+                sidecar.wait_ready()
+                server.wait_ready()
             for round_index in range(args.rounds):
-                order = round_order(VARIANTS, round_index)
                 for model, concurrency in CASES:
-                    for variant in order:
-                        name = f"{model}_{variant}"
-                        result = measure(
-                            server.target, server.proc.pid, sidecar.proc.pid, name, concurrency, args.window_ms
-                        )
-                        runs.setdefault(name, []).append(result)
-                        print(
-                            f"round {round_index + 1} {name} c={concurrency}: {result['throughput_rps']:.0f} rps, "
-                            f"p99 {result['p99_ms']:.2f} ms, server CPU "
-                            f"{result['server_cpu_us_per_request']:.0f} µs/request",
-                            flush=True,
-                        )
+                    for build, _ in round_order(builds, round_index):
+                        server, sidecar = stacks[build]
+                        for variant in round_order(VARIANTS, round_index):
+                            name = f"{model}_{variant}"
+                            result = measure(
+                                server.target,
+                                server.proc.pid,
+                                sidecar.proc.pid,
+                                name,
+                                concurrency,
+                                args.window_ms,
+                                args.stability_percent,
+                            )
+                            results[build].setdefault(name, []).append(result)
+                            print(
+                                f"round {round_index + 1} {build} build {name} c={concurrency}: "
+                                f"{result['throughput_rps']:.0f} rps, p99 {result['p99_ms']:.2f} ms, server CPU "
+                                f"{result['server_cpu_us_per_request']:.0f} µs/request",
+                                flush=True,
+                            )
         finally:
-            server.stop()
-            sidecar.stop()
+            for server, sidecar in stacks.values():
+                server.stop()
+                sidecar.stop()
+    runs = results["this"]
     median = {name: median_run(rs) for name, rs in runs.items()}
     round_ratios = {model: throughput_ratios(runs[f"{model}_mirrored"], runs[f"{model}_plain"]) for model, _ in CASES}
     ratios = {model: nan_median(r) for model, r in round_ratios.items()}
@@ -225,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "",
     ]
-    result = {
+    report: dict[str, Any] = {
         "command": command,
         "machine": info,
         "rounds": args.rounds,
@@ -237,12 +278,15 @@ def main(argv: list[str] | None = None) -> int:
         "added_server_cpu_us_per_request": added,
         "date": dt.date.today().isoformat(),
     }
-    if before is not None:
-        lines += comparison_lines(before, result)
-        result["before"] = {
-            key: before[key] for key in ("command", "date", "rounds", "machine", "runs", "throughput_ratio")
+    if args.baseline_source is not None:
+        baseline = results["baseline"]
+        lines += comparison_lines(args.baseline_source, baseline, runs)
+        report["baseline"] = {
+            "source": str(args.baseline_source),
+            "runs": baseline,
+            "added_server_cpu_us_per_request": {model: added_cpu_us(baseline, model) for model, _ in CASES},
         }
-    (args.out / "mirror.json").write_text(json.dumps(result, indent=2))
+    (args.out / "mirror.json").write_text(json.dumps(report, indent=2))
     (args.out / "mirror.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
