@@ -45,10 +45,10 @@ logger = logging.getLogger(__name__)
 
 # Rows waiting across all stagings; beyond it records are dropped (the ``queue_capacity`` argument).
 DEFAULT_QUEUE_CAPACITY = 16384
-# A stream write costs the server ~0.3-0.4 ms of CPU whatever its size (grpc.aio's completion
-# hand-off, the syscall, loopback delivery) plus ~0.5 µs per row: writes are paced by time, so their
-# fixed cost is a few writes per second per model version, not a share of every request. 0.25 s
-# stays well inside the sidecar's 1 s report cadence.
+# A stream write costs the sender ~0.2 ms of CPU whatever its size (grpc.aio's completion hand-off,
+# the syscall, loopback delivery) plus ~0.4 µs per row (benchmarks/mirror_write_cost.py): writes are
+# paced by time, so their fixed cost is a few writes per second per model version, not a share of
+# every request. 0.25 s stays well inside the sidecar's 1 s report cadence.
 DEFAULT_FLUSH_INTERVAL_S = 0.25
 DEFAULT_FLUSH_ROWS = 2048
 # One staging holds at most this many bytes of rows (but always one request), so a model with
