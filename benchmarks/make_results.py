@@ -10,7 +10,8 @@ Steps (each writes JSON + a Markdown section under ``benchmarks/results/``):
    delays, batching off and the naive server, closed loop at 1..64 clients and open loop;
    ``idle_path_bench`` — one client: driftserve vs the naive server and the transport ceiling;
 3. ``mirror_bench`` — server throughput and CPU with mirroring at sample rate 1.0 vs off;
-   ``mirror_write_cost`` — CPU of one mirror stream write by rows per write;
+   ``mirror_write_cost`` — CPU of one mirror stream write by rows per write; ``mirror_profile`` — the
+   mirror's share of the server's CPU samples (py-spy) under load;
 4. ``workers_bench`` — ``--workers`` 1 vs 2 on this machine; ``tls_overhead`` — plaintext vs TLS
    vs TLS with bearer tokens (and the token check as an aio interceptor), 1 and 16 clients;
    ``rest_vs_grpc`` — REST (JSON and binary tensors) next to gRPC ModelInfer on one server,
@@ -54,6 +55,7 @@ def steps(repo: Path) -> list[tuple[str, list[str]]]:
         ("idle_path", ["-m", "benchmarks.idle_path_bench", "--model-repository", r, "--out", out]),
         ("mirror", ["-m", "benchmarks.mirror_bench", "--model-repository", r, "--out", out]),
         ("mirror_write_cost", ["-m", "benchmarks.mirror_write_cost", "--model-repository", r, "--out", out]),
+        ("mirror_profile", ["-m", "benchmarks.mirror_profile", "--model-repository", r, "--out", out]),
         ("workers", ["-m", "benchmarks.workers_bench", "--model-repository", r, "--workers", "1,2", "--out", out]),
         ("tls", ["-m", "benchmarks.tls_overhead", "--model-repository", r, "--out", out]),
         ("rest_vs_grpc", ["-m", "benchmarks.rest_vs_grpc", "--model-repository", r, "--out", out]),
@@ -382,6 +384,7 @@ SECTIONS = (
     ("slo_batching.md", "SLO batching: a latency objective instead of a delay"),
     ("idle_path.md", "The idle path: one client"),
     ("mirror.md", "Mirroring overhead"),
+    ("mirror_profile.md", "Where the mirror's CPU goes"),
     ("mirror_write_cost.md", "Mirror stream writes"),
     ("workers.md", "Multi-process serving on this machine"),
     ("rest_vs_grpc.md", "REST vs gRPC"),
