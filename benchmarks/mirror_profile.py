@@ -5,8 +5,9 @@ shared machine. This samples the server process instead: perf_analyzer drives th
 a model (sample rate 1.0, a real sidecar) while ``py-spy record --native`` samples every thread of
 the server; the share of samples whose stack passes through ``driftserve/server/mirror.py`` is the
 mirror's share of the server's CPU, split into the tap (request path) and the sender (flush, encode
-and the stream write). Times the server's CPU per request over the same window, it gives the
-mirror's µs per request. With ``--baseline-source DIR`` another build's server (and sidecar) runs
+and the stream write). Times the server's CPU per request, read over an unprofiled window of the
+same length just before (py-spy's stops cost the server CPU themselves), it gives the mirror's µs
+per request. With ``--baseline-source DIR`` another build's server (and sidecar) runs
 beside this one and the recordings alternate between them (ABBA), so both see the same machine.
 
     python -m benchmarks.mirror_profile --model-repository examples/repository [--baseline-source DIR]
@@ -61,6 +62,10 @@ def mirror_shares(collapsed: str) -> dict[str, float]:
     return {key: float(value) for key, value in counts.items()}
 
 
+class ProfilerUnavailable(RuntimeError):
+    """py-spy cannot sample the server here (not installed, or no permission to ptrace it)."""
+
+
 def py_spy() -> str:
     """The py-spy next to this interpreter (the virtual environment's), else the one on PATH."""
     local = Path(sys.executable).parent / "py-spy"
@@ -71,23 +76,25 @@ def record(
     server: ServerProcess, model: str, concurrency: int, seconds: float, rate_hz: int, out: Path
 ) -> dict[str, float]:
     """py-spy over ``seconds`` of perf_analyzer load on ``model``; shares and CPU per request."""
-    # perf_analyzer runs until stopped (-r 1000 windows); stability is not the point here.
-    load_command = [str(SCRIPT), "-i", "grpc", "-u", server.target, "-m", model, "-p", "3000", "-s", "1000"]
-    load_command += ["-r", "1000", "--concurrency-range", str(concurrency)]
+    # One measurement window longer than the recording: perf_analyzer keeps the load on until stopped.
+    load_command = [str(SCRIPT), "-i", "grpc", "-u", server.target, "-m", model, "-p", "3600000"]
+    load_command += ["--concurrency-range", str(concurrency)]
     spy_command = [py_spy(), "record", "--native", "--threads", "--format", "raw", "-r", str(rate_hz)]
     spy_command += ["-d", str(int(seconds)), "-o", str(out), "--pid", str(server.proc.pid)]
     load = subprocess.Popen(load_command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(WARM_UP_S)
+        # CPU per request first, unprofiled: py-spy stops the process at each sample, which costs it CPU.
         requests_before, cpu_before = success_count(server.target, model), cpu_seconds(server.proc.pid)
-        spy = subprocess.run(spy_command, capture_output=True, text=True)
+        time.sleep(seconds)
         cpu = cpu_seconds(server.proc.pid) - cpu_before
         requests = success_count(server.target, model) - requests_before
+        spy = subprocess.run(spy_command, capture_output=True, text=True)
     finally:
         load.terminate()
         load.wait()
     if spy.returncode != 0 or not out.exists():
-        raise RuntimeError(f"py-spy failed ({spy.returncode}): {spy.stderr.strip()[-500:]}")
+        raise ProfilerUnavailable(f"py-spy failed ({spy.returncode}): {spy.stderr.strip()[-500:]}")
     result = mirror_shares(out.read_text())
     result["server_cpu_us_per_request"] = cpu / max(requests, 1) * 1e6
     share = result["mirror"] / max(result["samples"], 1.0)
@@ -101,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-repository", type=Path, default=ROOT / "examples" / "repository")
     parser.add_argument("--model", default="breast_cancer_lr", help="breast_cancer_lr or breast_cancer_mlp")
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=15.0, help="per recording")
+    parser.add_argument("--seconds", type=float, default=10.0, help="per recording (and its unprofiled window)")
     parser.add_argument("--rate-hz", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--rounds", type=int, default=2, help="each build is recorded twice per round (ABBA)")
     parser.add_argument("--baseline-source", type=Path, help="source tree of another build, recorded beside this one")
@@ -126,11 +133,20 @@ def main(argv: list[str] | None = None) -> int:
                 sidecar.wait_ready()
                 server.wait_ready()
             for round_index in range(args.rounds):
-                for build, _ in round_order(builds, round_index) + round_order(builds, round_index + 1):
+                for build, _ in [*round_order(builds, round_index), *round_order(builds, round_index + 1)]:
                     out = Path(tmp) / f"{build}-{round_index}-{len(runs[build])}.txt"
-                    result = record(
-                        stacks[build][0], f"{args.model}_mirrored", args.concurrency, args.seconds, args.rate_hz, out
-                    )
+                    try:
+                        result = record(
+                            stacks[build][0],
+                            f"{args.model}_mirrored",
+                            args.concurrency,
+                            args.seconds,
+                            args.rate_hz,
+                            out,
+                        )
+                    except ProfilerUnavailable as exc:  # the other benchmarks of `make bench` still run
+                        print(f"{exc}; no profile written (py-spy needs ptrace: root or ptrace_scope=0)", flush=True)
+                        return 0
                     runs[build].append(result)
                     print(
                         f"round {round_index + 1} {build} build: mirror {result['mirror_share']:.2%} of "
@@ -181,7 +197,7 @@ def write_report(
         f"--native` at {args.rate_hz} Hz for {args.seconds:g} s per recording, builds alternating (ABBA); "
         f"medians; {info['nproc']} cores, {info['cpu']}, shared with other work; {info['date_utc']} UTC. "
         "Mirror µs per request: the mirror's share of the samples times the server's CPU per request "
-        "in the same window.",
+        "over an unprofiled window just before each recording.",
         "",
         *markdown_table(
             (
