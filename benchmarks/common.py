@@ -51,14 +51,13 @@ class ServerProcess:
         log_path: Path,
         ready_check: str = "v2",
         env: dict[str, str] | None = None,
-        cwd: Path | None = None,
     ) -> None:
         self.label, self.port, self.ready_check = label, port, ready_check
         self.target = f"127.0.0.1:{port}"
         self.log_path = log_path
         log_path.write_text("")
         logger.info("starting %s: %s", label, " ".join(command))
-        self.child = start_process(label, command, env=env, output=log_path, cwd=cwd)
+        self.child = start_process(label, command, env=env, output=log_path)
         self.proc = self.child.process
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
@@ -101,11 +100,10 @@ def start_driftserve(
     extra_args: list[str] | None = None,
     label: str = "driftserve",
     cpus: str | None = None,
-    cwd: Path | None = None,
+    source: Path | None = None,
 ) -> ServerProcess:
     """`driftserve serve` on free loopback gRPC and metrics ports, REST off unless ``extra_args`` sets
-    ``--http-port``; ``cpus`` pins it (taskset list); ``cwd`` runs it from another source tree (its
-    ``driftserve`` package is then the one ``python -m`` imports)."""
+    ``--http-port``; ``cpus`` pins it (taskset list); ``source``: run that source tree's build."""
     port, metrics = free_port(), free_port()
     command = driftserve_command(
         "serve",
@@ -125,14 +123,22 @@ def start_driftserve(
     )
     if cpus:
         command = ["taskset", "-c", cpus, *command]
-    return ServerProcess(label, command, port, log_dir / f"{label}.log", cwd=cwd)
+    return ServerProcess(label, from_source(command, source), port, log_dir / f"{label}.log")
+
+
+def from_source(command: list[str], source: Path | None) -> list[str]:
+    """``command`` run with the driftserve of the source tree ``source`` (another build), if given:
+    from that directory and with it first on ``PYTHONPATH`` (children start with ``python -P``, so
+    the working directory alone would not do)."""
+    return command if source is None else ["env", "-C", str(source), f"PYTHONPATH={source}", *command]
 
 
 def start_sidecar(
-    repository: Path, log_dir: Path, http_port: int = -1, listen: str | None = None
+    repository: Path, log_dir: Path, http_port: int = -1, listen: str | None = None, source: Path | None = None
 ) -> tuple[ServerProcess, str]:
     """The drift sidecar on a free loopback port (or ``listen``, to restart one on the same address);
-    returns it and its mirror address. ``http_port`` serves its /metrics (-1: off)."""
+    returns it and its mirror address. ``http_port`` serves its /metrics (-1: off); ``source``: run
+    that source tree's build."""
     listen = listen or f"127.0.0.1:{free_port()}"
     port = int(listen.rpartition(":")[2])
     command = driftserve_command(
@@ -146,7 +152,7 @@ def start_sidecar(
         "--log-level",
         "WARNING",
     )
-    return ServerProcess("sidecar", command, port, log_dir / "sidecar.log", "health"), listen
+    return ServerProcess("sidecar", from_source(command, source), port, log_dir / "sidecar.log", "health"), listen
 
 
 def start_naive(repository: Path, log_dir: Path, label: str = "naive") -> ServerProcess:

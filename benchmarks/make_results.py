@@ -9,7 +9,9 @@ Steps (each writes JSON + a Markdown section under ``benchmarks/results/``):
    ``slo_bench`` — both models: ``slo_p99_ms`` alone vs the example config, a sweep of fixed
    delays, batching off and the naive server, closed loop at 1..64 clients and open loop;
    ``idle_path_bench`` — one client: driftserve vs the naive server and the transport ceiling;
-3. ``mirror_bench`` — server throughput with mirroring at sample rate 1.0 vs off;
+3. ``mirror_bench`` — server throughput and CPU with mirroring at sample rate 1.0 vs off;
+   ``mirror_write_cost`` — CPU of one mirror stream write by rows per write; ``mirror_profile`` — the
+   mirror's share of the server's CPU samples (py-spy) under load;
 4. ``workers_bench`` — ``--workers`` 1 vs 2 on this machine; ``tls_overhead`` — plaintext vs TLS
    vs TLS with bearer tokens (and the token check as an aio interceptor), 1 and 16 clients;
    ``rest_vs_grpc`` — REST (JSON and binary tensors) next to gRPC ModelInfer on one server,
@@ -54,6 +56,8 @@ def steps(repo: Path) -> list[tuple[str, list[str]]]:
         ("slo_batching", ["-m", "benchmarks.slo_bench", "--model-repository", r, "--out", out]),
         ("idle_path", ["-m", "benchmarks.idle_path_bench", "--model-repository", r, "--out", out]),
         ("mirror", ["-m", "benchmarks.mirror_bench", "--model-repository", r, "--out", out]),
+        ("mirror_write_cost", ["-m", "benchmarks.mirror_write_cost", "--model-repository", r, "--out", out]),
+        ("mirror_profile", ["-m", "benchmarks.mirror_profile", "--model-repository", r, "--out", out]),
         ("workers", ["-m", "benchmarks.workers_bench", "--model-repository", r, "--workers", "1,2", "--out", out]),
         ("tls", ["-m", "benchmarks.tls_overhead", "--model-repository", r, "--out", out]),
         ("rest_vs_grpc", ["-m", "benchmarks.rest_vs_grpc", "--model-repository", r, "--out", out]),
@@ -320,6 +324,15 @@ def headlines() -> list[str]:
     if mirror:
         ratios = ", ".join(f"{k} {v:.2f}" for k, v in mirror["throughput_ratio"].items())
         rows.append(("throughput with mirroring at rate 1.0 / without", ratios, "≥ 0.90"))
+        if "added_server_cpu_us_per_request" in mirror:
+            baseline = mirror.get("baseline", {}).get("added_server_cpu_us_per_request", {})
+            added = ", ".join(
+                f"{k} {v:+.1f} µs" + (f" (baseline build {baseline[k]:+.1f})" if k in baseline else "")
+                for k, v in mirror["added_server_cpu_us_per_request"].items()
+            )
+            rows.append(
+                ("server CPU per request, mirroring at rate 1.0 minus without (per-round median)", added, "≤ 15 µs")
+            )
     ingest = _load("drift_ingest.json")
     if ingest:
         best = max(ingest["rows_per_s_cpu_median"].values())
@@ -401,6 +414,8 @@ SECTIONS = (
     ("idle_path.md", "The idle path: one client"),
     ("unary_cost.md", "Unary ModelInfer: server CPU per request, by thread"),
     ("mirror.md", "Mirroring overhead"),
+    ("mirror_profile.md", "Where the mirror's CPU goes"),
+    ("mirror_write_cost.md", "Mirror stream writes"),
     ("workers.md", "Multi-process serving on this machine"),
     ("rest_vs_grpc.md", "REST vs gRPC"),
     ("workers_16core.md", "Multi-process scaling on a 16-core machine"),

@@ -96,7 +96,7 @@ def start_variant(variant: str, repository: Path, log_dir: Path, baseline_tree: 
         return start_grpc_ceiling(repository, log_dir)
     if variant == "baseline":
         assert baseline_tree is not None
-        return start_driftserve(repository, log_dir, label="baseline", cwd=baseline_tree)
+        return start_driftserve(repository, log_dir, label="baseline", source=baseline_tree)
     return start_driftserve(repository, log_dir, label=variant)
 
 

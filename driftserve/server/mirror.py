@@ -45,7 +45,11 @@ logger = logging.getLogger(__name__)
 
 # Rows waiting across all stagings; beyond it records are dropped (the ``queue_capacity`` argument).
 DEFAULT_QUEUE_CAPACITY = 16384
-DEFAULT_FLUSH_INTERVAL_S = 0.05
+# A stream write costs the sender ~0.2 ms of CPU whatever its size (grpc.aio's completion hand-off,
+# the syscall, loopback delivery) plus ~0.4 µs per row (benchmarks/mirror_write_cost.py): writes are
+# paced by time, so their fixed cost is a few writes per second per model version, not a share of
+# every request. 0.25 s stays well inside the sidecar's 1 s report cadence.
+DEFAULT_FLUSH_INTERVAL_S = 0.25
 DEFAULT_FLUSH_ROWS = 2048
 # One staging holds at most this many bytes of rows (but always one request), so a model with
 # large or variable per-row shapes never allocates capacity-sized buffers per layout.
@@ -54,6 +58,8 @@ STAGING_BYTES = 4 << 20
 MAX_STAGED_BYTES = 128 << 20
 # Drained stagings kept per model version for reuse (double buffering, or two alternating layouts).
 SPARES_PER_VERSION = 2
+# close() waits this long for the last flush to reach the sidecar.
+CLOSE_FLUSH_S = 1.0
 BACKOFF_INITIAL_S = 0.1
 BACKOFF_MAX_S = 2.0
 _OBJECT = np.dtype(np.object_)
@@ -196,6 +202,7 @@ class MirrorPublisher:
         self._task: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
         self._connected = False
+        self._closing = False  # set by close(): the sender flushes once more and ends the stream
         self.records = Counter(
             "driftserve_mirror_records_total",
             "Served requests seen by the mirror tap, by outcome (sent, dropped, sampled_out).",
@@ -224,6 +231,7 @@ class MirrorPublisher:
         )
         # Written per tapped request from the loop thread: the lock-free writer.
         self._depth = counter_writer(self.queue_depth)
+        self._batches_sent = counter_writer(self.batches_sent)
         # Model -> the version the sidecar should shadow (a rollout's candidate in its shadow stage);
         # None: the stage is over, mirror until one untagged batch has told the sidecar.
         self.shadow_versions: dict[str, int | None] = {}
@@ -276,11 +284,12 @@ class MirrorPublisher:
             self._wakeup.set()
 
     def _lane(self, name: str, version: int) -> _Lane:
+        # Lock-free writers: every write (tap, sender, close) runs on the loop thread.
         counters = (
-            self.records.labels(name, "sent"),
-            self.records.labels(name, "dropped"),
-            self.records.labels(name, "sampled_out"),
-            self.rows_sent.labels(name),
+            counter_writer(self.records.labels(name, "sent")),
+            counter_writer(self.records.labels(name, "dropped")),
+            counter_writer(self.records.labels(name, "sampled_out")),
+            counter_writer(self.rows_sent.labels(name)),
         )
         lane = self._lanes[(name, version)] = _Lane(name, str(version), counters)
         return lane
@@ -330,8 +339,15 @@ class MirrorPublisher:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="mirror-publisher")
 
     async def close(self) -> None:
-        """Stop sending; what is still staged is dropped and counted."""
+        """Stop sending: what is staged goes out in one last flush while the stream is up (for at
+        most ``CLOSE_FLUSH_S``); whatever is left is dropped and counted."""
         if self._task is not None:
+            if self._connected and not self._task.done():
+                assert self._wakeup is not None
+                self._closing = True
+                self._wakeup.set()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._task), CLOSE_FLUSH_S)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -349,7 +365,9 @@ class MirrorPublisher:
             call = None
             try:
                 call = pb_grpc.MirrorStub(channel).Publish(metadata=self._metadata)
-                await self._pump(call)
+                await self._pump(call)  # returns only when closing, after the last flush
+                await channel.close()
+                return
             except asyncio.CancelledError:
                 if call is not None:
                     call.cancel()
@@ -364,9 +382,6 @@ class MirrorPublisher:
                 await channel.close()
                 await asyncio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
-                continue
-            await channel.close()
-            backoff = BACKOFF_INITIAL_S
 
     def _rejected(self, code: grpc.StatusCode | None, details: str) -> bool:
         """Whether the sidecar refused the stream's credentials: if so counted, and logged once."""
@@ -400,7 +415,7 @@ class MirrorPublisher:
         if not self._rejected_reason:  # while refused, each retry connects: the error said it once
             logger.info("mirroring to sidecar at %s", self.address)
         while True:
-            if self._staged_rows < self.flush_rows:
+            if self._staged_rows < self.flush_rows and not self._closing:
                 # Flush every interval, or as soon as flush_rows rows are waiting.
                 self._wakeup.clear()
                 with contextlib.suppress(TimeoutError):
@@ -410,19 +425,26 @@ class MirrorPublisher:
             if self._rejected_reason:  # a refused stream ends at once; this one lived a flush interval
                 self._rejected_reason = ""
                 logger.info("the sidecar at %s accepts the mirror now; mirroring", self.address)
-            if not self._staged_rows:
-                continue
-            batches = self._drain()
-            for index, (batch, lane, records) in enumerate(batches):
-                try:
-                    await call.write(batch)
-                except BaseException:
-                    for _, unsent_lane, unsent in batches[index:]:  # drained but never delivered
-                        unsent_lane.dropped.inc(unsent)
-                    raise
-                self.batches_sent.inc()
-                lane.rows_sent.inc(batch.rows)
-                lane.sent.inc(records)
+            if self._staged_rows:
+                await self._flush(call)
+            if self._closing:
+                await call.done_writing()
+                await call  # the sidecar has read every batch
+                return
+
+    async def _flush(self, call: Any) -> None:
+        """Write every staging as one batch; a failed write drops (and counts) what was not delivered."""
+        batches = self._drain()
+        for index, (batch, lane, records) in enumerate(batches):
+            try:
+                await call.write(batch)
+            except BaseException:
+                for _, unsent_lane, unsent in batches[index:]:  # drained but never delivered
+                    unsent_lane.dropped.inc(unsent)
+                raise
+            self._batches_sent.inc()
+            lane.rows_sent.inc(batch.rows)
+            lane.sent.inc(records)
 
     def _drain(self) -> list[tuple[pb.MirrorBatch, _Lane, int]]:
         """Seal every staging and turn each into one batch; the buffers go back to their lanes."""

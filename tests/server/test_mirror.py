@@ -347,6 +347,28 @@ def test_close_drops_and_counts_what_is_still_staged() -> None:
     run(scenario)
 
 
+def test_close_sends_what_is_staged_while_the_sidecar_is_connected() -> None:
+    async def scenario() -> FakeSidecar:
+        server, sidecar, address = await start_sidecar()
+        registry = CollectorRegistry()
+        mirror = publisher(address, registry, flush_interval_s=3600.0)  # only close() flushes
+        mirror.start()
+        try:
+            await wait_for(lambda: mirror._connected, "the Publish stream")
+            for i in range(5):
+                mirror.tap(served(), request({"x": np.full((1, 3), i, np.float32)}, str(i)), {"y": np.ones((1,))})
+            await mirror.close()
+            assert records(registry, "sent") == 5 and records(registry, "dropped") == 0
+            assert registry.get_sample_value("driftserve_mirror_queue_depth_records") == 0
+            return sidecar
+        finally:
+            await server.stop(None)
+
+    sidecar = run(scenario)
+    assert [i for b in sidecar.batches for i in b.request_ids] == ["0", "1", "2", "3", "4"]
+    assert received(sidecar.batches, "inputs")["x"][:, 0].tolist() == [0, 1, 2, 3, 4]
+
+
 def test_sampled_out_requests_are_counted(monkeypatch: pytest.MonkeyPatch) -> None:
     rate, taps = 0.25, 400
     monkeypatch.setattr(mirror_module.random, "random", random.Random(5).random)
