@@ -7,8 +7,8 @@ that says nothing about load and that retry policies do not treat as retryable. 
 promise-based HTTP/2 server transport (the ``ph2_server`` experiment of grpcio 1.85) refuses the
 same calls with RESOURCE_EXHAUSTED "Too many pending requests for this server", within a
 millisecond, and answers no differently otherwise (driftserve's server and integration tests
-pass on it). It costs throughput (about 13% at 32 clients on 2 cores, none at one; docs/RELIABILITY.md),
-so it is opt-in.
+pass on it). It costs throughput (about 13% at 32 clients on 2 cores, none at one;
+docs/RELIABILITY.md), so it is opt-in.
 
 gRPC reads ``GRPC_EXPERIMENTS`` once, when it is imported, before any driftserve code can choose.
 A server started with the flag therefore re-executes itself once with the experiment added to the

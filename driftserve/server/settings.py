@@ -80,7 +80,7 @@ class ServerSettings(BaseSettings):
     shed_in_grpc_core: bool = Field(
         False,
         description="Have gRPC's core refuse calls beyond max_pending_calls with RESOURCE_EXHAUSTED instead of "
-        "resetting them (CANCELLED): gRPC's promise-based HTTP/2 server transport, about 13% less throughput under load.",
+        "resetting them (CANCELLED): gRPC's promise-based HTTP/2 server transport, ~13% less throughput under load.",
     )
     mirror_address: str | None = Field(
         None, description="Drift sidecar address (host:port or unix:path); unset = no mirroring."
