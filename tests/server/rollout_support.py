@@ -84,8 +84,11 @@ def write_holdout(model_dir: Path, rows: int = 400) -> tuple[np.ndarray, np.ndar
 def config_yaml(
     rollout: str, validation: str = "{data: data/holdout.npz, labels: data/holdout.npz, metric: accuracy, min: 0.8}"
 ) -> str:
+    # One ONNX Runtime thread per session: a slow candidate then keeps to one core instead of
+    # starving the event loop, which would slow the primary's requests as much as its own.
     return f"""\
 max_batch_size: 64
+runtime: {{intra_op_threads: 1, inter_op_threads: 1}}
 batching: {{enabled: true, max_queue_delay_us: 0}}
 deployment:
   validation: {validation}

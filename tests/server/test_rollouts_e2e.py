@@ -155,7 +155,7 @@ def _auto_rollback(tmp_path: Path, candidate: bytes, check: str) -> None:
 
 
 def test_a_slower_candidate_is_rolled_back_at_its_first_step(tmp_path: Path) -> None:
-    _auto_rollback(tmp_path, linear_model(BASE_W, BASE_B, heavy_layers=8), "p99_ratio")
+    _auto_rollback(tmp_path, linear_model(BASE_W, BASE_B, heavy_layers=24), "p99_ratio")
 
 
 def test_a_disagreeing_candidate_is_rolled_back_at_its_first_step(tmp_path: Path) -> None:
