@@ -162,7 +162,7 @@ def wait_model_ready(server: ServerProcess, model: str, timeout_s: float = READY
                 if stub.ModelReady(grpc_service_pb2.ModelReadyRequest(name=model), timeout=1.0).ready:
                     return
             except grpc.RpcError:
-                pass
+                pass  # not serving yet: ask again until the deadline
             time.sleep(0.2)
     raise RuntimeError(f"{server.label}: model {model} not ready within {timeout_s:g} s; see {server.log_path}")
 

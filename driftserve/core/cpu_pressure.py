@@ -23,7 +23,7 @@ class CpuPressure:
     __slots__ = ("path",)
 
     def __init__(self, candidates: tuple[Path, ...] = CANDIDATES) -> None:
-        self.path: Path | None = next((p for p in candidates if _readable(p)), None)
+        self.path: Path | None = next((p for p in candidates if _some_total_us(p) is not None), None)
 
     @property
     def available(self) -> bool:
@@ -31,27 +31,20 @@ class CpuPressure:
 
     def stall_ns(self) -> int:
         """Stall time so far (0 where PSI is unavailable or the file stops being readable)."""
-        if self.path is None:
-            return 0
-        try:
-            return _some_total_us(self.path.read_bytes()) * 1000
-        except (OSError, ValueError):
-            return 0
+        total_us = _some_total_us(self.path) if self.path is not None else None
+        return 0 if total_us is None else total_us * 1000
 
 
-def _readable(path: Path) -> bool:
+def _some_total_us(path: Path) -> int | None:
+    """``total=`` of the ``some`` line (``some avg10=1.00 avg60=0.50 avg300=0.10 total=12345``), or
+    None when the file cannot be read or holds no such line."""
     try:
-        _some_total_us(path.read_bytes())
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def _some_total_us(data: bytes) -> int:
-    """``total=`` of the ``some`` line: ``some avg10=1.00 avg60=0.50 avg300=0.10 total=12345``."""
+        data = path.read_bytes()
+    except OSError:
+        return None
     for line in data.splitlines():
         if line.startswith(b"some "):
             for field in line.split():
-                if field.startswith(b"total="):
+                if field.startswith(b"total=") and field[6:].isdigit():
                     return int(field[6:])
-    raise ValueError("no 'some ... total=' line in a PSI file")
+    return None

@@ -27,19 +27,19 @@ EXPERIMENT = "ph2_server"
 ENV = "GRPC_EXPERIMENTS"
 
 
+def _experiments(environ: Mapping[str, str]) -> list[str]:
+    return [part.strip() for part in environ.get(ENV, "").split(",") if part.strip()]
+
+
 def enabled(environ: Mapping[str, str]) -> bool:
     """Whether gRPC in a process started with ``environ`` refuses its backlog with RESOURCE_EXHAUSTED."""
-    return EXPERIMENT in (part.strip() for part in environ.get(ENV, "").split(","))
+    return EXPERIMENT in _experiments(environ)
 
 
 def environment_with_shedding(environ: Mapping[str, str]) -> dict[str, str]:
     """``environ`` with the experiment added to any experiments already asked for."""
-    env = dict(environ)
-    current = [part.strip() for part in env.get(ENV, "").split(",") if part.strip()]
-    if EXPERIMENT not in current:
-        current.append(EXPERIMENT)
-    env[ENV] = ",".join(current)
-    return env
+    current = _experiments(environ)
+    return {**environ, ENV: ",".join(current if EXPERIMENT in current else [*current, EXPERIMENT])}
 
 
 def reexec_with_shedding() -> NoReturn:
