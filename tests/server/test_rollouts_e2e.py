@@ -149,8 +149,12 @@ def _auto_rollback(tmp_path: Path, candidate: bytes, check: str) -> None:
         assert server.metric("driftserve_rollout_rollbacks_total", model="m", reason=check) == 1
         assert server.metric("driftserve_rollout_canary_weight_ratio", model="m") == 0
         served = clients.count()
+        # Requests already on version 2 when it was rolled back finish there (at most one per client,
+        # and a slow candidate's batch can take longer than a hundred of version 1's requests); every
+        # later one is answered by version 1.
         wait_until(lambda: clients.count() > served + 100, 60)
-        assert {v for _, v, _ in clients.results[served + 20 :]} == {"1"}
+        wait_until(lambda: {v for _, v, _ in clients.results[-50:]} == {"1"}, 60)
+        assert [v for _, v, _ in clients.results[served:]].count("2") <= CLIENTS
     assert clients.failures == []
 
 
