@@ -325,7 +325,7 @@ class ModelStatistics(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., last_inference: _Optional[int] = ..., inference_count: _Optional[int] = ..., execution_count: _Optional[int] = ..., inference_stats: _Optional[_Union[InferStatistics, _Mapping]] = ..., batch_stats: _Optional[_Iterable[_Union[InferBatchStatistics, _Mapping]]] = ..., memory_usage: _Optional[_Iterable[_Union[MemoryUsage, _Mapping]]] = ..., batch_control: _Optional[_Union[BatchControlStatistics, _Mapping]] = ...) -> None: ...
 
 class BatchControlStatistics(_message.Message):
-    __slots__ = ("objective_ns", "queue_delay_ns", "target_batch_rows", "batch_limit_rows", "cost_fixed_ns", "cost_per_row_ns", "arrival_rows_per_s", "measured_p99_ns", "budget_fraction", "cpu_pressure")
+    __slots__ = ("objective_ns", "queue_delay_ns", "target_batch_rows", "batch_limit_rows", "cost_fixed_ns", "cost_per_row_ns", "arrival_rows_per_s", "measured_p99_ns", "budget_fraction", "cpu_pressure", "loop_busy", "probes")
     OBJECTIVE_NS_FIELD_NUMBER: _ClassVar[int]
     QUEUE_DELAY_NS_FIELD_NUMBER: _ClassVar[int]
     TARGET_BATCH_ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -336,6 +336,8 @@ class BatchControlStatistics(_message.Message):
     MEASURED_P99_NS_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FRACTION_FIELD_NUMBER: _ClassVar[int]
     CPU_PRESSURE_FIELD_NUMBER: _ClassVar[int]
+    LOOP_BUSY_FIELD_NUMBER: _ClassVar[int]
+    PROBES_FIELD_NUMBER: _ClassVar[int]
     objective_ns: int
     queue_delay_ns: int
     target_batch_rows: int
@@ -346,7 +348,9 @@ class BatchControlStatistics(_message.Message):
     measured_p99_ns: int
     budget_fraction: float
     cpu_pressure: float
-    def __init__(self, objective_ns: _Optional[int] = ..., queue_delay_ns: _Optional[int] = ..., target_batch_rows: _Optional[int] = ..., batch_limit_rows: _Optional[int] = ..., cost_fixed_ns: _Optional[float] = ..., cost_per_row_ns: _Optional[float] = ..., arrival_rows_per_s: _Optional[float] = ..., measured_p99_ns: _Optional[int] = ..., budget_fraction: _Optional[float] = ..., cpu_pressure: _Optional[float] = ...) -> None: ...
+    loop_busy: float
+    probes: int
+    def __init__(self, objective_ns: _Optional[int] = ..., queue_delay_ns: _Optional[int] = ..., target_batch_rows: _Optional[int] = ..., batch_limit_rows: _Optional[int] = ..., cost_fixed_ns: _Optional[float] = ..., cost_per_row_ns: _Optional[float] = ..., arrival_rows_per_s: _Optional[float] = ..., measured_p99_ns: _Optional[int] = ..., budget_fraction: _Optional[float] = ..., cpu_pressure: _Optional[float] = ..., loop_busy: _Optional[float] = ..., probes: _Optional[int] = ...) -> None: ...
 
 class ModelStatisticsResponse(_message.Message):
     __slots__ = ("model_stats",)

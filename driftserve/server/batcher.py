@@ -19,7 +19,9 @@ error fails exactly the requests of its batch, and output rows are counted back 
 
 With ``slo_p99_ms`` a ``BatchController`` chooses the delay, a target batch (rows that close a
 batch at once) and a batch limit (rows one batch may take) from what it measures; the rules above
-stay, with its numbers in place of the fixed ones. The batcher tells it of each arrival, each
+stay, with its numbers in place of the fixed ones, except while the controller probes a
+saturated server for clients it cannot see: then one batch waits for its limit or the probe's
+delay, nothing else. The batcher tells it of each arrival, each
 batch it closes and each batch that completes, and publishes its state to the metrics and
 ModelStatistics whenever it recomputes (a few times a second at most).
 
@@ -160,7 +162,8 @@ class Batcher:
             )
             pressure = CpuPressure()
             stall = pressure.stall_ns if pressure.available else None
-            self._controller = BatchController(settings, time.perf_counter_ns(), stall)
+            # The controller is fed on the event loop's thread, so thread time there is the loop's.
+            self._controller = BatchController(settings, time.perf_counter_ns(), stall, time.thread_time_ns)
             self._publish_controller()
         self._task = self._loop.create_task(self._run(), name=f"batcher-{model.name}-{model.version}")
 
@@ -297,8 +300,11 @@ class Batcher:
     def _closes_now(self) -> bool:
         """Whether the queue as it stands closes a batch, whatever the time."""
         controller = self._controller
-        if controller is not None and self._pending_rows >= min(controller.target_rows, controller.limit_rows):
-            return True
+        if controller is not None:
+            if controller.probing:  # a probe waits for a full batch or its delay, nothing else
+                return self._pending_rows >= controller.limit_rows
+            if self._pending_rows >= min(controller.target_rows, controller.limit_rows):
+                return True
         if not self._enabled or self._pending_rows >= self._max_rows or self._pending_rows in self._preferred:
             return True
         if self._adaptive:
@@ -316,7 +322,11 @@ class Batcher:
         oldest = self._oldest_arrival_ns()
         if oldest is None:
             return 0
-        delay_ns = self._delay_ns if self._controller is None else self._controller.delay_ns
+        controller = self._controller
+        if controller is None:
+            delay_ns = self._delay_ns
+        else:
+            delay_ns = controller.probe_delay_ns if controller.probing else controller.delay_ns
         return max(0, delay_ns - (time.perf_counter_ns() - oldest))
 
     def _take_batch(self) -> list[_Pending]:

@@ -384,4 +384,6 @@ def _batch_control_message(state: ControllerState | None) -> pb.BatchControlStat
         measured_p99_ns=state.measured_p99_ns,
         budget_fraction=state.budget_fraction,
         cpu_pressure=state.cpu_pressure,
+        loop_busy=state.loop_busy,
+        probes=state.probes,
     )

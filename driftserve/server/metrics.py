@@ -159,6 +159,14 @@ class ServerMetrics:
             "driftserve_batcher_slo_cpu_pressure_ratio",
             "Share of time runnable work waited for a CPU (Linux PSI), as the SLO controller measured it.",
         )
+        self.slo_loop_busy = self._controller_gauge(
+            "driftserve_batcher_slo_loop_busy_ratio",
+            "Share of time the event loop's thread spent on the CPU, as the SLO controller measured it.",
+        )
+        self.slo_probes = self._controller_gauge(
+            "driftserve_batcher_slo_probes",
+            "Batches the SLO controller made wait for a full batch, to find clients a saturated loop hides.",
+        )
 
         # Only with --workers: requests served per worker process (a `pid` label is added by
         # prometheus_client's multiprocess mode), so the spread across workers is visible.
@@ -189,6 +197,8 @@ class ServerMetrics:
             (self.slo_arrival_rate, state.arrival_rows_per_s),
             (self.slo_budget_fraction, state.budget_fraction),
             (self.slo_cpu_pressure, state.cpu_pressure),
+            (self.slo_loop_busy, state.loop_busy),
+            (self.slo_probes, state.probes),
         ):
             gauge.labels(model, version).set(value)
 

@@ -162,7 +162,7 @@ def render_batch_control(version: str, c: v2.BatchControlStatistics) -> str:
         f"target {c.target_batch_rows} rows, limit {c.batch_limit_rows}, "
         f"cost {c.cost_fixed_ns / 1e6:.3f} ms + {c.cost_per_row_ns / 1e6:.4f} ms/row, "
         f"arrivals {c.arrival_rows_per_s:,.0f} rows/s, p99 {p99}, budget {c.budget_fraction:.2f}, "
-        f"CPU pressure {c.cpu_pressure:.2f}"
+        f"CPU pressure {c.cpu_pressure:.2f}, event loop busy {c.loop_busy:.2f}, probes {c.probes}"
     )
 
 

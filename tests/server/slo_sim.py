@@ -6,8 +6,15 @@ the controller's delay; a batch takes requests in arrival order up to the limit,
 one. The batcher's adaptive rules apply too (``adaptive=True``, its default): a batch closes at
 once when every request recently in flight is queued, and after a full wait that gathered a
 single request, batches close at once until a request arrives while others are queued or
-running. The model costs ``cost(now_ns, rows)`` nanoseconds. Nothing sleeps and every run with the
-same seed gives the same result.
+running. While the controller probes, a batch closes only at its limit or after the probe's
+delay. The model costs ``cost(now_ns, rows)`` nanoseconds.
+
+``LoopModel`` adds the event loop of a real server: one thread that every request passes through
+on its way in (accepting the call) and out (sending the reply), and every batch on its
+completion, one after another. When its work exceeds its time, closed-loop clients queue in front
+of it, out of the batcher's sight, as they do in gRPC's core in front of a saturated grpc.aio
+loop; the controller reads its busy time as it reads ``time.thread_time_ns`` in the server.
+Nothing sleeps and every run with the same seed gives the same result.
 """
 
 from __future__ import annotations
@@ -61,6 +68,28 @@ def poisson_arrivals(rate_per_s: Callable[[int], float], end_ns: int, seed: int)
             arrivals.append(int(t))
 
 
+@dataclass
+class LoopModel:
+    """A serial event loop: ``per_request_ns`` for each request (reply, then the next call's
+    acceptance), ``per_batch_ns`` for each completed batch."""
+
+    per_request_ns: int
+    per_batch_ns: int
+    free_at_ns: int = 0
+    work_ns: int = 0
+    now_ns: int = 0
+
+    def run(self, at_ns: int, work_ns: int) -> int:
+        """Queue ``work_ns`` of work ready at ``at_ns``; return when it is done."""
+        self.free_at_ns = max(self.free_at_ns, at_ns) + work_ns
+        self.work_ns += work_ns
+        return self.free_at_ns
+
+    def cpu_ns(self) -> int:
+        """Busy time up to the simulated now (work queued for later not yet spent)."""
+        return self.work_ns - max(self.free_at_ns - self.now_ns, 0)
+
+
 def linear_cost(a_ns: int, b_ns: int) -> Callable[[int, int], int]:
     return lambda _now, rows: a_ns + b_ns * rows
 
@@ -72,12 +101,14 @@ def simulate(
     end_ns: int,
     closed_loop_think_ns: int | Callable[[], int] | None = None,
     adaptive: bool = True,
+    loop: LoopModel | None = None,
 ) -> SimResult:
     """Serve one-row requests arriving at ``arrivals_ns`` until ``end_ns``.
 
     With ``closed_loop_think_ns``, each answered request sends its next one that long after its
     answer (``arrivals_ns`` are then the clients' first requests), as closed-loop clients do; a
-    callable gives each gap.
+    callable gives each gap. With ``loop``, replies and next requests pass through it (closed loop
+    only), and the controller should read ``loop.cpu_ns``.
     """
     result = SimResult()
     arrivals_ns = sorted(arrivals_ns)
@@ -91,13 +122,18 @@ def simulate(
     running_start = 0
     now = 0
     while now < end_ns:
+        if loop is not None:
+            loop.now_ns = now
         # Complete the running batch.
         if running is not None and busy_until <= now:
             changed = controller.on_batch(busy_until, len(running), busy_until - running_start, running)
             if closed_loop_think_ns is not None:
+                replied = busy_until if loop is None else loop.run(busy_until, loop.per_batch_ns)
                 for _ in running:
                     think = closed_loop_think_ns() if callable(closed_loop_think_ns) else closed_loop_think_ns
-                    bisect.insort(arrivals_ns, busy_until + think, lo=next_arrival)
+                    if loop is not None:  # the reply goes out, then the next call is accepted
+                        replied = loop.run(replied, loop.per_request_ns)
+                    bisect.insort(arrivals_ns, replied + think, lo=next_arrival)
             result.latencies.extend((busy_until, busy_until - a) for a in running)
             if changed:
                 result.states.append((now, controller.delay_ns, controller.target_rows, controller.limit_rows))
@@ -115,10 +151,16 @@ def simulate(
         close_at = None
         if running is None and queue:
             limit = controller.limit_rows
-            everyone_here = adaptive and bool(peaks) and len(queue) >= max(peaks)
-            closes_now = len(queue) >= min(controller.target_rows, limit) or everyone_here
-            waits = not closes_now and not (adaptive and not company_seen)
-            close_at = max(now, queue[0] + controller.delay_ns) if waits else now
+            if controller.probing:
+                closes_now = len(queue) >= limit
+                waits = not closes_now
+                delay_ns = controller.probe_delay_ns
+            else:
+                everyone_here = adaptive and bool(peaks) and len(queue) >= max(peaks)
+                closes_now = len(queue) >= min(controller.target_rows, limit) or everyone_here
+                waits = not closes_now and not (adaptive and not company_seen)
+                delay_ns = controller.delay_ns
+            close_at = max(now, queue[0] + delay_ns) if waits else now
             if close_at <= now:
                 by_delay = not closes_now and company_seen
                 if adaptive and by_delay and len(queue) == 1:

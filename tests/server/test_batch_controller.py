@@ -8,7 +8,7 @@ import random
 import pytest
 
 from driftserve.server.batch_controller import BatchController, ControllerSettings, CostModel
-from tests.server.slo_sim import NS_PER_S, SimResult, linear_cost, poisson_arrivals, simulate
+from tests.server.slo_sim import NS_PER_S, LoopModel, SimResult, linear_cost, poisson_arrivals, simulate
 
 MS = 1_000_000
 US = 1_000
@@ -23,6 +23,7 @@ def controller(
     max_delay_ns: int | None = None,
     max_rows: int = MAX_ROWS,
     cpu_stall_ns: object = None,
+    loop_cpu_ns: object = None,
 ) -> BatchController:
     objective_ns = int(objective_ms * MS)
     settings = ControllerSettings(
@@ -31,7 +32,7 @@ def controller(
         max_rows=max_rows,
         tolerance=TOLERANCE,
     )
-    return BatchController(settings, now_ns=0, cpu_stall_ns=cpu_stall_ns)  # type: ignore[arg-type]
+    return BatchController(settings, now_ns=0, cpu_stall_ns=cpu_stall_ns, loop_cpu_ns=loop_cpu_ns)  # type: ignore[arg-type]
 
 
 def saturated_cpus() -> object:
@@ -157,6 +158,43 @@ def test_scarce_cpus_keep_the_objective_for_open_loop_traffic() -> None:
         result = run_poisson(c, load * CAPACITY, seconds=4.0, seed=3)
         assert c.cpu_pressure > 0.9
         assert result.p99_ns(2 * NS_PER_S) <= 20 * MS * (1 + TOLERANCE)
+
+
+def run_hidden_clients(seconds: float, loop_signal: bool) -> tuple[BatchController, SimResult]:
+    """16 clients that send again at once, behind an event loop that costs 200 µs per request and
+    300 µs per batch: far more than the model (50 µs + 5 µs per row), so the loop saturates and
+    clients wait in front of it, where the batcher cannot count them."""
+    loop = LoopModel(per_request_ns=200 * US, per_batch_ns=300 * US)
+    c = controller(objective_ms=20.0, loop_cpu_ns=loop.cpu_ns if loop_signal else None)
+    first = [i * 10 * US for i in range(16)]
+    end = int(seconds * NS_PER_S)
+    return c, simulate(c, first, linear_cost(50 * US, 5 * US), end, closed_loop_think_ns=0, loop=loop)
+
+
+def served_per_s(result: SimResult, since_ns: int, until_ns: int) -> float:
+    return sum(1 for t, _ in result.latencies if since_ns <= t < until_ns) * NS_PER_S / (until_ns - since_ns)
+
+
+def test_a_probe_finds_clients_that_a_saturated_loop_hides() -> None:
+    # Without the loop's busy time the controller sees one request at a time, and one-row batches
+    # cost the loop 500 µs a request; a probe gathers all 16, and batches stay that large.
+    blind_c, blind = run_hidden_clients(5.0, loop_signal=False)
+    seeing_c, seeing = run_hidden_clients(5.0, loop_signal=True)
+    window = (3 * NS_PER_S, 5 * NS_PER_S)
+    assert blind_c.probes == 0 and not blind_c.saturated
+    assert seeing_c.saturated and seeing_c.loop_busy > 0.9
+    assert served_per_s(seeing, *window) >= 1.6 * served_per_s(blind, *window)
+    late = seeing.batches_between(*window)
+    assert sum(b.rows for b in late) / len(late) >= 14
+    assert seeing.p99_ns(NS_PER_S) <= 20 * MS * (1 + TOLERANCE)
+
+
+def test_probes_that_find_nobody_new_become_rare() -> None:
+    # Once the 16 clients are found, each probe finds nobody new and the interval doubles (to 8 s):
+    # over 30 s a handful of probes, not one every half second.
+    c, result = run_hidden_clients(30.0, loop_signal=True)
+    assert 3 <= c.probes <= 8
+    assert result.p99_ns(NS_PER_S) <= 20 * MS * (1 + TOLERANCE)
 
 
 def test_bounds_from_the_config_are_respected() -> None:

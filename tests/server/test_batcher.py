@@ -317,3 +317,28 @@ def test_adaptive_delay_closes_when_every_recent_client_is_queued() -> None:
         await batcher.close()
 
     asyncio.run(asyncio.wait_for(body(), 30))
+
+
+def test_a_probe_of_the_slo_controller_waits_for_a_full_batch() -> None:
+    # While the controller probes (a saturated server, see batch_controller), the batch that forms
+    # ignores the target and the everyone-is-here rule: requests 10 ms apart, which a target of one
+    # row would run one by one, share one batch; the probe ends when that batch closes.
+    async def body() -> None:
+        model = RecordingModel(max_batch_size=8)
+        batcher, _, _ = make(model, slo_p99_ms=500.0, adaptive_delay=True)
+        await batcher.submit({"x": rows(0.0)}, 1)
+        controller = batcher._controller
+        assert controller is not None
+        controller.target_rows = 1
+        controller.probing, controller.probe_delay_ns = True, 300_000_000
+
+        async def later(delay_s: float, value: float) -> dict[str, np.ndarray]:
+            await asyncio.sleep(delay_s)
+            return await batcher.submit({"x": rows(value)}, 1)
+
+        await asyncio.gather(*(later(0.01 * i, float(i)) for i in (1, 2, 3)))
+        assert model.batches[-1] == [1.0, 2.0, 3.0]
+        assert not controller.probing
+        await batcher.close()
+
+    run(body)

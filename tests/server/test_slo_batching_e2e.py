@@ -89,6 +89,7 @@ def test_requests_succeed_and_the_controller_reports_within_its_bounds(
     assert 0 <= control.queue_delay_ns <= 50_000_000  # the objective bounds the delay when the config gives none
     assert 0.0 < control.budget_fraction <= 1.0
     assert control.arrival_rows_per_s > 0
+    assert 0.0 <= control.loop_busy <= 1.0
     assert stats.inference_count == sum(len(p) for p in pairs)
     assert max(b.batch_size for b in stats.batch_stats) <= 16
 
@@ -99,6 +100,8 @@ def test_requests_succeed_and_the_controller_reports_within_its_bounds(
     fixed = server.metric("driftserve_batcher_slo_cost_fixed_seconds", **labels)
     per_row = server.metric("driftserve_batcher_slo_cost_per_row_seconds", **labels)
     assert fixed >= 0 and per_row >= 0 and fixed + per_row > 0
+    assert 0.0 <= server.metric("driftserve_batcher_slo_loop_busy_ratio", **labels) <= 1.0
+    assert server.metric("driftserve_batcher_slo_probes", **labels) == control.probes
 
 
 def test_a_configured_delay_bounds_the_controller(server: InProcessServer, example_repository: Path) -> None:
