@@ -361,20 +361,21 @@ def headlines() -> list[str]:
     if peers:
         low, high = str(min(peers["concurrency"])), str(max(peers["concurrency"]))
         for model, r in peers["models"].items():
-            cells = [
-                f"{name}: {_times(by_c[low]['throughput'])} / {_times(by_c[high]['throughput'])}"
-                for name, by_c in ((PEER_NAMES.get(p, p), v) for p, v in r["versus"].items())
-                if low in by_c and high in by_c
-            ]
-            if cells:
-                rows.append(
-                    (
-                        f"{model}, same model and client (perf_analyzer): driftserve / peer throughput at "
-                        f"{low} / {high} clients",
-                        "; ".join(cells),
-                        "> 1 vs MLServer; close to 1 vs Triton",
+            for base, versus in (("driftserve", r["versus"]), ("driftserve with only slo_p99_ms", r.get("versus_slo"))):
+                cells = [
+                    f"{name}: {_times(by_c[low]['throughput'])} / {_times(by_c[high]['throughput'])}"
+                    for name, by_c in ((PEER_NAMES.get(p, p), v) for p, v in (versus or {}).items() if p in PEER_NAMES)
+                    if low in by_c and high in by_c
+                ]
+                if cells:
+                    rows.append(
+                        (
+                            f"{model}, same model and client (perf_analyzer): {base} / peer throughput at "
+                            f"{low} / {high} clients",
+                            "; ".join(cells),
+                            "> 1 vs MLServer; close to 1 vs Triton",
+                        )
                     )
-                )
     workers = _load("workers.json")
     if workers:
         med = workers["median"]

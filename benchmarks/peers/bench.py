@@ -4,6 +4,8 @@ Servers (each serving the example model's served version, batching up to 64 rows
 500 µs of queueing, one ONNX Runtime session with one intra-op thread):
 
 - ``driftserve``: ``driftserve serve`` on the example repository, its config unchanged;
+- ``driftserve-slo``: the same, with the model's batching section replaced by only a latency
+  objective (``slo_p99_ms: 20``): the untuned config, where the server chooses delay and batch;
 - ``triton``: the tritonserver bundled in the ``nvidia-pytriton`` wheel, a Python-backend model
   running the ONNX file (``benchmarks/peers/triton_model.py``), ``dynamic_batching``;
 - ``pytriton``: PyTriton binding a ``@batch`` function (``benchmarks/peers/pytriton_server.py``);
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable
@@ -58,7 +61,8 @@ from driftserve.core.machine import machine_text
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-SERVERS = ("driftserve", "triton", "pytriton", "mlserver", "naive")
+SERVERS = ("driftserve", "driftserve-slo", "triton", "pytriton", "mlserver", "naive")
+SLO_BATCHING = {"slo_p99_ms": 20}
 START_TIMEOUT_S = 240.0  # PyTriton starts Triton, then binds the model: slow on a busy 2-core box
 NAN_RESULT = {"throughput_rps": float("nan"), "p50_ms": float("nan"), "p99_ms": float("nan")}
 
@@ -73,6 +77,17 @@ def served_onnx(repository: Path, model: str) -> Path:
     return repository / model / str(version) / "model.onnx"
 
 
+def slo_repository(repository: Path, model: str, dest: Path) -> Path:
+    """A repository holding ``model`` as the example ships it but for its batching section, which
+    is only ``SLO_BATCHING``."""
+    shutil.copytree(repository / model, dest / model)
+    config_path = dest / model / "config.yaml"
+    config = yaml.safe_load(config_path.read_text()) or {}
+    config["batching"] = dict(SLO_BATCHING)
+    config_path.write_text(yaml.safe_dump(config))
+    return dest
+
+
 def start_server(
     label: str, model: str, repository: Path, peers_dir: Path, workdir: Path, logs: Path
 ) -> tuple[ServerProcess, str]:
@@ -84,6 +99,11 @@ def start_server(
         return start_driftserve(
             repository, logs
         ), f"driftserve {driftserve.__version__}, example config: batching {batching}"
+    if label == "driftserve-slo":
+        slo_repo = slo_repository(repository, model, workdir / "slo_repository")
+        return start_driftserve(
+            slo_repo, logs, label=label
+        ), f"driftserve {driftserve.__version__}, the example config with only batching {SLO_BATCHING}"
     if label == "naive":
         return start_naive(repository, logs), "benchmarks/naive_server.py (grpcio thread pool, ORT per request)"
     env: PeerEnv = peer_env(peers_dir, ENVIRONMENTS[label])
@@ -192,6 +212,9 @@ def bench_model(args: argparse.Namespace, model: str, tmp: Path, log: Callable[[
         "runs": runs,
         "median": median,
         "versus": ratios(runs, "driftserve"),
+        "versus_slo": ratios({k: v for k, v in runs.items() if k != "driftserve"}, "driftserve-slo")
+        if "driftserve-slo" in runs
+        else {},
     }
 
 

@@ -10,6 +10,7 @@ from benchmarks.perf_analyzer_runner import nan_median
 Runs = dict[str, dict[str, list[dict[str, float]]]]  # server -> clients -> one result per round
 LABELS = {
     "driftserve": "driftserve",
+    "driftserve-slo": "driftserve, only slo_p99_ms: 20",
     "triton": "Triton (Python backend)",
     "pytriton": "PyTriton",
     "mlserver": "MLServer",
@@ -99,28 +100,34 @@ def markdown(report: dict[str, Any]) -> list[str]:
             rows,
             "rlrrrr",
         )
-        versus = r["versus"]
-        if versus:
-            lines += [
-                "",
-                "driftserve / peer, median of the per-round ratios (throughput: above 1 is driftserve faster; "
-                "p99 and CPU per inference: below 1 is driftserve better):",
-                "",
-            ]
-            rows = []
-            for peer, by_clients in versus.items():
-                for clients in map(str, report["concurrency"]):
-                    v = by_clients.get(clients)
-                    if v is not None:
-                        rows.append(
-                            (
-                                LABELS.get(peer, peer),
-                                clients,
-                                _times(v["throughput"]),
-                                _times(v["p99"]),
-                                _times(v["cpu_per_inference"]),
-                            )
-                        )
-            lines += markdown_table(("peer", "clients", "throughput", "p99", "CPU per inference"), rows, "lrrrr")
+        for key, base in (("versus", "driftserve"), ("versus_slo", "driftserve-slo")):
+            lines += _versus_table(LABELS[base], r.get(key) or {}, report["concurrency"])
         lines.append("")
     return lines
+
+
+def _versus_table(base: str, versus: dict[str, Any], concurrency: list[int]) -> list[str]:
+    """``base`` / each peer, per client count."""
+    if not versus:
+        return []
+    rows = []
+    for peer, by_clients in versus.items():
+        for clients in map(str, concurrency):
+            v = by_clients.get(clients)
+            if v is not None:
+                rows.append(
+                    (
+                        LABELS.get(peer, peer),
+                        clients,
+                        _times(v["throughput"]),
+                        _times(v["p99"]),
+                        _times(v["cpu_per_inference"]),
+                    )
+                )
+    return [
+        "",
+        f"{base} / peer, median of the per-round ratios (throughput: above 1 is driftserve faster; "
+        "p99 and CPU per inference: below 1 is driftserve better):",
+        "",
+        *markdown_table(("peer", "clients", "throughput", "p99", "CPU per inference"), rows, "lrrrr"),
+    ]

@@ -18,11 +18,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import yaml
 from google.protobuf import text_format
 from onnx import TensorProto, helper, numpy_helper
 
 from benchmarks.peers import configs
-from benchmarks.peers.bench import bench_model, main, perf_analyzer_args, served_onnx
+from benchmarks.peers.bench import SLO_BATCHING, bench_model, main, perf_analyzer_args, served_onnx, slo_repository
 from benchmarks.peers.cpu import (
     CLOCK_TICKS,
     CpuSampler,
@@ -435,3 +436,34 @@ def test_results_headline_gives_driftserve_over_each_peer_at_the_lowest_and_high
     text = "\n".join(make_results.headlines())
     assert "breast_cancer_mlp, same model and client (perf_analyzer): driftserve / peer throughput at 1 / 32" in text
     assert "Triton: 2.83× / 0.72×" in text
+
+
+def test_the_slo_variant_keeps_the_example_config_but_for_its_batching(tmp_path: Path) -> None:
+    source = tmp_path / "repository"
+    write_classifier(source / "clf" / "2" / "model.onnx")
+    (source / "clf" / "config.yaml").write_text(
+        "max_batch_size: 64\nbatching: {max_queue_delay_us: 500, preferred_batch_sizes: [32]}\n"
+        "deployment: {served_version: 2}\n"
+    )
+    dest = slo_repository(source, "clf", tmp_path / "slo")
+    config = yaml.safe_load((dest / "clf" / "config.yaml").read_text())
+    assert config == {"max_batch_size": 64, "batching": SLO_BATCHING, "deployment": {"served_version": 2}}
+    assert (dest / "clf" / "2" / "model.onnx").read_bytes() == (source / "clf" / "2" / "model.onnx").read_bytes()
+
+
+def test_the_slo_variant_gets_its_own_ratios_and_headline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks import make_results
+
+    report = _report()
+    model = report["models"]["breast_cancer_mlp"]
+    model["runs"]["driftserve-slo"] = {"1": [_result(1590, 1.3, 465)], "32": [_result(2880, 30, 350)]}
+    model["versus"] = ratios(model["runs"], "driftserve")
+    model["versus_slo"] = ratios({k: v for k, v in model["runs"].items() if k != "driftserve"}, "driftserve-slo")
+    text = "\n".join(markdown(report))
+    assert "driftserve, only slo_p99_ms: 20 / peer, median of the per-round ratios" in text
+    assert "| Triton (Python backend) | 32 | 0.90× | 0.36× | – |" in text
+    (tmp_path / "peers.json").write_text(json.dumps(report))
+    monkeypatch.setattr(make_results, "RESULTS", tmp_path)
+    headline = "\n".join(make_results.headlines())
+    assert "driftserve with only slo_p99_ms / peer throughput at 1 / 32 clients | Triton: 3.00× / 0.90×" in headline
+    assert "driftserve-slo:" not in headline  # the variant is not a peer of driftserve in the headline
