@@ -193,6 +193,27 @@ class CostModel:
         self.a, self.b = max(mean_y - b * mean_x, 0.0), b
 
 
+class TimeShare:
+    """The share of wall time a cumulative nanosecond counter advanced by (CPU stall time, a
+    thread's CPU time), averaged over samples with PRESSURE_WEIGHT; 0 without a counter."""
+
+    __slots__ = ("_last_ns", "_read", "value")
+
+    def __init__(self, read: Callable[[], int] | None) -> None:
+        self._read = read
+        self._last_ns = read() if read is not None else 0
+        self.value = 0.0
+
+    def sample(self, elapsed_ns: int) -> None:
+        """Average in the counter's advance over the last ``elapsed_ns`` (> 0) of wall time."""
+        if self._read is None:
+            return
+        now = self._read()
+        share = min(max(now - self._last_ns, 0) / elapsed_ns, 1.0)
+        self._last_ns = now
+        self.value += (share - self.value) * PRESSURE_WEIGHT
+
+
 class BatchController:
     """Chooses the batcher's delay, target batch and batch limit from what it measures."""
 
@@ -208,12 +229,8 @@ class BatchController:
         reads the cumulative CPU time of the thread that feeds this controller (the event loop:
         ``time.thread_time_ns`` there); None ignores it."""
         self.settings = settings
-        self._cpu_stall_ns = cpu_stall_ns
-        self._last_stall_ns = cpu_stall_ns() if cpu_stall_ns is not None else 0
-        self.cpu_pressure = 0.0
-        self._loop_cpu_ns = loop_cpu_ns
-        self._last_loop_cpu_ns = loop_cpu_ns() if loop_cpu_ns is not None else 0
-        self.loop_busy = 0.0
+        self._cpu_pressure = TimeShare(cpu_stall_ns)
+        self._loop_busy = TimeShare(loop_cpu_ns)
         self.saturated = False
         # Probing (see the module docstring): whether the batch now forming is a probe, how long it
         # may wait, when the next one is due, and what the last one found.
@@ -265,19 +282,17 @@ class BatchController:
         ``closed_by_delay`` says it waited out the delay short of its target, ``backlogged`` that a
         full batch is still queued behind it, ``gathered_ns`` how long its oldest request waited.
         While ``probing`` the batch that closed is the probe."""
+        self._inflight_peak = inflight_peak
+        self.backlog_share += ((1.0 if backlogged else 0.0) - self.backlog_share) * DELAY_SHARE_WEIGHT
         if self.probing:
             # A deliberate wait: it says nothing about the delay or the gather time of normal batches.
             self.probing = False
             self._probe_found = inflight_peak > self._probe_baseline
-            self._inflight_peak = inflight_peak
             self._update_due = True
-            self.backlog_share += ((1.0 if backlogged else 0.0) - self.backlog_share) * DELAY_SHARE_WEIGHT
             return
         if not closed_by_delay:
             self.gather_ns += (gathered_ns - self.gather_ns) * GATHER_WEIGHT
-        self._inflight_peak = inflight_peak
         self.delay_share += ((1.0 if closed_by_delay else 0.0) - self.delay_share) * DELAY_SHARE_WEIGHT
-        self.backlog_share += ((1.0 if backlogged else 0.0) - self.backlog_share) * DELAY_SHARE_WEIGHT
 
     def on_batch(self, now_ns: int, rows: int, busy_ns: int, arrivals_ns: list[int]) -> bool:
         """A batch of ``rows`` rows finished at ``now_ns``, having held its instance ``busy_ns``.
@@ -306,16 +321,18 @@ class BatchController:
         if elapsed < self.settings.update_interval_ns:
             return
         self._last_sample_ns = now_ns
-        if self._cpu_stall_ns is not None:
-            stall_ns = self._cpu_stall_ns()
-            pressure = min(max(stall_ns - self._last_stall_ns, 0) / elapsed, 1.0)
-            self._last_stall_ns = stall_ns
-            self.cpu_pressure += (pressure - self.cpu_pressure) * PRESSURE_WEIGHT
-        if self._loop_cpu_ns is not None:
-            loop_cpu_ns = self._loop_cpu_ns()
-            busy = min(max(loop_cpu_ns - self._last_loop_cpu_ns, 0) / elapsed, 1.0)
-            self._last_loop_cpu_ns = loop_cpu_ns
-            self.loop_busy += (busy - self.loop_busy) * PRESSURE_WEIGHT
+        self._cpu_pressure.sample(elapsed)
+        self._loop_busy.sample(elapsed)
+
+    @property
+    def cpu_pressure(self) -> float:
+        """Share of time runnable work waited for a CPU (PSI), averaged; 0 where unmeasured."""
+        return self._cpu_pressure.value
+
+    @property
+    def loop_busy(self) -> float:
+        """Share of time the event loop's thread spent on the CPU, averaged; 0 where unmeasured."""
+        return self._loop_busy.value
 
     def _update(self, now_ns: int) -> None:
         s = self.settings
@@ -340,9 +357,11 @@ class BatchController:
         rate_per_ns = self.arrival_rows_per_s / 1e9
         busy = rate_per_ns * b  # share of the time the per-row cost alone keeps the instance busy
         needed = float(limit) if busy >= UTILISATION else rate_per_ns * a / (UTILISATION - busy)
-        pressured = self.cpu_pressure >= CPU_PRESSURE_FLOOR
+        loop_busy = self.loop_busy
         self.saturated = saturated = (
-            pressured or self.loop_busy >= LOOP_BUSY_FLOOR or (self.saturated and self.loop_busy >= LOOP_BUSY_EXIT)
+            self.cpu_pressure >= CPU_PRESSURE_FLOOR
+            or loop_busy >= LOOP_BUSY_FLOOR
+            or (self.saturated and loop_busy >= LOOP_BUSY_EXIT)
         )
         peak_counts = self.delay_share < MAX_DELAY_SHARE or saturated
         floor = self._inflight_peak if peak_counts else 1
