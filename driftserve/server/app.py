@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from driftserve.api import driftserve_pb2, grpc_service_pb2
 from driftserve.api._pool import reflection_pool
 from driftserve.core.auth import TokenAuthority, reload_on_sighup
+from driftserve.core.cq_server import CompletionQueueServer
 from driftserve.core.grpc_auth import GenericHandlersOnly
 from driftserve.core.heap import freeze_startup_heap
 from driftserve.core.security import Security
@@ -150,7 +151,16 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
         ("grpc.server.max_pending_requests", settings.max_pending_calls),
         ("grpc.server.max_pending_requests_hard_limit", PENDING_HARD_LIMIT_FACTOR * settings.max_pending_calls),
     ]
-    server = grpc.aio.server(options=options)
+    server: Any
+    if settings.grpc_frontend == "cq":
+        # Calls waiting for the loop beyond max_pending_calls are refused with RESOURCE_EXHAUSTED
+        # and a retry hint by the front end itself, and counted.
+        refused = metrics.backlog_refusals
+        server = CompletionQueueServer(
+            options, max_pending_calls=settings.max_pending_calls, on_refused=lambda: refused.inc()
+        )
+    else:
+        server = grpc.aio.server(options=options)
     if grpc_core_shedding.enabled(os.environ):
         logger.info(
             "gRPC refuses calls beyond %d pending with RESOURCE_EXHAUSTED (%s=%s)",

@@ -43,6 +43,12 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
         help="calls gRPC may queue before the server takes them; more are refused [default 256]",
     )
     parser.add_argument(
+        "--grpc-frontend",
+        choices=("cq", "aio"),
+        help="cq: driftserve's completion-queue front end (about a third of grpc.aio's CPU per unary call); "
+        "aio: grpcio's grpc.aio server [DRIFTSERVE_GRPC_FRONTEND, default cq]",
+    )
+    parser.add_argument(
         "--shed-in-grpc-core",
         action="store_true",
         default=None,

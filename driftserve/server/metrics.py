@@ -119,6 +119,12 @@ class ServerMetrics:
             ["model", "version", "reason"],
             registry=registry,
         )
+        self.backlog_refusals = Counter(
+            "driftserve_server_backlog_refusals_total",
+            "Calls refused with RESOURCE_EXHAUSTED before any handler ran because --max-pending-calls calls "
+            "were already waiting for the event loop (the cq gRPC front end).",
+            registry=registry,
+        )
         self.auth_rejections = Counter(
             "driftserve_server_auth_rejections_total",
             "Calls refused by the bearer-token check before any handler ran, by reason "

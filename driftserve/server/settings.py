@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -30,6 +30,7 @@ SERVE_FLAG_FIELDS = (
     "grace_period_s",
     "drain_period_s",
     "max_pending_calls",
+    "grpc_frontend",
     "mirror_address",
     "workers",
     "tls_cert",
@@ -76,6 +77,11 @@ class ServerSettings(BaseSettings):
         ge=1,
         description="Calls gRPC may hold that the server has not taken yet; beyond it (up to 4x, randomly) gRPC "
         "refuses new calls at once instead of queueing them (load shedding under overload).",
+    )
+    grpc_frontend: Literal["cq", "aio"] = Field(
+        "cq",
+        description="How gRPC calls reach the handlers: 'cq' (driftserve's completion-queue front end, "
+        "core/cq_server.py: about a third of grpc.aio's CPU per unary call) or 'aio' (grpcio's grpc.aio server).",
     )
     shed_in_grpc_core: bool = Field(
         False,

@@ -44,7 +44,14 @@ async def _flood(address: str, calls: int) -> Counter[tuple[str, str]]:
 
 def test_a_flood_beyond_the_backlog_is_refused_resource_exhausted(example_repository: Path) -> None:
     with ServerProcess(
-        example_repository, "--shed-in-grpc-core", "--max-pending-calls", "1", "--load-model", "breast_cancer_lr"
+        example_repository,
+        "--grpc-frontend",
+        "aio",
+        "--shed-in-grpc-core",
+        "--max-pending-calls",
+        "1",
+        "--load-model",
+        "breast_cancer_lr",
     ) as server:
         outcomes = asyncio.run(_flood(server.address, 400))
         # The server re-executed itself with the experiment on and says so.

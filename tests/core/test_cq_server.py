@@ -1,0 +1,309 @@
+"""The completion-queue gRPC front end: grpc.aio's handler semantics over the real wire.
+
+Each test starts a ``CompletionQueueServer`` in the test's event loop on a free loopback port and
+calls it with grpc.aio's client: every call shape, metadata both ways, statuses, cancellation,
+deadlines, the backlog refusal and a graceful stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+import pytest
+
+from driftserve.core.cq_server import RETRY_PUSHBACK_KEY, CompletionQueueServer
+
+SERVICE = "test.Echo"
+
+
+def _path(method: str) -> str:
+    return f"/{SERVICE}/{method}"
+
+
+class Events:
+    """What the handlers observed, for the tests to assert on."""
+
+    def __init__(self) -> None:
+        self.cancelled = asyncio.Event()
+        self.started = asyncio.Event()
+        self.time_remaining: list[float | None] = []
+        self.metadata: list[tuple[Any, ...]] = []
+        self.release = asyncio.Event()
+
+
+def _handlers(events: Events) -> grpc.GenericRpcHandler:
+    async def echo(request: bytes, context: Any) -> bytes:
+        events.metadata.append(tuple(context.invocation_metadata()))
+        events.time_remaining.append(context.time_remaining())
+        context.set_trailing_metadata((("served-by", "cq"),))
+        return b"echo:" + request
+
+    async def fail(request: bytes, context: Any) -> bytes:
+        if request == b"abort":
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "not now", (("why", "testing"),))
+        if request == b"code":
+            context.set_code(grpc.StatusCode.NOT_FOUND)
+            context.set_details("no such thing")
+            return b"ignored"
+        if request == b"none":
+            return None  # type: ignore[return-value]
+        raise ValueError("boom")
+
+    async def wait(request: bytes, context: Any) -> bytes:
+        events.started.set()
+        try:
+            await events.release.wait()
+        except asyncio.CancelledError:
+            events.cancelled.set()
+            raise
+        return b"released"
+
+    async def block_loop(request: bytes, context: Any) -> bytes:
+        time.sleep(0.2)  # holds the event loop, as an overloaded server would
+        return b"late"
+
+    async def count_up(request: bytes, context: Any) -> AsyncIterator[bytes]:
+        for i in range(int(request)):
+            yield str(i).encode()
+
+    async def count_by_write(request: bytes, context: Any) -> None:
+        for i in range(int(request)):
+            await context.write(str(i).encode())
+
+    async def total(requests: AsyncIterator[bytes], context: Any) -> bytes:
+        return str(sum([int(r) async for r in requests])).encode()
+
+    async def total_by_read(requests: AsyncIterator[bytes], context: Any) -> bytes:
+        values = []
+        while (message := await context.read()) is not grpc.aio.EOF:
+            values.append(int(message))
+        return str(sum(values)).encode()
+
+    async def doubles(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
+        # Reads and writes overlap: a reader task feeds a queue the generator drains.
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+        async def reader() -> None:
+            async for message in requests:
+                await queue.put(message)
+            await queue.put(None)
+
+        task = asyncio.create_task(reader())
+        while (message := await queue.get()) is not None:
+            yield str(2 * int(message)).encode()
+        await task
+
+    def squared(request: int, context: Any) -> int:  # a plain function with (de)serializers
+        return request * request
+
+    return grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            "Echo": grpc.unary_unary_rpc_method_handler(echo),
+            "Fail": grpc.unary_unary_rpc_method_handler(fail),
+            "Wait": grpc.unary_unary_rpc_method_handler(wait),
+            "BlockLoop": grpc.unary_unary_rpc_method_handler(block_loop),
+            "CountUp": grpc.unary_stream_rpc_method_handler(count_up),
+            "CountByWrite": grpc.unary_stream_rpc_method_handler(count_by_write),
+            "Total": grpc.stream_unary_rpc_method_handler(total),
+            "TotalByRead": grpc.stream_unary_rpc_method_handler(total_by_read),
+            "Doubles": grpc.stream_stream_rpc_method_handler(doubles),
+            "Squared": grpc.unary_unary_rpc_method_handler(
+                squared,
+                request_deserializer=lambda raw: int(raw.decode()),
+                response_serializer=lambda value: str(value).encode(),
+            ),
+        },
+    )
+
+
+async def _serve(events: Events, **kwargs: Any) -> tuple[CompletionQueueServer, str]:
+    server = CompletionQueueServer(**kwargs)
+    server.add_generic_rpc_handlers((_handlers(events),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    assert port > 0
+    await server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+def _run(test: Callable[[], Any]) -> None:
+    asyncio.run(asyncio.wait_for(test(), 60))
+
+
+def test_unary_calls_carry_messages_metadata_and_deadlines() -> None:
+    async def test() -> None:
+        events = Events()
+        server, address = await _serve(events)
+        async with grpc.aio.insecure_channel(address) as channel:
+            echo = channel.unary_unary(_path("Echo"))
+            call = echo(b"hi", metadata=(("x-user", "ada"),), timeout=30)
+            assert await call == b"echo:hi"
+            assert ("served-by", "cq") in tuple(await call.trailing_metadata())
+            assert await call.code() == grpc.StatusCode.OK
+            assert ("x-user", "ada") in events.metadata[0]
+            assert events.time_remaining[0] is not None and 25 < events.time_remaining[0] <= 30
+            assert await echo(b"") == b"echo:"
+            assert events.time_remaining[1] is None  # no deadline
+            squared = channel.unary_unary(_path("Squared"))
+            assert await squared(b"12") == b"144"
+        await server.stop(1.0)
+
+    _run(test)
+
+
+def test_statuses_reach_the_client_as_the_handler_set_them() -> None:
+    async def test() -> None:
+        server, address = await _serve(Events())
+        async with grpc.aio.insecure_channel(address) as channel:
+            fail = channel.unary_unary(_path("Fail"))
+            outcomes = {}
+            for request in (b"abort", b"code", b"none", b"raise"):
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await fail(request, timeout=30)
+                outcomes[request] = caught.value
+            assert outcomes[b"abort"].code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert outcomes[b"abort"].details() == "not now"
+            assert ("why", "testing") in tuple(outcomes[b"abort"].trailing_metadata())
+            assert outcomes[b"code"].code() == grpc.StatusCode.NOT_FOUND
+            assert outcomes[b"code"].details() == "no such thing"
+            assert outcomes[b"none"].code() == grpc.StatusCode.UNKNOWN
+            assert outcomes[b"raise"].code() == grpc.StatusCode.UNKNOWN
+            assert "boom" in (outcomes[b"raise"].details() or "")
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await channel.unary_unary("/test.Echo/Nope")(b"", timeout=30)
+            assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            assert "/test.Echo/Nope" in (caught.value.details() or "")
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await channel.unary_unary(_path("Squared"))(b"twelve", timeout=30)
+            assert caught.value.code() == grpc.StatusCode.INTERNAL
+            assert "could not be parsed" in (caught.value.details() or "")
+            # The server serves on after every one of them.
+            assert await channel.unary_unary(_path("Echo"))(b"still", timeout=30) == b"echo:still"
+        await server.stop(1.0)
+
+    _run(test)
+
+
+def test_streams_in_every_direction() -> None:
+    async def test() -> None:
+        server, address = await _serve(Events())
+        async with grpc.aio.insecure_channel(address) as channel:
+            assert [m async for m in channel.unary_stream(_path("CountUp"))(b"5")] == [b"0", b"1", b"2", b"3", b"4"]
+            assert [m async for m in channel.unary_stream(_path("CountByWrite"))(b"3")] == [b"0", b"1", b"2"]
+            assert [m async for m in channel.unary_stream(_path("CountUp"))(b"0")] == []
+
+            async def numbers(n: int) -> AsyncIterator[bytes]:
+                for i in range(n):
+                    yield str(i).encode()
+
+            assert await channel.stream_unary(_path("Total"))(numbers(100)) == b"4950"
+            assert await channel.stream_unary(_path("TotalByRead"))(numbers(10)) == b"45"
+            assert await channel.stream_unary(_path("Total"))(numbers(0)) == b"0"
+            replies = [m async for m in channel.stream_stream(_path("Doubles"))(numbers(200))]
+            assert replies == [str(2 * i).encode() for i in range(200)]
+        await server.stop(1.0)
+
+    _run(test)
+
+
+def test_a_client_that_cancels_or_runs_out_of_time_cancels_the_handler() -> None:
+    async def test() -> None:
+        events = Events()
+        server, address = await _serve(events)
+        async with grpc.aio.insecure_channel(address) as channel:
+            wait = channel.unary_unary(_path("Wait"))
+            call = wait(b"", timeout=30)
+            await events.started.wait()
+            call.cancel()
+            await asyncio.wait_for(events.cancelled.wait(), 10)
+            assert await call.code() == grpc.StatusCode.CANCELLED
+
+            events.started.clear()
+            events.cancelled.clear()
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await wait(b"", timeout=0.3)
+            assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            await asyncio.wait_for(events.cancelled.wait(), 10)
+            assert await channel.unary_unary(_path("Echo"))(b"ok", timeout=30) == b"echo:ok"
+        await server.stop(1.0)
+
+    _run(test)
+
+
+def test_calls_beyond_the_backlog_are_refused_with_a_retry_hint() -> None:
+    async def test() -> None:
+        refusals: list[int] = []
+        server, address = await _serve(Events(), max_pending_calls=2, retry_after_ms=250, on_refused=lambda: refusals.append(1))
+        async with grpc.aio.insecure_channel(address) as channel:
+            block = channel.unary_unary(_path("BlockLoop"))
+
+            async def one() -> tuple[grpc.StatusCode, str, tuple[Any, ...]]:
+                call = block(b"", timeout=60)
+                try:
+                    await call
+                except grpc.aio.AioRpcError as exc:
+                    return exc.code(), exc.details() or "", tuple(exc.trailing_metadata() or ())
+                return grpc.StatusCode.OK, "", ()
+
+            outcomes = await asyncio.gather(*(one() for _ in range(12)))
+        codes = [code for code, _, _ in outcomes]
+        assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, outcomes
+        refused = [outcome for outcome in outcomes if outcome[0] == grpc.StatusCode.RESOURCE_EXHAUSTED]
+        assert refused and codes.count(grpc.StatusCode.OK) >= 1
+        assert len(refused) == server.refused == len(refusals)
+        for _, details, trailing in refused:
+            assert "--max-pending-calls" in details
+            assert (RETRY_PUSHBACK_KEY, "250") in trailing
+        await server.stop(1.0)
+
+    _run(test)
+
+
+def test_stop_lets_calls_in_progress_finish_then_refuses_new_ones() -> None:
+    async def test() -> None:
+        events = Events()
+        server, address = await _serve(events)
+        async with grpc.aio.insecure_channel(address) as channel:
+            wait = channel.unary_unary(_path("Wait"))
+            call = wait(b"", timeout=30)
+            await events.started.wait()
+            stopping = asyncio.create_task(server.stop(10.0))
+            await asyncio.sleep(0.2)
+            assert not stopping.done()  # the call in progress holds the stop within its grace
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await channel.unary_unary(_path("Echo"))(b"late", timeout=5)
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            events.release.set()
+            assert await call == b"released"
+            await asyncio.wait_for(stopping, 10)
+        assert await server.wait_for_termination(0)
+
+    _run(test)
+
+
+def test_stop_without_grace_cancels_what_is_left() -> None:
+    async def test() -> None:
+        events = Events()
+        server, address = await _serve(events)
+        async with grpc.aio.insecure_channel(address) as channel:
+            call = channel.unary_unary(_path("Wait"))(b"", timeout=30)
+            await events.started.wait()
+            await asyncio.wait_for(server.stop(None), 10)
+            assert events.cancelled.is_set()
+            assert await call.code() in {grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE}
+
+    _run(test)
+
+
+def test_a_server_stopped_before_it_started_releases_its_port() -> None:
+    async def test() -> None:
+        server = CompletionQueueServer()
+        assert server.add_insecure_port("127.0.0.1:0") > 0
+        await server.stop(None)
+        assert await server.wait_for_termination(0)
+
+    _run(test)
