@@ -170,10 +170,12 @@ def start_naive(repository: Path, log_dir: Path, label: str = "naive") -> Server
     return ServerProcess(label, command, port, log_dir / f"{label}.log")
 
 
-def start_grpc_ceiling(repository: Path, log_dir: Path, yield_once: bool = False) -> ServerProcess:
-    """The transport-ceiling server (bare grpc.aio, canned replies) on a free loopback port."""
+def start_grpc_ceiling(
+    repository: Path, log_dir: Path, yield_once: bool = False, frontend: str = "cq", label: str | None = None
+) -> ServerProcess:
+    """The transport-ceiling server (bare gRPC front end, canned replies) on a free loopback port."""
     port = free_port()
-    label = "grpc_ceiling_yield" if yield_once else "grpc_ceiling"
+    label = label or ("grpc_ceiling_yield" if yield_once else "grpc_ceiling")
     command = [
         sys.executable,
         "-m",
@@ -183,5 +185,7 @@ def start_grpc_ceiling(repository: Path, log_dir: Path, yield_once: bool = False
         "--port",
         str(port),
         *(["--yield-once"] if yield_once else []),
+        "--frontend",
+        frontend,
     ]
     return ServerProcess(label, command, port, log_dir / f"{label}.log")

@@ -1,4 +1,4 @@
-"""The transport ceiling: a bare grpc.aio server on uvloop that answers ModelInfer without a model.
+"""The transport ceiling: a bare gRPC server on uvloop that answers ModelInfer without a model.
 
 It speaks just enough of the Open Inference Protocol for perf_analyzer (liveness, readiness,
 metadata and config of the repository's models, from ``naive_server``) and answers every
@@ -6,7 +6,9 @@ ModelInfer with a canned response of the right output shapes: no decode, no vali
 batching, no ONNX Runtime, no metrics (only a count of replies, which ModelStatistics reports as
 each model's success count, so benchmarks can divide its CPU time by the requests it served). Its
 throughput is what gRPC's Python per-RPC machinery alone allows on the machine, the upper bound
-for any model server built on ``grpc.aio`` there.
+for any model server built on that front end there: ``--frontend cq`` (the default) serves through
+driftserve's completion-queue front end (``driftserve.core.cq_server``), as driftserve does by
+default; ``--frontend aio`` through grpcio's ``grpc.aio`` server.
 The batching benchmark measures it in the same rounds as driftserve, so reports can say how much
 of the remaining gap is the transport. With ``--yield-once`` each ModelInfer first awaits
 ``asyncio.sleep(0)``: one suspension per request, the least any batching server pays (a request
@@ -14,7 +16,7 @@ has to wait for the others of its batch), so that variant bounds every micro-bat
 server on the machine.
 
     # prints DRIFTSERVE_READY grpc_port=<port>
-    python -m benchmarks.grpc_ceiling --model-repository DIR --port 0 [--yield-once]
+    python -m benchmarks.grpc_ceiling --model-repository DIR --port 0 [--yield-once] [--frontend cq|aio]
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -32,6 +35,7 @@ from benchmarks.naive_server import Model, RequestError, Servicer, load_reposito
 from driftserve.api import grpc_service_pb2 as pb
 from driftserve.api import grpc_service_pb2_grpc as pb_grpc
 from driftserve.bench.payload import NUMPY_DTYPES
+from driftserve.core.cq_server import CompletionQueueServer
 from driftserve.core.grpc_auth import GenericHandlersOnly
 from driftserve.core.heap import freeze_startup_heap
 
@@ -132,8 +136,8 @@ class CeilingServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ModelStatisticsResponse(model_stats=stats)
 
 
-async def serve(repository: Path, port: int, yield_once: bool = False) -> None:
-    server = grpc.aio.server()
+async def serve(repository: Path, port: int, yield_once: bool = False, frontend: str = "cq") -> None:
+    server: Any = CompletionQueueServer() if frontend == "cq" else grpc.aio.server()
     servicer = CeilingServicer(load_repository(repository), yield_once)
     # Generic handlers only, as driftserve registers its services (see driftserve.core.grpc_auth.GenericHandlersOnly).
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, GenericHandlersOnly(server))
@@ -151,11 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-repository", type=Path, required=True)
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--yield-once", action="store_true", help="await asyncio.sleep(0) in every ModelInfer")
+    parser.add_argument("--frontend", choices=("cq", "aio"), default="cq", help="gRPC front end [default cq]")
     args = parser.parse_args(argv)
     if not args.model_repository.is_dir():
         parser.error(f"--model-repository {args.model_repository} is not a directory")
     try:
-        uvloop.run(serve(args.model_repository, args.port, args.yield_once))
+        uvloop.run(serve(args.model_repository, args.port, args.yield_once, args.frontend))
     except KeyboardInterrupt:  # Ctrl-C ends a manual run; benchmarks stop it with SIGTERM
         return 0
     return 0

@@ -11,8 +11,11 @@ else the shared machine runs. Variants:
   main unpacked somewhere), unary; it runs with that tree as its working directory, so its own
   ``driftserve`` package is the one imported.
 - ``stream``: this tree's server over ModelStreamInfer (perf_analyzer ``--streaming``).
-- ``ceiling``: ``benchmarks.grpc_ceiling`` (bare grpc.aio, canned replies; its ModelStatistics
-  counts the replies it sent).
+- ``aio``: this tree's server with ``--grpc-frontend aio`` (grpcio's grpc.aio server instead of
+  the completion-queue front end).
+- ``ceiling``: ``benchmarks.grpc_ceiling`` (bare completion-queue front end, canned replies; its
+  ModelStatistics counts the replies it sent).
+- ``ceiling-aio``: the same ceiling on grpc.aio (``--frontend aio``).
 
 The CPU time is also split by thread, from ``/proc/<pid>/task/<tid>/stat``: the event-loop thread
 (the process's first), gRPC core's own threads (named by gRPC: ``event_engine``, timers, ...), and
@@ -50,7 +53,8 @@ from driftserve.core.machine import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-VARIANTS = ("baseline", "driftserve", "stream", "ceiling")
+VARIANTS = ("baseline", "driftserve", "aio", "stream", "ceiling", "ceiling-aio")
+CEILINGS = ("ceiling", "ceiling-aio")
 THREAD_GROUPS = ("loop thread", "gRPC core threads", "other Python threads")
 CEILING_SHAPE = "input:1,30"  # one row of the example models' 30 features
 
@@ -92,8 +96,10 @@ def served_count(target: str, model: str) -> int:
 
 def start_variant(variant: str, repository: Path, log_dir: Path, baseline_tree: Path | None) -> ServerProcess:
     """One server under test, not yet ready."""
-    if variant == "ceiling":
-        return start_grpc_ceiling(repository, log_dir)
+    if variant in CEILINGS:
+        return start_grpc_ceiling(repository, log_dir, frontend="aio" if variant == "ceiling-aio" else "cq", label=variant)
+    if variant == "aio":
+        return start_driftserve(repository, log_dir, ["--grpc-frontend", "aio"], label=variant)
     if variant == "baseline":
         assert baseline_tree is not None
         return start_driftserve(repository, log_dir, label="baseline", source=baseline_tree)
@@ -105,10 +111,10 @@ def measure(
 ) -> dict[str, float]:
     """One perf_analyzer run, with the server's CPU time per request it served."""
     extra = ["--streaming"] if variant == "stream" else []
-    if variant == "ceiling":
+    if variant in CEILINGS:
         extra = ["--shape", CEILING_SHAPE]  # its metadata declares no batch dimension
     before = served_count(server.target, model)
-    before_rows = batch_counts(server.target, model) if variant != "ceiling" else (0, 0)
+    before_rows = batch_counts(server.target, model) if variant not in CEILINGS else (0, 0)
     threads0, cpu0, wall0 = thread_cpu_seconds(server.proc.pid), cpu_seconds(server.proc.pid), time.monotonic()
     result = run_perf_analyzer(server.target, model, concurrency, window_ms, stability_percent, extra)
     cpu, wall = cpu_seconds(server.proc.pid) - cpu0, time.monotonic() - wall0
@@ -118,7 +124,7 @@ def measure(
     result["server_cpu_share"] = cpu / wall
     for group in THREAD_GROUPS:
         result[f"{group} µs/request"] = (threads[group] - threads0[group]) / requests * 1e6
-    if variant != "ceiling":
+    if variant not in CEILINGS:
         rows, batches = batch_counts(server.target, model)
         result["rows_per_batch"] = (rows - before_rows[0]) / max(batches - before_rows[1], 1)
     return result
