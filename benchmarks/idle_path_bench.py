@@ -4,8 +4,10 @@ At one client a request should pay for nothing it does not need. For each exampl
 measures, with perf_analyzer at concurrency 1 in interleaved rounds: the example config (a batch
 runs on the event loop when the batcher is idle and the model's batches take under
 ``inline_when_idle_us``), the same config with ``inline_when_idle_us: 0`` (every batch through a
-worker thread), batching off, the naive inline-ORT server and the transport ceiling (``benchmarks.grpc_ceiling``: bare
-grpc.aio, canned reply). Reports p50/p99 and throughput. Writes ``benchmarks/results/idle_path.{json,md}``.
+worker thread), batching off, the example config on grpcio's grpc.aio server (``--grpc-frontend aio``) instead of
+driftserve's completion-queue front end, the naive inline-ORT server, and the transport ceiling
+(``benchmarks.grpc_ceiling``: canned reply) on either front end. Reports p50/p99 and throughput. Writes
+``benchmarks/results/idle_path.{json,md}``.
 
     python -m benchmarks.idle_path_bench --model-repository examples/repository [--rounds 5]
 """
@@ -30,13 +32,17 @@ from driftserve.core.machine import machine_text
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 MODELS = ("breast_cancer_mlp", "breast_cancer_lr")
-VARIANTS = ("example", "threads", "off", "naive", "ceiling")
+VARIANTS = ("example", "threads", "off", "aio", "naive", "ceiling", "ceiling-aio")
+# Variants served by a process of their own (the others are models of the one driftserve process).
+OWN_PROCESS = ("aio", "naive", "ceiling", "ceiling-aio")
 LABELS = {
     "example": "driftserve, example config",
     "threads": "driftserve, inline_when_idle_us: 0 (every batch on a worker thread)",
     "off": "driftserve, batching off",
+    "aio": "driftserve, example config, on grpc.aio (--grpc-frontend aio)",
     "naive": "naive inline-ORT server",
     "ceiling": "transport ceiling (no model)",
+    "ceiling-aio": "transport ceiling on grpc.aio (no model)",
 }
 
 
@@ -116,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         servers = {
             "driftserve": start_driftserve(repo, logs),
             "naive": start_naive(args.model_repository, logs),
+            "aio": start_driftserve(repo, logs, ["--grpc-frontend", "aio"], label="aio"),
             "ceiling": start_grpc_ceiling(args.model_repository, logs),
+            "ceiling-aio": start_grpc_ceiling(args.model_repository, logs, frontend="aio", label="ceiling-aio"),
         }
         try:
             for process in servers.values():
@@ -125,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
                 runs: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
                 for round_index in range(args.rounds):
                     for variant in round_order(list(VARIANTS), round_index):
-                        if variant in ("naive", "ceiling"):
+                        if variant == "aio":
+                            result = measure(servers[variant], f"{model}_example", args.window_ms, shape=False)
+                        elif variant in OWN_PROCESS:
                             result = measure(servers[variant], model, args.window_ms, shape=True)
                         else:
                             result = measure(servers["driftserve"], f"{model}_{variant}", args.window_ms, shape=False)
