@@ -97,7 +97,9 @@ def served_count(target: str, model: str) -> int:
 def start_variant(variant: str, repository: Path, log_dir: Path, baseline_tree: Path | None) -> ServerProcess:
     """One server under test, not yet ready."""
     if variant in CEILINGS:
-        return start_grpc_ceiling(repository, log_dir, frontend="aio" if variant == "ceiling-aio" else "cq", label=variant)
+        return start_grpc_ceiling(
+            repository, log_dir, frontend="aio" if variant == "ceiling-aio" else "cq", label=variant
+        )
     if variant == "aio":
         return start_driftserve(repository, log_dir, ["--grpc-frontend", "aio"], label=variant)
     if variant == "baseline":

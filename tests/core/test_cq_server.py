@@ -237,7 +237,9 @@ def test_a_client_that_cancels_or_runs_out_of_time_cancels_the_handler() -> None
 def test_calls_beyond_the_backlog_are_refused_with_a_retry_hint() -> None:
     async def test() -> None:
         refusals: list[int] = []
-        server, address = await _serve(Events(), max_pending_calls=2, retry_after_ms=250, on_refused=lambda: refusals.append(1))
+        server, address = await _serve(
+            Events(), max_pending_calls=2, retry_after_ms=250, on_refused=lambda: refusals.append(1)
+        )
         async with grpc.aio.insecure_channel(address) as channel:
             block = channel.unary_unary(_path("BlockLoop"))
 
