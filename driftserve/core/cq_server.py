@@ -58,6 +58,30 @@ _NO_DEADLINE_AFTER_S = 1e9
 RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
 
 
+# What this module uses of gRPC's Cython layer: the objects grpcio's own synchronous server is
+# written against. It is not a public API, so the server checks for it (``available``) and falls
+# back to grpc.aio where a grpcio release has moved it.
+_CYGRPC_NAMES = (
+    "Server",
+    "CompletionQueue",
+    "CompletionType",
+    "ReceiveMessageOperation",
+    "ReceiveCloseOnServerOperation",
+    "SendInitialMetadataOperation",
+    "SendMessageOperation",
+    "SendStatusFromServerOperation",
+    "auth_context",
+    "peer_identities",
+)
+
+
+def available() -> bool:
+    """Whether this grpcio has what the front end needs from ``grpc._cython.cygrpc``."""
+    return all(hasattr(cygrpc, name) for name in _CYGRPC_NAMES) and all(
+        hasattr(cygrpc.Server, method) for method in ("request_call", "shutdown", "cancel_all_calls", "destroy")
+    )
+
+
 class _HandlerCallDetails(NamedTuple):
     """What a generic handler's ``service`` sees of a call (``grpc.HandlerCallDetails``)."""
 

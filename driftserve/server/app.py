@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from driftserve.api import driftserve_pb2, grpc_service_pb2
 from driftserve.api._pool import reflection_pool
 from driftserve.core.auth import TokenAuthority, reload_on_sighup
+from driftserve.core import cq_server
 from driftserve.core.cq_server import CompletionQueueServer
 from driftserve.core.grpc_auth import GenericHandlersOnly
 from driftserve.core.heap import freeze_startup_heap
@@ -145,14 +146,23 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
         ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
         ("grpc.max_send_message_length", settings.max_send_message_bytes),
         ("grpc.so_reuseport", 1 if settings.workers > 1 or settings.reuse_port else 0),
-        # Calls gRPC received but the event loop has not taken yet: past the soft limit gRPC
-        # refuses new calls at once (random early drop up to the hard limit), so an overloaded
-        # server answers in a millisecond instead of queueing calls until clients give up.
-        ("grpc.server.max_pending_requests", settings.max_pending_calls),
-        ("grpc.server.max_pending_requests_hard_limit", PENDING_HARD_LIMIT_FACTOR * settings.max_pending_calls),
     ]
     server: Any
-    if settings.grpc_frontend == "cq":
+    frontend = settings.grpc_frontend
+    if frontend == "cq" and not cq_server.available():
+        logger.warning("this grpcio lacks what the completion-queue front end needs; serving gRPC with grpc.aio")
+        frontend = "aio"
+    if frontend == "aio":
+        # Calls gRPC received but grpc.aio's serving loop has not taken yet: past the soft limit
+        # gRPC refuses new calls at once (random early drop up to the hard limit), so an
+        # overloaded server answers in a millisecond instead of queueing calls until clients give
+        # up. The cq front end takes calls from gRPC as they come and bounds its own backlog
+        # instead (gRPC's default limits stay as a last resort there).
+        options += [
+            ("grpc.server.max_pending_requests", settings.max_pending_calls),
+            ("grpc.server.max_pending_requests_hard_limit", PENDING_HARD_LIMIT_FACTOR * settings.max_pending_calls),
+        ]
+    if frontend == "cq":
         # Calls waiting for the loop beyond max_pending_calls are refused with RESOURCE_EXHAUSTED
         # and a retry hint by the front end itself, and counted.
         refused = metrics.backlog_refusals

@@ -40,7 +40,8 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-pending-calls",
         type=int,
-        help="calls gRPC may queue before the server takes them; more are refused [default 256]",
+        help="calls received but not yet taken by the event loop; more are refused with RESOURCE_EXHAUSTED "
+        "[default 256]",
     )
     parser.add_argument(
         "--grpc-frontend",

@@ -75,8 +75,9 @@ class ServerSettings(BaseSettings):
     max_pending_calls: int = Field(
         DEFAULT_MAX_PENDING_CALLS,
         ge=1,
-        description="Calls gRPC may hold that the server has not taken yet; beyond it (up to 4x, randomly) gRPC "
-        "refuses new calls at once instead of queueing them (load shedding under overload).",
+        description="Calls received but not yet taken by the event loop; beyond it new calls are refused at once "
+        "instead of queued (load shedding under overload): by the cq front end with RESOURCE_EXHAUSTED and a retry "
+        "hint, counted; with --grpc-frontend aio by gRPC's core (up to 4x, randomly), which resets them (CANCELLED).",
     )
     grpc_frontend: Literal["cq", "aio"] = Field(
         "cq",
