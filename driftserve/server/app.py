@@ -23,8 +23,8 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 
 from driftserve.api import driftserve_pb2, grpc_service_pb2
 from driftserve.api._pool import reflection_pool
-from driftserve.core.auth import TokenAuthority, reload_on_sighup
 from driftserve.core import cq_server
+from driftserve.core.auth import TokenAuthority, reload_on_sighup
 from driftserve.core.cq_server import CompletionQueueServer
 from driftserve.core.grpc_auth import GenericHandlersOnly
 from driftserve.core.heap import freeze_startup_heap

@@ -146,7 +146,7 @@ def test_unary_calls_carry_messages_metadata_and_deadlines() -> None:
             assert ("served-by", "cq") in tuple(await call.trailing_metadata())
             assert await call.code() == grpc.StatusCode.OK
             assert ("x-user", "ada") in events.metadata[0]
-            assert events.time_remaining[0] is not None and 25 < events.time_remaining[0] <= 31  # clocks differ a little
+            assert events.time_remaining[0] is not None and 25 < events.time_remaining[0] <= 31  # clocks differ
             assert await echo(b"") == b"echo:"
             assert events.time_remaining[1] is None  # no deadline
             squared = channel.unary_unary(_path("Squared"))
