@@ -86,11 +86,15 @@ class Probe:
 
 
 def _shed_by_server(metrics_port: int) -> float:
+    """Requests the server counted as refused for load: by a batcher's queue bound, or by the gRPC
+    front end's backlog bound before any handler ran."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
     total = 0.0
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             if s.name == "driftserve_server_requests_total" and s.labels.get("code") == "RESOURCE_EXHAUSTED":
+                total += s.value
+            elif s.name == "driftserve_server_backlog_refusals_total":
                 total += s.value
     return total
 
