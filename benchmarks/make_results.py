@@ -309,6 +309,27 @@ def headlines() -> list[str]:
                     f"≥ 0.90 at every level; p99 < {objective:g} ms up to 80%",
                 )
             )
+    unary = _load("unary_cost.json")
+    if unary and "aio c=32" in unary.get("runs", {}) and "driftserve c=32" in unary["runs"]:
+
+        def median_of(key: str, field: str) -> float:
+            return statistics.median(run[field] for run in unary["runs"][key])
+
+        cq, aio = "driftserve c=32", "aio c=32"
+        rows.append(
+            (
+                "unary ModelInfer, MLP, 32 clients: server CPU per request and throughput, "
+                "completion-queue front end vs grpc.aio",
+                f"{median_of(cq, 'server_cpu_us_per_request'):.0f} vs {median_of(aio, 'server_cpu_us_per_request'):.0f}"
+                f" µs; {median_of(cq, 'throughput_rps') / median_of(aio, 'throughput_rps'):.2f}× the requests"
+                + (
+                    f" (over ModelStreamInfer: {median_of('stream c=32', 'server_cpu_us_per_request'):.0f} µs)"
+                    if "stream c=32" in unary["runs"]
+                    else ""
+                ),
+                "unary toward the stream's cost",
+            )
+        )
     idle = _load("idle_path.json")
     if idle:
         for model, r in idle["models"].items():
