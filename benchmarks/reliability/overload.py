@@ -92,9 +92,8 @@ def _shed_by_server(metrics_port: int) -> float:
     total = 0.0
     for family in text_string_to_metric_families(text):
         for s in family.samples:
-            if s.name == "driftserve_server_requests_total" and s.labels.get("code") == "RESOURCE_EXHAUSTED":
-                total += s.value
-            elif s.name == "driftserve_server_backlog_refusals_total":
+            queue_full = s.name == "driftserve_server_requests_total" and s.labels.get("code") == "RESOURCE_EXHAUSTED"
+            if queue_full or s.name == "driftserve_server_backlog_refusals_total":
                 total += s.value
     return total
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import inspect
 import logging
 import threading
 import time
@@ -430,7 +431,12 @@ class CompletionQueueServer:
         method = details.method.decode() if isinstance(details.method, bytes) else details.method
         metadata: Metadata = tuple(event.invocation_metadata)
         rpc = _Rpc(event.call, method, metadata, details.deadline, None)
-        handler = self._find_handler(method, metadata)
+        try:
+            handler = self._find_handler(method, metadata)
+        except Exception:  # a generic handler failed: answer the call rather than leave it hanging
+            logger.exception("finding the handler of %s failed", method)
+            self._finish_from_poller(rpc, grpc.StatusCode.INTERNAL, f"the server could not dispatch {method}")
+            return
         if handler is None:
             self._finish_from_poller(rpc, grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {method}")
             return
@@ -620,12 +626,15 @@ class CompletionQueueServer:
                 if hasattr(result, "__aiter__"):
                     async for message in result:
                         await self._write(rpc, context, message)
-                elif asyncio.iscoroutine(result):
+                elif inspect.isawaitable(result):
                     await result  # a handler that writes with context.write
+                elif result is not None:  # a plain generator or iterable of replies
+                    for message in result:
+                        await self._write(rpc, context, message)
             else:
                 behavior = handler.stream_unary if handler.request_streaming else handler.unary_unary
                 response = behavior(request, context)
-                if asyncio.iscoroutine(response):
+                if inspect.isawaitable(response):
                     response = await response
                 if context._code in (None, grpc.StatusCode.OK):
                     if response is None:
@@ -650,9 +659,31 @@ class CompletionQueueServer:
     def _finish(
         self, rpc: _Rpc, context: ServicerContext, code: grpc.StatusCode, details: str, reply: bytes | None
     ) -> None:
+        try:
+            self._send_final(rpc, context, code, details, reply)
+        except Exception:  # e.g. trailing metadata gRPC cannot send: still end the call
+            if rpc.cancelled:
+                return
+            logger.exception("the reply to %s could not be sent as the handler set it", rpc.method)
+            status = cygrpc.SendStatusFromServerOperation(
+                None, _status_code(grpc.StatusCode.INTERNAL), "the server could not send its reply", _EMPTY_FLAGS
+            )
+            ops: tuple[Any, ...] = (status,)
+            if not rpc.initial_sent:
+                ops = (cygrpc.SendInitialMetadataOperation(None, _EMPTY_FLAGS), *ops)
+            if not rpc.close_armed:
+                ops = (*ops, cygrpc.ReceiveCloseOnServerOperation(_EMPTY_FLAGS))
+            self._start_batch(rpc, ops, _Tag(_FINISH, rpc))
+        finally:
+            rpc.finished = True
+            self._release(rpc)
+
+    def _send_final(
+        self, rpc: _Rpc, context: ServicerContext, code: grpc.StatusCode, details: str, reply: bytes | None
+    ) -> None:
+        """Headers if not yet sent, the reply, the status and (unless armed) the receive-close, in one batch."""
         ops: list[Any] = []
         if not rpc.initial_sent:
-            rpc.initial_sent = True
             ops.append(cygrpc.SendInitialMetadataOperation(context._initial_metadata(), _EMPTY_FLAGS))
         if reply is not None and code == grpc.StatusCode.OK:
             ops.append(cygrpc.SendMessageOperation(reply, _EMPTY_FLAGS))
@@ -660,12 +691,11 @@ class CompletionQueueServer:
             cygrpc.SendStatusFromServerOperation(context._trailing or None, _status_code(code), details, _EMPTY_FLAGS)
         )
         if not rpc.close_armed:
-            rpc.close_armed = True
             ops.append(cygrpc.ReceiveCloseOnServerOperation(_EMPTY_FLAGS))
-        rpc.finished = True
-        if not rpc.cancelled:
-            self._start_batch(rpc, tuple(ops), _Tag(_FINISH, rpc))
-        self._release(rpc)
+        if rpc.cancelled or self._closing:
+            return
+        rpc.call.start_server_batch(tuple(ops), _Tag(_FINISH, rpc))
+        rpc.initial_sent = rpc.close_armed = True
 
     def _release(self, rpc: _Rpc) -> None:
         self._rpcs.discard(rpc)

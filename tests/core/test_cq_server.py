@@ -64,7 +64,7 @@ def _handlers(events: Events) -> grpc.GenericRpcHandler:
         return b"released"
 
     async def block_loop(request: bytes, context: Any) -> bytes:
-        time.sleep(0.2)  # holds the event loop, as an overloaded server would
+        time.sleep(0.5)  # holds the event loop, as an overloaded server's would be held
         return b"late"
 
     async def count_up(request: bytes, context: Any) -> AsyncIterator[bytes]:
@@ -98,6 +98,13 @@ def _handlers(events: Events) -> grpc.GenericRpcHandler:
             yield str(2 * int(message)).encode()
         await task
 
+    async def bad_trailer(request: bytes, context: Any) -> bytes:
+        context.set_trailing_metadata((("Not A Valid Key!", "x"),))
+        return b"unsendable"
+
+    def count_plainly(request: bytes, context: Any) -> Any:  # a plain generator
+        yield from (str(i).encode() for i in range(int(request)))
+
     def squared(request: int, context: Any) -> int:  # a plain function with (de)serializers
         return request * request
 
@@ -113,6 +120,8 @@ def _handlers(events: Events) -> grpc.GenericRpcHandler:
             "Total": grpc.stream_unary_rpc_method_handler(total),
             "TotalByRead": grpc.stream_unary_rpc_method_handler(total_by_read),
             "Doubles": grpc.stream_stream_rpc_method_handler(doubles),
+            "BadTrailer": grpc.unary_unary_rpc_method_handler(bad_trailer),
+            "CountPlainly": grpc.unary_stream_rpc_method_handler(count_plainly),
             "Squared": grpc.unary_unary_rpc_method_handler(
                 squared,
                 request_deserializer=lambda raw: int(raw.decode()),
@@ -182,6 +191,9 @@ def test_statuses_reach_the_client_as_the_handler_set_them() -> None:
                 await channel.unary_unary(_path("Squared"))(b"twelve", timeout=30)
             assert caught.value.code() == grpc.StatusCode.INTERNAL
             assert "could not be parsed" in (caught.value.details() or "")
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await channel.unary_unary(_path("BadTrailer"))(b"", timeout=30)
+            assert caught.value.code() == grpc.StatusCode.INTERNAL  # ended, not left hanging
             # The server serves on after every one of them.
             assert await channel.unary_unary(_path("Echo"))(b"still", timeout=30) == b"echo:still"
         await server.stop(1.0)
@@ -196,6 +208,7 @@ def test_streams_in_every_direction() -> None:
             assert [m async for m in channel.unary_stream(_path("CountUp"))(b"5")] == [b"0", b"1", b"2", b"3", b"4"]
             assert [m async for m in channel.unary_stream(_path("CountByWrite"))(b"3")] == [b"0", b"1", b"2"]
             assert [m async for m in channel.unary_stream(_path("CountUp"))(b"0")] == []
+            assert [m async for m in channel.unary_stream(_path("CountPlainly"))(b"2")] == [b"0", b"1"]
 
             async def numbers(n: int) -> AsyncIterator[bytes]:
                 for i in range(n):
@@ -241,18 +254,26 @@ def test_calls_beyond_the_backlog_are_refused_with_a_retry_hint() -> None:
         server, address = await _serve(
             Events(), max_pending_calls=2, retry_after_ms=250, on_refused=lambda: refusals.append(1)
         )
-        async with grpc.aio.insecure_channel(address) as channel:
-            block = channel.unary_unary(_path("BlockLoop"))
 
-            async def one() -> tuple[grpc.StatusCode, str, tuple[Any, ...]]:
-                call = block(b"", timeout=60)
-                try:
-                    await call
-                except grpc.aio.AioRpcError as exc:
-                    return exc.code(), exc.details() or "", tuple(exc.trailing_metadata() or ())
-                return grpc.StatusCode.OK, "", ()
+        def flood() -> list[tuple[grpc.StatusCode, str, tuple[Any, ...]]]:
+            # From another thread: the first call holds the event loop (as an overloaded server's
+            # would be held), and the next twelve arrive while it does.
+            with grpc.insecure_channel(address) as channel:
+                block = channel.unary_unary(_path("BlockLoop"))
+                first = block.future(b"", timeout=60)
+                time.sleep(0.15)
+                calls = [block.future(b"", timeout=60) for _ in range(12)]
+                first.result()
+                results = []
+                for call in calls:
+                    try:
+                        call.result()
+                        results.append((grpc.StatusCode.OK, "", ()))
+                    except grpc.RpcError as exc:
+                        results.append((exc.code(), exc.details() or "", tuple(exc.trailing_metadata() or ())))
+                return results
 
-            outcomes = await asyncio.gather(*(one() for _ in range(12)))
+        outcomes = await asyncio.to_thread(flood)
         codes = [code for code, _, _ in outcomes]
         assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, outcomes
         refused = [outcome for outcome in outcomes if outcome[0] == grpc.StatusCode.RESOURCE_EXHAUSTED]
@@ -308,6 +329,25 @@ def test_a_server_stopped_before_it_started_releases_its_port() -> None:
         assert server.add_insecure_port("127.0.0.1:0") > 0
         await server.stop(None)
         assert await server.wait_for_termination(0)
+
+    _run(test)
+
+
+def test_a_handler_lookup_that_fails_is_answered_internal() -> None:
+    class Broken(grpc.GenericRpcHandler):  # type: ignore[misc]
+        def service(self, details: Any) -> Any:
+            raise RuntimeError("lookup failed")
+
+    async def test() -> None:
+        server = CompletionQueueServer()
+        server.add_generic_rpc_handlers((Broken(),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await channel.unary_unary(_path("Echo"))(b"", timeout=30)
+        assert caught.value.code() == grpc.StatusCode.INTERNAL
+        await server.stop(1.0)
 
     _run(test)
 
