@@ -25,7 +25,8 @@ own synchronous server is written against) and keeps the loop's share to what a 
 
 Handlers see a ``ServicerContext`` with grpc.aio's methods (abort, set_code, set_details,
 trailing and initial metadata, time_remaining, peer, auth_context, read, write, cancelled), and
-all four call shapes: unary or streaming requests and replies, as coroutines or async generators.
+all four call shapes: unary or streaming requests and replies, as coroutines, async generators
+or plain generators.
 """
 
 from __future__ import annotations
