@@ -127,12 +127,12 @@ class _Rpc:
         "writer",
     )
 
-    def __init__(self, call: Any, method: str, metadata: Metadata, deadline: float, handler: Any) -> None:
+    def __init__(self, call: Any, method: str, metadata: Metadata, deadline: float) -> None:
         self.call = call
         self.method = method
         self.metadata = metadata
         self.deadline = deadline
-        self.handler = handler
+        self.handler: Any = None  # set once the lookup found it
         self.task: asyncio.Task[None] | None = None
         self.cancelled = False
         self.initial_sent = False
@@ -146,6 +146,27 @@ class _Rpc:
 
 def _status_code(code: grpc.StatusCode) -> int:
     return int(code.value[0])
+
+
+def _final_ops(
+    rpc: _Rpc,
+    code: grpc.StatusCode,
+    details: str,
+    initial: Metadata | None = None,
+    reply: bytes | None = None,
+    trailing: Metadata | None = None,
+) -> tuple[Any, ...]:
+    """The batch that ends a call: headers unless sent, the reply, the status, and the
+    receive-close unless already armed."""
+    ops: list[Any] = []
+    if not rpc.initial_sent:
+        ops.append(cygrpc.SendInitialMetadataOperation(initial, _EMPTY_FLAGS))
+    if reply is not None:
+        ops.append(cygrpc.SendMessageOperation(reply, _EMPTY_FLAGS))
+    ops.append(cygrpc.SendStatusFromServerOperation(trailing, _status_code(code), details, _EMPTY_FLAGS))
+    if not rpc.close_armed:
+        ops.append(cygrpc.ReceiveCloseOnServerOperation(_EMPTY_FLAGS))
+    return tuple(ops)
 
 
 class ServicerContext:
@@ -241,9 +262,6 @@ class ServicerContext:
         """Send one response message (streaming replies); returns once gRPC took it."""
         await self._server._write(self._rpc, self, message)
 
-    def _initial_metadata(self) -> Metadata | None:
-        return self._initial
-
 
 class _RequestIterator:
     """The request stream a streaming handler iterates."""
@@ -296,7 +314,6 @@ class CompletionQueueServer:
         self.refused = 0  # calls refused for backlog (poller thread writes; anyone reads)
         self._on_refused = on_refused
         self._rpcs: set[_Rpc] = set()  # calls the loop is serving
-        self._serving = False  # the poller re-arms request_call while set
         self._closing = False  # no batch may start once set (the queue is about to shut down)
         self._state = "new"
         self._shutdown_done = asyncio.Event()
@@ -321,8 +338,7 @@ class CompletionQueueServer:
         if self._state != "new":
             raise RuntimeError("the server has already been started")
         self._server.start()
-        self._state = "started"
-        self._serving = True
+        self._state = "started"  # the poller re-arms request_call while it is
         self._server.request_call(self._cq, self._cq, _Tag(_REQUEST, None))
         self._thread = threading.Thread(target=self._poll_forever, name="grpc-cq-poller", daemon=True)
         self._thread.start()
@@ -337,7 +353,6 @@ class CompletionQueueServer:
             await self._terminated.wait()
             return
         self._state = "stopping"
-        self._serving = False
         self._server.shutdown(self._cq, _Tag(_SHUTDOWN, None))
         if grace is not None and grace > 0:
             with contextlib.suppress(TimeoutError):  # the grace ran out: cancel what is left
@@ -401,10 +416,7 @@ class CompletionQueueServer:
                 # half-closed without sending one.
                 if not rpc.cancelled:
                     self._finish_from_poller(
-                        rpc,
-                        grpc.StatusCode.INTERNAL,
-                        "a unary call ended without a request message",
-                        close_armed=rpc.close_armed,
+                        rpc, grpc.StatusCode.INTERNAL, "a unary call ended without a request message"
                     )
                 return
             self._hand(_START, rpc, raw)
@@ -426,12 +438,12 @@ class CompletionQueueServer:
     def _on_request(self, event: Any) -> None:
         if not event.success:  # the server is shutting down
             return
-        if self._serving:
+        if self._state == "started":
             self._server.request_call(self._cq, self._cq, _Tag(_REQUEST, None))
         details = event.call_details
         method = details.method.decode() if isinstance(details.method, bytes) else details.method
         metadata: Metadata = tuple(event.invocation_metadata)
-        rpc = _Rpc(event.call, method, metadata, details.deadline, None)
+        rpc = _Rpc(event.call, method, metadata, details.deadline)
         try:
             handler = self._find_handler(method, metadata)
         except Exception:  # a generic handler failed: answer the call rather than leave it hanging
@@ -470,23 +482,12 @@ class CompletionQueueServer:
         return None
 
     def _finish_from_poller(
-        self,
-        rpc: _Rpc,
-        code: grpc.StatusCode,
-        details: str,
-        trailing: Metadata | None = None,
-        close_armed: bool = False,
+        self, rpc: _Rpc, code: grpc.StatusCode, details: str, trailing: Metadata | None = None
     ) -> None:
         """Answer a call the loop never sees: status (and headers) only."""
         if self._closing:
             return
-        ops: tuple[Any, ...] = (
-            cygrpc.SendInitialMetadataOperation(None, _EMPTY_FLAGS),
-            cygrpc.SendStatusFromServerOperation(trailing, _status_code(code), details, _EMPTY_FLAGS),
-        )
-        if not close_armed:
-            ops = (*ops, cygrpc.ReceiveCloseOnServerOperation(_EMPTY_FLAGS))
-        rpc.call.start_server_batch(ops, _Tag(_FINISH, rpc))
+        rpc.call.start_server_batch(_final_ops(rpc, code, details, trailing=trailing), _Tag(_FINISH, rpc))
 
     def _hand(self, kind: int, rpc: _Rpc | None, payload: Any) -> None:
         """Queue an item for the loop; wake it unless a wake-up is already on its way."""
@@ -604,7 +605,7 @@ class CompletionQueueServer:
         else:
             rpc.initial_sent = True
             ops = (
-                cygrpc.SendInitialMetadataOperation(context._initial_metadata(), _EMPTY_FLAGS),
+                cygrpc.SendInitialMetadataOperation(context._initial, _EMPTY_FLAGS),
                 cygrpc.SendMessageOperation(payload, _EMPTY_FLAGS),
             )
         if not await self._operate(rpc, ops, _WRITE):
@@ -666,14 +667,7 @@ class CompletionQueueServer:
             if rpc.cancelled:
                 return
             logger.exception("the reply to %s could not be sent as the handler set it", rpc.method)
-            status = cygrpc.SendStatusFromServerOperation(
-                None, _status_code(grpc.StatusCode.INTERNAL), "the server could not send its reply", _EMPTY_FLAGS
-            )
-            ops: tuple[Any, ...] = (status,)
-            if not rpc.initial_sent:
-                ops = (cygrpc.SendInitialMetadataOperation(None, _EMPTY_FLAGS), *ops)
-            if not rpc.close_armed:
-                ops = (*ops, cygrpc.ReceiveCloseOnServerOperation(_EMPTY_FLAGS))
+            ops = _final_ops(rpc, grpc.StatusCode.INTERNAL, "the server could not send its reply")
             self._start_batch(rpc, ops, _Tag(_FINISH, rpc))
         finally:
             rpc.finished = True
@@ -682,20 +676,18 @@ class CompletionQueueServer:
     def _send_final(
         self, rpc: _Rpc, context: ServicerContext, code: grpc.StatusCode, details: str, reply: bytes | None
     ) -> None:
-        """Headers if not yet sent, the reply, the status and (unless armed) the receive-close, in one batch."""
-        ops: list[Any] = []
-        if not rpc.initial_sent:
-            ops.append(cygrpc.SendInitialMetadataOperation(context._initial_metadata(), _EMPTY_FLAGS))
-        if reply is not None and code == grpc.StatusCode.OK:
-            ops.append(cygrpc.SendMessageOperation(reply, _EMPTY_FLAGS))
-        ops.append(
-            cygrpc.SendStatusFromServerOperation(context._trailing or None, _status_code(code), details, _EMPTY_FLAGS)
+        """The handler's headers, reply, status and trailers in one batch."""
+        ops = _final_ops(
+            rpc,
+            code,
+            details,
+            initial=context._initial,
+            reply=reply if code == grpc.StatusCode.OK else None,
+            trailing=context._trailing or None,
         )
-        if not rpc.close_armed:
-            ops.append(cygrpc.ReceiveCloseOnServerOperation(_EMPTY_FLAGS))
         if rpc.cancelled or self._closing:
             return
-        rpc.call.start_server_batch(tuple(ops), _Tag(_FINISH, rpc))
+        rpc.call.start_server_batch(ops, _Tag(_FINISH, rpc))
         rpc.initial_sent = rpc.close_armed = True
 
     def _release(self, rpc: _Rpc) -> None:

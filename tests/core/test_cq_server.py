@@ -8,6 +8,7 @@ deadlines, the backlog refusal and a graceful stop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -140,6 +141,17 @@ async def _serve(events: Events, **kwargs: Any) -> tuple[CompletionQueueServer, 
     return server, f"127.0.0.1:{port}"
 
 
+@contextlib.asynccontextmanager
+async def _served(events: Events, **kwargs: Any) -> AsyncIterator[grpc.aio.Channel]:
+    """A started server and a channel to it; the server stops (1 s grace) afterwards."""
+    server, address = await _serve(events, **kwargs)
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            yield channel
+    finally:
+        await server.stop(1.0)
+
+
 def _run(test: Callable[[], Any]) -> None:
     asyncio.run(asyncio.wait_for(test(), 60))
 
@@ -147,8 +159,7 @@ def _run(test: Callable[[], Any]) -> None:
 def test_unary_calls_carry_messages_metadata_and_deadlines() -> None:
     async def test() -> None:
         events = Events()
-        server, address = await _serve(events)
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with _served(events) as channel:
             echo = channel.unary_unary(_path("Echo"))
             call = echo(b"hi", metadata=(("x-user", "ada"),), timeout=30)
             assert await call == b"echo:hi"
@@ -160,15 +171,13 @@ def test_unary_calls_carry_messages_metadata_and_deadlines() -> None:
             assert events.time_remaining[1] is None  # no deadline
             squared = channel.unary_unary(_path("Squared"))
             assert await squared(b"12") == b"144"
-        await server.stop(1.0)
 
     _run(test)
 
 
 def test_statuses_reach_the_client_as_the_handler_set_them() -> None:
     async def test() -> None:
-        server, address = await _serve(Events())
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with _served(Events()) as channel:
             fail = channel.unary_unary(_path("Fail"))
             outcomes = {}
             for request in (b"abort", b"code", b"none", b"raise"):
@@ -196,15 +205,13 @@ def test_statuses_reach_the_client_as_the_handler_set_them() -> None:
             assert caught.value.code() == grpc.StatusCode.INTERNAL  # ended, not left hanging
             # The server serves on after every one of them.
             assert await channel.unary_unary(_path("Echo"))(b"still", timeout=30) == b"echo:still"
-        await server.stop(1.0)
 
     _run(test)
 
 
 def test_streams_in_every_direction() -> None:
     async def test() -> None:
-        server, address = await _serve(Events())
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with _served(Events()) as channel:
             assert [m async for m in channel.unary_stream(_path("CountUp"))(b"5")] == [b"0", b"1", b"2", b"3", b"4"]
             assert [m async for m in channel.unary_stream(_path("CountByWrite"))(b"3")] == [b"0", b"1", b"2"]
             assert [m async for m in channel.unary_stream(_path("CountUp"))(b"0")] == []
@@ -219,7 +226,6 @@ def test_streams_in_every_direction() -> None:
             assert await channel.stream_unary(_path("Total"))(numbers(0)) == b"0"
             replies = [m async for m in channel.stream_stream(_path("Doubles"))(numbers(200))]
             assert replies == [str(2 * i).encode() for i in range(200)]
-        await server.stop(1.0)
 
     _run(test)
 
@@ -227,8 +233,7 @@ def test_streams_in_every_direction() -> None:
 def test_a_client_that_cancels_or_runs_out_of_time_cancels_the_handler() -> None:
     async def test() -> None:
         events = Events()
-        server, address = await _serve(events)
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with _served(events) as channel:
             wait = channel.unary_unary(_path("Wait"))
             call = wait(b"", timeout=30)
             await events.started.wait()
@@ -243,7 +248,6 @@ def test_a_client_that_cancels_or_runs_out_of_time_cancels_the_handler() -> None
             assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             await asyncio.wait_for(events.cancelled.wait(), 10)
             assert await channel.unary_unary(_path("Echo"))(b"ok", timeout=30) == b"echo:ok"
-        await server.stop(1.0)
 
     _run(test)
 
