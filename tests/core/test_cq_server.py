@@ -35,6 +35,7 @@ class Events:
         self.time_remaining: list[float | None] = []
         self.metadata: list[tuple[Any, ...]] = []
         self.release = asyncio.Event()
+        self.held = 0  # calls of Held waiting for release
 
 
 def _handlers(events: Events) -> grpc.GenericRpcHandler:
@@ -63,6 +64,13 @@ def _handlers(events: Events) -> grpc.GenericRpcHandler:
             events.cancelled.set()
             raise
         return b"released"
+
+    async def held(request: bytes, context: Any) -> bytes:
+        events.held += 1
+        await events.release.wait()
+        if request == b"bad":
+            context.set_trailing_metadata((("Not A Valid Key!", "x"),))
+        return b"held:" + request
 
     async def block_loop(request: bytes, context: Any) -> bytes:
         time.sleep(0.5)  # holds the event loop, as an overloaded server's would be held
@@ -115,6 +123,7 @@ def _handlers(events: Events) -> grpc.GenericRpcHandler:
             "Echo": grpc.unary_unary_rpc_method_handler(echo),
             "Fail": grpc.unary_unary_rpc_method_handler(fail),
             "Wait": grpc.unary_unary_rpc_method_handler(wait),
+            "Held": grpc.unary_unary_rpc_method_handler(held),
             "BlockLoop": grpc.unary_unary_rpc_method_handler(block_loop),
             "CountUp": grpc.unary_stream_rpc_method_handler(count_up),
             "CountByWrite": grpc.unary_stream_rpc_method_handler(count_by_write),
@@ -248,6 +257,48 @@ def test_a_client_that_cancels_or_runs_out_of_time_cancels_the_handler() -> None
             assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             await asyncio.wait_for(events.cancelled.wait(), 10)
             assert await channel.unary_unary(_path("Echo"))(b"ok", timeout=30) == b"echo:ok"
+
+    _run(test)
+
+
+class _CountingOutbox:
+    """A server's outbox that counts the replies handed to its sender thread."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.replies = 0
+
+    def put(self, item: Any) -> None:
+        if item is not None:
+            self.replies += 1
+        self.inner.put(item)
+
+    def get(self) -> Any:
+        return self.inner.get()
+
+
+def test_replies_of_concurrent_calls_are_sent_beside_the_loop() -> None:
+    async def test() -> None:
+        events = Events()
+        server = CompletionQueueServer()
+        outbox = server._outbox = _CountingOutbox(server._outbox)  # type: ignore[assignment]
+        server.add_generic_rpc_handlers((_handlers(events),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            held = channel.unary_unary(_path("Held"))
+            requests = [str(i).encode() for i in range(20)] + [b"bad"]
+            calls = [held(request, timeout=30) for request in requests]
+            while events.held < len(calls):
+                await asyncio.sleep(0.01)
+            events.release.set()  # all finish at once: the loop hands most replies to the sender
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            assert results[:20] == [b"held:" + request for request in requests[:20]]
+            assert isinstance(results[20], grpc.aio.AioRpcError)
+            assert results[20].code() == grpc.StatusCode.INTERNAL  # unsendable there too: still ended
+            assert outbox.replies >= 19  # every reply but the last one's, while others were in flight
+            assert await channel.unary_unary(_path("Echo"))(b"after", timeout=30) == b"echo:after"
+        await server.stop(1.0)
 
     _run(test)
 
