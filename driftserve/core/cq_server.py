@@ -18,10 +18,11 @@ own synchronous server is written against) and keeps the loop's share to what a 
 - **The loop** runs each call as one task and builds the batch that ends it: reply, initial
   metadata and status. While other calls are in flight it hands that batch to a **sender thread**:
   starting it makes gRPC's core frame and write the reply there and then (~30 µs, the GIL
-  released), and on the loop that write held up every call queued behind it. Alone, a call sends
-  its own and saves the hand-off. A client's cancellation or a passed deadline cancels the task, as in grpc.aio; for a
-  unary call from its 20th millisecond on (``_ARM_CLOSE_AFTER_S``): watching for it from the
-  start would cost every call one more completion, ~10% of the bare transport's CPU per call.
+  released), and on the loop that write held up every call queued behind it. A stream's writes go
+  the same way. Alone, a call sends its own and saves the hand-off. A client's cancellation or
+  a passed deadline cancels the task, as in grpc.aio; for a unary call from its 20th millisecond
+  on (``_ARM_CLOSE_AFTER_S``): watching for it from the start would cost every call one more
+  completion, ~10% of the bare transport's CPU per call.
 - **Overload is refused before it queues**: past ``max_pending_calls`` calls handed to the loop
   and not yet started, the poller answers RESOURCE_EXHAUSTED itself, with a
   ``grpc-retry-pushback-ms`` trailer, and counts the refusal (``refused``).
@@ -324,7 +325,7 @@ class CompletionQueueServer:
         self._terminated = asyncio.Event()
         self._thread: threading.Thread | None = None
         # The batches that end unary calls, for the sender thread (see ``_finish``).
-        self._outbox: queue.SimpleQueue[tuple[_Rpc, tuple[Any, ...], bool, bool] | None] = queue.SimpleQueue()
+        self._outbox: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]] | None] = queue.SimpleQueue()
         self._sender: threading.Thread | None = None
         self._sweep: asyncio.TimerHandle | None = None
 
@@ -579,7 +580,10 @@ class CompletionQueueServer:
         else:
             rpc.writer = waiter
         try:
-            if not self._start_batch(rpc, ops, _Tag(kind, rpc)):
+            if kind == _WRITE and len(self._rpcs) > 1:
+                # As for the batch that ends a call: gRPC core's write runs on the sender thread.
+                self._outbox.put((self._start_write, (rpc, ops)))
+            elif not self._start_batch(rpc, ops, _Tag(kind, rpc)):
                 raise asyncio.CancelledError
             return await waiter
         finally:
@@ -694,7 +698,7 @@ class CompletionQueueServer:
             if len(self._rpcs) > 1:
                 # Other calls are waiting for the loop: gRPC core's write of this reply runs on
                 # the sender thread beside it.
-                self._outbox.put((rpc, ops, initial_sent, close_armed))
+                self._outbox.put((self._start_final, (rpc, ops, initial_sent, close_armed)))
             else:
                 self._start_final(rpc, ops, initial_sent, close_armed)
         finally:
@@ -720,14 +724,25 @@ class CompletionQueueServer:
         with contextlib.suppress(ValueError, RuntimeError):  # the call is already over
             rpc.call.start_server_batch(ops, _Tag(_FINISH, rpc))
 
+    def _start_write(self, rpc: _Rpc, ops: tuple[Any, ...]) -> None:
+        """Start a stream's write (sender thread); one gRPC refuses completes as failed."""
+        started = False
+        if not self._closing:
+            with contextlib.suppress(ValueError, RuntimeError):  # the call is already over
+                rpc.call.start_server_batch(ops, _Tag(_WRITE, rpc))
+                started = True
+        if not started:
+            self._hand(_WRITE_DONE, rpc, False)
+
     def _send_forever(self) -> None:
-        """The sender thread: start the final batches the loop queued, until stop sends None."""
+        """The sender thread: start the batches the loop queued, until stop sends None."""
         get = self._outbox.get
         while (item := get()) is not None:
+            start, args = item
             try:
-                self._start_final(*item)
+                start(*args)
             except Exception:  # the thread must outlive any one call's surprise
-                logger.exception("unexpected error ending a gRPC call")
+                logger.exception("unexpected error starting a batch on a gRPC call")
 
     def _release(self, rpc: _Rpc) -> None:
         self._rpcs.discard(rpc)

@@ -161,6 +161,22 @@ async def _served(events: Events, **kwargs: Any) -> AsyncIterator[grpc.aio.Chann
         await server.stop(1.0)
 
 
+class _CountingOutbox:
+    """A server's outbox that counts the replies handed to its sender thread."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.replies = 0
+
+    def put(self, item: Any) -> None:
+        if item is not None:
+            self.replies += 1
+        self.inner.put(item)
+
+    def get(self) -> Any:
+        return self.inner.get()
+
+
 def _run(test: Callable[[], Any]) -> None:
     asyncio.run(asyncio.wait_for(test(), 60))
 
@@ -239,6 +255,39 @@ def test_streams_in_every_direction() -> None:
     _run(test)
 
 
+def test_concurrent_streams_write_in_order_beside_the_loop() -> None:
+    async def test() -> None:
+        server = CompletionQueueServer()
+        outbox = server._outbox = _CountingOutbox(server._outbox)  # type: ignore[assignment]
+        server.add_generic_rpc_handlers((_handlers(Events()),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            count_up = channel.unary_stream(_path("CountUp"))
+
+            async def collect(n: int) -> list[bytes]:
+                return [message async for message in count_up(str(n).encode(), timeout=30)]
+
+            results = await asyncio.gather(*(collect(300 + i) for i in range(6)))
+            for i, messages in enumerate(results):
+                assert messages == [str(j).encode() for j in range(300 + i)]
+            assert outbox.replies > 6  # stream writes went through the sender, not only final batches
+
+            # A client that walks away mid-stream while others stream: its handler ends, the rest go on.
+            abandoned = count_up(b"1000000", timeout=30)
+            others = asyncio.gather(*(collect(200) for _ in range(3)))
+            async for message in abandoned:
+                if message == b"50":
+                    break
+            abandoned.cancel()
+            assert all(messages == [str(j).encode() for j in range(200)] for messages in await others)
+            while server._rpcs:  # the abandoned stream's handler is cancelled, not left writing
+                await asyncio.sleep(0.01)
+        await server.stop(1.0)
+
+    _run(test)
+
+
 def test_a_client_that_cancels_or_runs_out_of_time_cancels_the_handler() -> None:
     async def test() -> None:
         events = Events()
@@ -259,22 +308,6 @@ def test_a_client_that_cancels_or_runs_out_of_time_cancels_the_handler() -> None
             assert await channel.unary_unary(_path("Echo"))(b"ok", timeout=30) == b"echo:ok"
 
     _run(test)
-
-
-class _CountingOutbox:
-    """A server's outbox that counts the replies handed to its sender thread."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.replies = 0
-
-    def put(self, item: Any) -> None:
-        if item is not None:
-            self.replies += 1
-        self.inner.put(item)
-
-    def get(self) -> Any:
-        return self.inner.get()
 
 
 def test_replies_of_concurrent_calls_are_sent_beside_the_loop() -> None:
