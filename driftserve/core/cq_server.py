@@ -153,23 +153,34 @@ def _status_code(code: grpc.StatusCode) -> int:
     return int(code.value[0])
 
 
+class _Ending(NamedTuple):
+    """What the batch that ends a call must still include, as the call stood before it."""
+
+    headers: bool  # the initial metadata has not been sent
+    close: bool  # no receive-close has been started
+
+    @classmethod
+    def of(cls, rpc: _Rpc) -> _Ending:
+        return cls(not rpc.initial_sent, not rpc.close_armed)
+
+
 def _final_ops(
-    rpc: _Rpc,
+    ending: _Ending,
     code: grpc.StatusCode,
     details: str,
     initial: Metadata | None = None,
     reply: bytes | None = None,
     trailing: Metadata | None = None,
 ) -> tuple[Any, ...]:
-    """The batch that ends a call: headers unless sent, the reply, the status, and the
-    receive-close unless already armed."""
+    """The batch that ends a call: headers and receive-close where ``ending`` still needs them,
+    the reply, the status."""
     ops: list[Any] = []
-    if not rpc.initial_sent:
+    if ending.headers:
         ops.append(cygrpc.SendInitialMetadataOperation(initial, _EMPTY_FLAGS))
     if reply is not None:
         ops.append(cygrpc.SendMessageOperation(reply, _EMPTY_FLAGS))
     ops.append(cygrpc.SendStatusFromServerOperation(trailing, _status_code(code), details, _EMPTY_FLAGS))
-    if not rpc.close_armed:
+    if ending.close:
         ops.append(cygrpc.ReceiveCloseOnServerOperation(_EMPTY_FLAGS))
     return tuple(ops)
 
@@ -324,7 +335,7 @@ class CompletionQueueServer:
         self._shutdown_done = asyncio.Event()
         self._terminated = asyncio.Event()
         self._thread: threading.Thread | None = None
-        # The batches that end unary calls, for the sender thread (see ``_finish``).
+        # Batches for the sender thread to start (``_others_in_flight``): (start, its arguments).
         self._outbox: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]] | None] = queue.SimpleQueue()
         self._sender: threading.Thread | None = None
         self._sweep: asyncio.TimerHandle | None = None
@@ -500,7 +511,7 @@ class CompletionQueueServer:
         """Answer a call the loop never sees: status (and headers) only."""
         if self._closing:
             return
-        rpc.call.start_server_batch(_final_ops(rpc, code, details, trailing=trailing), _Tag(_FINISH, rpc))
+        rpc.call.start_server_batch(_final_ops(_Ending.of(rpc), code, details, trailing=trailing), _Tag(_FINISH, rpc))
 
     def _hand(self, kind: int, rpc: _Rpc | None, payload: Any) -> None:
         """Queue an item for the loop; wake it unless a wake-up is already on its way."""
@@ -580,8 +591,7 @@ class CompletionQueueServer:
         else:
             rpc.writer = waiter
         try:
-            if kind == _WRITE and len(self._rpcs) > 1:
-                # As for the batch that ends a call: gRPC core's write runs on the sender thread.
+            if kind == _WRITE and self._others_in_flight():
                 self._outbox.put((self._start_write, (rpc, ops)))
             elif not self._start_batch(rpc, ops, _Tag(kind, rpc)):
                 raise asyncio.CancelledError
@@ -681,10 +691,10 @@ class CompletionQueueServer:
         try:
             if rpc.cancelled or self._closing:
                 return
-            initial_sent, close_armed = rpc.initial_sent, rpc.close_armed
+            ending = _Ending.of(rpc)
             try:
                 ops = _final_ops(
-                    rpc,
+                    ending,
                     code,
                     details,
                     initial=context._initial,
@@ -692,46 +702,42 @@ class CompletionQueueServer:
                     trailing=context._trailing or None,
                 )
             except Exception:  # e.g. trailing metadata gRPC cannot carry: still end the call
-                self._unsendable(rpc, initial_sent, close_armed)
+                self._unsendable(rpc, ending)
                 return
             rpc.initial_sent = rpc.close_armed = True
-            if len(self._rpcs) > 1:
-                # Other calls are waiting for the loop: gRPC core's write of this reply runs on
-                # the sender thread beside it.
-                self._outbox.put((self._start_final, (rpc, ops, initial_sent, close_armed)))
+            if self._others_in_flight():
+                self._outbox.put((self._start_final, (rpc, ops, ending)))
             else:
-                self._start_final(rpc, ops, initial_sent, close_armed)
+                self._start_final(rpc, ops, ending)
         finally:
             rpc.finished = True
             self._release(rpc)
 
-    def _start_final(self, rpc: _Rpc, ops: tuple[Any, ...], initial_sent: bool, close_armed: bool) -> None:
+    def _others_in_flight(self) -> bool:
+        """Whether a batch should start on the sender thread rather than here: starting it makes
+        gRPC's core frame and write there and then, which on the loop holds up the other calls."""
+        return len(self._rpcs) > 1
+
+    def _start_final(self, rpc: _Rpc, ops: tuple[Any, ...], ending: _Ending) -> None:
         """Start the batch that ends a call (loop or sender thread); INTERNAL if gRPC refuses it."""
         if self._closing:
             return
         try:
             rpc.call.start_server_batch(ops, _Tag(_FINISH, rpc))
         except Exception:
-            self._unsendable(rpc, initial_sent, close_armed)
+            self._unsendable(rpc, ending)
 
-    def _unsendable(self, rpc: _Rpc, initial_sent: bool, close_armed: bool) -> None:
+    def _unsendable(self, rpc: _Rpc, ending: _Ending) -> None:
+        """End a call whose reply gRPC would not take with INTERNAL (``ending``: as it stood before)."""
         if rpc.cancelled or self._closing:
             return
         logger.exception("the reply to %s could not be sent as the handler set it", rpc.method)
-        rpc.initial_sent, rpc.close_armed = initial_sent, close_armed
-        ops = _final_ops(rpc, grpc.StatusCode.INTERNAL, "the server could not send its reply")
-        rpc.initial_sent = rpc.close_armed = True
-        with contextlib.suppress(ValueError, RuntimeError):  # the call is already over
-            rpc.call.start_server_batch(ops, _Tag(_FINISH, rpc))
+        ops = _final_ops(ending, grpc.StatusCode.INTERNAL, "the server could not send its reply")
+        self._start_batch(rpc, ops, _Tag(_FINISH, rpc))
 
     def _start_write(self, rpc: _Rpc, ops: tuple[Any, ...]) -> None:
         """Start a stream's write (sender thread); one gRPC refuses completes as failed."""
-        started = False
-        if not self._closing:
-            with contextlib.suppress(ValueError, RuntimeError):  # the call is already over
-                rpc.call.start_server_batch(ops, _Tag(_WRITE, rpc))
-                started = True
-        if not started:
+        if not self._start_batch(rpc, ops, _Tag(_WRITE, rpc)):
             self._hand(_WRITE_DONE, rpc, False)
 
     def _send_forever(self) -> None:

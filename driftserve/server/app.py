@@ -25,7 +25,6 @@ from driftserve.api import driftserve_pb2, grpc_service_pb2
 from driftserve.api._pool import reflection_pool
 from driftserve.core import cq_server
 from driftserve.core.auth import TokenAuthority, reload_on_sighup
-from driftserve.core.cq_server import CompletionQueueServer
 from driftserve.core.grpc_auth import GenericHandlersOnly
 from driftserve.core.heap import freeze_startup_heap
 from driftserve.core.security import Security
@@ -166,7 +165,7 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
         # Calls waiting for the loop beyond max_pending_calls are refused with RESOURCE_EXHAUSTED
         # and a retry hint by the front end itself, and counted.
         refused = metrics.backlog_refusals
-        server = CompletionQueueServer(
+        server = cq_server.CompletionQueueServer(
             options, max_pending_calls=settings.max_pending_calls, on_refused=lambda: refused.inc()
         )
     else:

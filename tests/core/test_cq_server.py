@@ -141,8 +141,12 @@ def _handlers(events: Events) -> grpc.GenericRpcHandler:
     )
 
 
-async def _serve(events: Events, **kwargs: Any) -> tuple[CompletionQueueServer, str]:
+async def _serve(events: Events, outbox: Any = None, **kwargs: Any) -> tuple[CompletionQueueServer, str]:
+    """A started server on a free port; ``outbox`` (a ``_CountingOutbox``) wraps its sender's queue."""
     server = CompletionQueueServer(**kwargs)
+    if outbox is not None:
+        outbox.inner = server._outbox
+        server._outbox = outbox
     server.add_generic_rpc_handlers((_handlers(events),))
     port = server.add_insecure_port("127.0.0.1:0")
     assert port > 0
@@ -164,8 +168,8 @@ async def _served(events: Events, **kwargs: Any) -> AsyncIterator[grpc.aio.Chann
 class _CountingOutbox:
     """A server's outbox that counts the replies handed to its sender thread."""
 
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
+    def __init__(self) -> None:
+        self.inner: Any = None  # the server's own queue, set by _serve
         self.replies = 0
 
     def put(self, item: Any) -> None:
@@ -257,12 +261,9 @@ def test_streams_in_every_direction() -> None:
 
 def test_concurrent_streams_write_in_order_beside_the_loop() -> None:
     async def test() -> None:
-        server = CompletionQueueServer()
-        outbox = server._outbox = _CountingOutbox(server._outbox)  # type: ignore[assignment]
-        server.add_generic_rpc_handlers((_handlers(Events()),))
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        outbox = _CountingOutbox()
+        server, address = await _serve(Events(), outbox)
+        async with grpc.aio.insecure_channel(address) as channel:
             count_up = channel.unary_stream(_path("CountUp"))
 
             async def collect(n: int) -> list[bytes]:
@@ -313,12 +314,9 @@ def test_a_client_that_cancels_or_runs_out_of_time_cancels_the_handler() -> None
 def test_replies_of_concurrent_calls_are_sent_beside_the_loop() -> None:
     async def test() -> None:
         events = Events()
-        server = CompletionQueueServer()
-        outbox = server._outbox = _CountingOutbox(server._outbox)  # type: ignore[assignment]
-        server.add_generic_rpc_handlers((_handlers(events),))
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        outbox = _CountingOutbox()
+        server, address = await _serve(events, outbox)
+        async with grpc.aio.insecure_channel(address) as channel:
             held = channel.unary_unary(_path("Held"))
             requests = [str(i).encode() for i in range(20)] + [b"bad"]
             calls = [held(request, timeout=30) for request in requests]
