@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -28,6 +28,8 @@ from driftserve.core.commandline import driftserve_command
 logger = logging.getLogger(__name__)
 
 READY_PATTERN = re.compile(r"^DRIFTSERVE_READY\b(.*)$")
+# A worker of ``serve --workers`` prints it once it reports ready to clients (see workers.py).
+SERVING_LINE = "DRIFTSERVE_SERVING"
 # Set in every child's environment: the pid of the process that started it (see follow_parent).
 PARENT_PID_ENV = "DRIFTSERVE_PARENT_PID"
 _PR_SET_PDEATHSIG = 1
@@ -50,6 +52,7 @@ class Child:
     name: str
     process: subprocess.Popen[str]
     ready: threading.Event = field(default_factory=threading.Event)
+    serving: threading.Event = field(default_factory=threading.Event)  # its SERVING_LINE was read
     announced: dict[str, str] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
     reader: threading.Thread | None = None
@@ -134,6 +137,9 @@ def _read(child: Child, output: str | Path, sink: IO[str] | None) -> None:
     assert child.process.stdout is not None
     try:
         for line in child.process.stdout:
+            if line.strip() == SERVING_LINE:
+                child.serving.set()
+                continue
             match = READY_PATTERN.match(line.strip())
             if match and not child.ready.is_set():
                 child.announced = dict(kv.split("=", 1) for kv in match.group(1).split() if "=" in kv)
@@ -191,9 +197,13 @@ def forward_sighup(children: list[Child], enabled: bool) -> Iterator[None]:
 
 
 def wait_ready(
-    children: list[Child], stop: threading.Event | None = None, timeout_s: float | None = None
+    children: list[Child],
+    stop: threading.Event | None = None,
+    timeout_s: float | None = None,
+    line: Callable[[Child], threading.Event] = lambda child: child.ready,
 ) -> Child | None:
-    """Wait until every child printed its ready line; the first child that did not, or None.
+    """Wait until every child printed its ready line (or the ``line`` whose event is given); the
+    first child that did not, or None.
 
     A child that exits first is returned at once. Without ``timeout_s`` a supervisor waits as long
     as its children run: a server whose models are still loading, or of which none could load,
@@ -202,17 +212,17 @@ def wait_ready(
     """
     started = time.monotonic()
     reported: set[str] = set()
-    while not all(child.ready.is_set() for child in children):
+    while not all(line(child).is_set() for child in children):
         for child in children:
-            if not child.ready.is_set() and child.process.poll() is not None:
+            if not line(child).is_set() and child.process.poll() is not None:
                 logger.error("%s exited with code %s before it was ready", child.name, child.process.returncode)
                 return child
         waited = time.monotonic() - started
         if timeout_s is not None and waited > timeout_s:
-            return next(child for child in children if not child.ready.is_set())
+            return next(child for child in children if not line(child).is_set())
         if waited > NOT_READY_NOTICE_S:
             for child in children:
-                if not child.ready.is_set() and child.name not in reported:
+                if not line(child).is_set() and child.name not in reported:
                     reported.add(child.name)
                     logger.warning("%s is not ready after %.0f s; still waiting (see its log)", child.name, waited)
         if stop is not None and stop.wait(0.05):

@@ -12,7 +12,9 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -27,6 +29,7 @@ from driftserve.core import cq_server
 from driftserve.core.auth import TokenAuthority, reload_on_sighup
 from driftserve.core.grpc_auth import GenericHandlersOnly
 from driftserve.core.heap import freeze_startup_heap
+from driftserve.core.processes import SERVING_LINE
 from driftserve.core.security import Security
 from driftserve.core.startup import EXIT_FAILURE, StartupError, bind_problem, probe_tcp_port
 from driftserve.server import grpc_core_shedding
@@ -75,6 +78,8 @@ class RunningServer:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     # The bearer tokens in force (None: no --auth-tokens-file); SIGHUP reloads them.
     authority: TokenAuthority | None = None
+    # A worker of --workers waits for its siblings before it reports ready (see ``_when_file_exists``).
+    _fleet_watch: asyncio.Task[None] | None = None
 
     async def stop(self, grace_s: float) -> None:
         """Graceful stop that finishes what it received, within ``grace_s``; then release all.
@@ -90,6 +95,8 @@ class RunningServer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
         self.dataplane.stopping = True
+        if self._fleet_watch is not None:
+            self._fleet_watch.cancel()
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await asyncio.sleep(min(self.drain_s, grace_s))
         self.dataplane.accepting = False
@@ -263,11 +270,24 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
             EXIT_FAILURE,
         )
 
-    async def became_ready() -> None:
-        if running.ready.is_set() or dataplane.stopping or not is_ready(repository, settings.load_models):
+    async def report_ready() -> None:
+        """Tell clients and probes: ServerReady true, health SERVING (unless already stopping)."""
+        if dataplane.stopping:
             return
         v2.started = True
         await running._set_health(health_pb2.HealthCheckResponse.SERVING)
+        if settings.fleet_ready_file is not None:
+            print(SERVING_LINE, flush=True)  # the parent of --workers waits for every worker's
+
+    async def became_ready() -> None:
+        if running.ready.is_set() or dataplane.stopping or not is_ready(repository, settings.load_models):
+            return
+        if settings.fleet_ready_file is None:
+            await report_ready()
+        else:  # a worker of --workers: ready to the outside only once all its siblings are
+            running._fleet_watch = asyncio.get_running_loop().create_task(
+                _when_file_exists(settings.fleet_ready_file, report_ready), name="fleet-ready"
+            )
         running.ready.set()
         ready_models = [n for n, e in repository.models.items() if e.ready]
         logger.info(
@@ -293,6 +313,14 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
         )
         repository.on_loaded.append(became_ready)
     return running
+
+
+async def _when_file_exists(path: Path, then: Callable[[], Awaitable[None]], poll_s: float = 0.05) -> None:
+    """Await ``then()`` once ``path`` exists. The parent of ``--workers`` creates it when every worker
+    has loaded its models; a poll every 50 ms costs nothing and needs no channel to the parent."""
+    while not path.exists():
+        await asyncio.sleep(poll_s)
+    await then()
 
 
 def is_ready(repository: ModelRepository, load_models: list[str]) -> bool:

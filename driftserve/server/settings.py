@@ -94,6 +94,11 @@ class ServerSettings(BaseSettings):
     )
     workers: int = Field(1, ge=1, le=64, description="Server processes sharing the gRPC and REST ports (SO_REUSEPORT).")
     reuse_port: bool = Field(False, description="Bind with SO_REUSEPORT; set for the processes that --workers starts.")
+    fleet_ready_file: Path | None = Field(
+        None,
+        description="Set by --workers for its workers: report ready (health SERVING, ServerReady, REST ready) only "
+        "once this file exists, which the parent creates when every worker is ready.",
+    )
     load_models: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Load only these models (--load-model, repeatable; DRIFTSERVE_LOAD_MODELS=a,b); the server is "

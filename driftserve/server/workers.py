@@ -34,6 +34,10 @@ from driftserve.server.settings import ServerSettings, serve_argv
 logger = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Created by the parent once every worker is ready; until then each worker reports not ready. The
+# kernel spreads connections over every worker that listens, loading or not, so a probe answered
+# by the first worker to finish loading must not send traffic to the others.
+FLEET_READY_NAME = "fleet-ready"
 
 
 def run_workers(settings: ServerSettings) -> int:
@@ -44,7 +48,7 @@ def run_workers(settings: ServerSettings) -> int:
     # Port 0 would give each worker a port of its own: the parent picks the one they share.
     http_port = settings.http_port or free_port(settings.host)
     metrics_dir = tempfile.mkdtemp(prefix="driftserve-metrics-")
-    env = {MULTIPROC_ENV: metrics_dir}
+    env = {MULTIPROC_ENV: metrics_dir, "DRIFTSERVE_FLEET_READY_FILE": os.path.join(metrics_dir, FLEET_READY_NAME)}
     argv = serve_argv(settings, grpc_port=port, http_port=http_port, metrics_port=-1, workers=1)
     children = [
         start_child(f"worker-{i}", argv, {**env, "DRIFTSERVE_REUSE_PORT": "true"}) for i in range(settings.workers)
@@ -82,15 +86,26 @@ def _check_http_port(settings: ServerSettings) -> None:
         ) from None
 
 
+def _stop_early(children: list[Child], settings: ServerSettings, stop: threading.Event) -> int:
+    """Stop the workers before they all served (a signal, or one exited); the exit code: 0 only for
+    a signal that every worker obeyed cleanly."""
+    codes = stop_children(children, settings.grace_period_s)
+    return 0 if stop.is_set() and all(code == 0 for code in codes) else 1
+
+
 def _serve_workers(
     settings: ServerSettings, children: list[Child], ports: tuple[int, int], metrics_dir: str, stop: threading.Event
 ) -> int:
-    """Wait for every worker to be ready (as long as they run), serve the aggregated metrics, supervise."""
+    """Wait for every worker to load (as long as they run), let them report ready, serve the aggregated
+    metrics, supervise."""
     if wait_ready(children, stop) is not None or stop.is_set():
-        codes = stop_children(children, settings.grace_period_s)
-        return 0 if stop.is_set() and all(code == 0 for code in codes) else 1
+        return _stop_early(children, settings, stop)
     httpd = None
     try:
+        with open(os.path.join(metrics_dir, FLEET_READY_NAME), "x"):
+            pass  # every worker has loaded: they may report ready now, and each says when it does
+        if wait_ready(children, stop, line=lambda child: child.serving) is not None or stop.is_set():
+            return _stop_early(children, settings, stop)
         metrics_port = -1
         if settings.metrics_port >= 0:
             os.environ[MULTIPROC_ENV] = metrics_dir

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import grpc
 import numpy as np
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from driftserve.api import grpc_service_pb2_grpc
+from driftserve.api import grpc_service_pb2, grpc_service_pb2_grpc
 from driftserve.core.ports import free_port
 from driftserve.core.processes import start_child
 from tests.server.support import ServerProcess, copy_model, v2_request, wait_until
@@ -100,4 +103,45 @@ def test_sighup_to_the_supervisor_reloads_the_tokens_of_every_worker(example_rep
                 stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
                 metadata = (("authorization", "Bearer rotated-token-0123456789abcdef"),)
                 stub.ModelInfer(v2_request("breast_cancer_lr", x), metadata=metadata, timeout=30)
+        assert server.terminate() == 0
+
+
+def test_a_worker_reports_ready_only_once_its_fleet_is(example_repository: Path, tmp_path: Path) -> None:
+    # A worker of --workers is started like this one: its parent creates the file once every worker
+    # has printed its ready line. Until then the worker serves but tells probes it is not ready.
+    copy_model(example_repository, tmp_path / "repo", "breast_cancer_lr")
+    flag = tmp_path / "fleet-ready"
+    with ServerProcess(tmp_path / "repo", env={"DRIFTSERVE_FLEET_READY_FILE": str(flag)}) as server:
+        with grpc.insecure_channel(server.address) as channel:
+            v2 = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            health = health_pb2_grpc.HealthStub(channel)
+            v2.ModelInfer(v2_request("breast_cancer_lr", np.zeros((1, 30), np.float32)), timeout=30)
+            assert not v2.ServerReady(grpc_service_pb2.ServerReadyRequest(), timeout=10).ready
+            status = health.Check(health_pb2.HealthCheckRequest(), timeout=10).status
+            assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+            with urllib.request.urlopen(f"{server.http_url}/v2/health/live", timeout=10) as live:
+                assert live.status == 200
+            with pytest.raises(urllib.error.HTTPError) as not_ready:
+                urllib.request.urlopen(f"{server.http_url}/v2/health/ready", timeout=10)
+            assert not_ready.value.code == 503
+            not_ready.value.close()
+            flag.touch()
+            wait_until(lambda: v2.ServerReady(grpc_service_pb2.ServerReadyRequest(), timeout=10).ready, 30)
+            status = health.Check(health_pb2.HealthCheckRequest(), timeout=10).status
+            assert status == health_pb2.HealthCheckResponse.SERVING
+            with urllib.request.urlopen(f"{server.http_url}/v2/health/ready", timeout=10) as ready:
+                assert ready.status == 200
+        assert server.terminate() == 0
+
+
+def test_the_parent_lets_its_workers_report_ready_when_all_are(example_repository: Path, tmp_path: Path) -> None:
+    copy_model(example_repository, tmp_path, "breast_cancer_lr")
+    with ServerProcess(tmp_path, "--workers", "2") as server:
+        # Each new connection may land on either worker: every one of them says ready.
+        for _ in range(6):
+            with grpc.insecure_channel(server.address, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+                ready = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel).ServerReady(
+                    grpc_service_pb2.ServerReadyRequest(), timeout=10
+                )
+                assert ready.ready
         assert server.terminate() == 0
