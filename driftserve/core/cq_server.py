@@ -49,6 +49,8 @@ from typing import Any, NamedTuple
 import grpc
 from grpc._cython import cygrpc
 
+from driftserve.core.thread_names import name_native_thread
+
 logger = logging.getLogger(__name__)
 
 Metadata = tuple[tuple[str, str | bytes], ...]
@@ -411,6 +413,7 @@ class CompletionQueueServer:
 
     # --- the poller thread ------------------------------------------------------------------
     def _poll_forever(self) -> None:
+        name_native_thread("grpc-cq-poller")
         cq = self._cq
         while True:
             event = cq.poll(time.time() + _POLL_PERIOD_S)
@@ -742,6 +745,7 @@ class CompletionQueueServer:
 
     def _send_forever(self) -> None:
         """The sender thread: start the batches the loop queued, until stop sends None."""
+        name_native_thread("grpc-cq-sender")
         get = self._outbox.get
         while (item := get()) is not None:
             start, args = item

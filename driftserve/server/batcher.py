@@ -53,6 +53,7 @@ from driftserve.core.errors import (
     Unavailable,
 )
 from driftserve.core.model import ModelVersion
+from driftserve.core.thread_names import name_native_thread
 from driftserve.server.batch_controller import BatchController, ControllerSettings
 from driftserve.server.metrics import HistogramRecorder, ServerMetrics, counter_writer
 from driftserve.server.statistics import ModelStatistics
@@ -398,6 +399,7 @@ class Batcher:
 
     def _worker(self) -> None:
         """Worker thread: run batches and hand each outcome back to the event loop."""
+        name_native_thread("batch-" + self.model.name)
         while (job := self._jobs.get()) is not None:
             batch, instance = job
             try:
