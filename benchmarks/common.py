@@ -62,10 +62,20 @@ class ServerProcess:
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Poll V2 ServerReady (or grpc.health for the sidecar) until true; RuntimeError if the
-        process dies or time runs out."""
+        process dies or time runs out. ``ready_check="line"`` waits for the process's own
+        ``DRIFTSERVE_READY`` line instead: with several processes on one port, a probe of the port
+        may be answered by another one."""
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
         deadline = time.monotonic() + timeout_s
+        if self.ready_check == "line":
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.label} exited with {self.proc.returncode}; see {self.log_path}")
+                if "DRIFTSERVE_READY" in self.log_path.read_text(errors="replace"):
+                    return
+                time.sleep(0.2)
+            raise RuntimeError(f"{self.label} not ready within {timeout_s:g} s; see {self.log_path}")
         with grpc.insecure_channel(self.target) as channel:
             stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
             health = health_pb2_grpc.HealthStub(channel)
@@ -171,10 +181,16 @@ def start_naive(repository: Path, log_dir: Path, label: str = "naive") -> Server
 
 
 def start_grpc_ceiling(
-    repository: Path, log_dir: Path, yield_once: bool = False, frontend: str = "cq", label: str | None = None
+    repository: Path,
+    log_dir: Path,
+    yield_once: bool = False,
+    frontend: str = "cq",
+    label: str | None = None,
+    shared_port: int | None = None,
 ) -> ServerProcess:
-    """The transport-ceiling server (bare gRPC front end, canned replies) on a free loopback port."""
-    port = free_port()
+    """The transport-ceiling server (bare gRPC front end, canned replies) on a free loopback port,
+    or with SO_REUSEPORT on ``shared_port`` beside other ceiling processes (``--workers``' ceiling)."""
+    port = free_port() if shared_port is None else shared_port
     label = label or ("grpc_ceiling_yield" if yield_once else "grpc_ceiling")
     command = [
         sys.executable,
@@ -185,7 +201,9 @@ def start_grpc_ceiling(
         "--port",
         str(port),
         *(["--yield-once"] if yield_once else []),
+        *(["--reuse-port"] if shared_port is not None else []),
         "--frontend",
         frontend,
     ]
-    return ServerProcess(label, command, port, log_dir / f"{label}.log")
+    ready_check = "v2" if shared_port is None else "line"
+    return ServerProcess(label, command, port, log_dir / f"{label}.log", ready_check=ready_check)

@@ -17,6 +17,8 @@ server on the machine.
 
     # prints DRIFTSERVE_READY grpc_port=<port>
     python -m benchmarks.grpc_ceiling --model-repository DIR --port 0 [--yield-once] [--frontend cq|aio]
+    # N processes on one port (SO_REUSEPORT), the ceiling of `driftserve serve --workers N`:
+    python -m benchmarks.grpc_ceiling --model-repository DIR --port P --reuse-port
 """
 
 from __future__ import annotations
@@ -136,8 +138,12 @@ class CeilingServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ModelStatisticsResponse(model_stats=stats)
 
 
-async def serve(repository: Path, port: int, yield_once: bool = False, frontend: str = "cq") -> None:
-    server: Any = CompletionQueueServer() if frontend == "cq" else grpc.aio.server()
+async def serve(
+    repository: Path, port: int, yield_once: bool = False, frontend: str = "cq", reuse_port: bool = False
+) -> None:
+    # SO_REUSEPORT only when asked: several ceiling processes then share one port, as `--workers` does.
+    options = [("grpc.so_reuseport", 1 if reuse_port else 0)]
+    server: Any = CompletionQueueServer(options) if frontend == "cq" else grpc.aio.server(options=options)
     servicer = CeilingServicer(load_repository(repository), yield_once)
     # Generic handlers only, as driftserve registers its services (see driftserve.core.grpc_auth.GenericHandlersOnly).
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, GenericHandlersOnly(server))
@@ -156,11 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--yield-once", action="store_true", help="await asyncio.sleep(0) in every ModelInfer")
     parser.add_argument("--frontend", choices=("cq", "aio"), default="cq", help="gRPC front end [default cq]")
+    parser.add_argument(
+        "--reuse-port", action="store_true", help="bind with SO_REUSEPORT, so that several processes share --port"
+    )
     args = parser.parse_args(argv)
     if not args.model_repository.is_dir():
         parser.error(f"--model-repository {args.model_repository} is not a directory")
     try:
-        uvloop.run(serve(args.model_repository, args.port, args.yield_once, args.frontend))
+        uvloop.run(serve(args.model_repository, args.port, args.yield_once, args.frontend, args.reuse_port))
     except KeyboardInterrupt:  # Ctrl-C ends a manual run; benchmarks stop it with SIGTERM
         return 0
     return 0

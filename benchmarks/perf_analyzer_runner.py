@@ -10,14 +10,18 @@ import csv
 import statistics
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 
+from benchmarks.peers.cpu import CpuSampler, ProcessTree, cpu_per_inference_us
 from driftserve.api import grpc_service_pb2 as pb
 from driftserve.api import grpc_service_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from benchmarks.common import ServerProcess
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,6 +92,36 @@ def round_order(items: Sequence[T], round_index: int) -> list[T]:
     """The measuring order of one round: reversed every other round (ABBA), so a machine that
     drifts during a round favours no variant."""
     return list(items) if round_index % 2 == 0 else list(items)[::-1]
+
+
+NAN_RESULT = {"throughput_rps": float("nan"), "p50_ms": float("nan"), "p99_ms": float("nan")}
+
+
+def measure_with_cpu(
+    servers: Sequence[ServerProcess],
+    model: str,
+    concurrency: int,
+    window_ms: int,
+    extra: list[str],
+    log: Callable[[str], None],
+) -> dict[str, float]:
+    """One perf_analyzer run against the first server's target with the CPU of every server's process
+    tree sampled meanwhile (several servers: processes sharing one port). On a noisy machine
+    perf_analyzer may find no stable window, so the second try accepts ±300%; a second failure is
+    recorded as NaN, not a crash."""
+    trees = [ProcessTree(server.proc.pid) for server in servers]
+    for stability in (60, 300):
+        with CpuSampler(lambda: sum(tree.cpu_seconds() for tree in trees)) as sampler:
+            try:
+                result = run_perf_analyzer(servers[0].target, model, concurrency, window_ms, stability, extra)
+            except RuntimeError as exc:
+                log(f"  perf_analyzer against {servers[0].label}: {str(exc).strip().splitlines()[-1]}")
+                continue
+        result["server_cpu_us_per_inference"] = cpu_per_inference_us(
+            sampler.samples, result["throughput_rps"], window_ms / 1000
+        )
+        return result
+    return dict(NAN_RESULT, server_cpu_us_per_inference=float("nan"))
 
 
 def median_run(runs: list[dict[str, float]]) -> dict[str, float]:

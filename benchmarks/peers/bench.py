@@ -42,7 +42,7 @@ import yaml
 import driftserve
 from benchmarks.common import ServerProcess, start_driftserve, start_naive
 from benchmarks.peers.configs import read_signature
-from benchmarks.peers.cpu import CpuSampler, ProcessTree, cpu_per_inference_us
+from benchmarks.peers.cpu import ProcessTree
 from benchmarks.peers.report import markdown, ratios
 from benchmarks.peers.servers import (
     DEFAULT_PEERS_DIR,
@@ -56,7 +56,7 @@ from benchmarks.peers.servers import (
     start_triton,
     wait_model_ready,
 )
-from benchmarks.perf_analyzer_runner import median_run, round_order, run_perf_analyzer
+from benchmarks.perf_analyzer_runner import measure_with_cpu, median_run, round_order
 from driftserve.core.machine import machine_text
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -64,7 +64,6 @@ RESULTS = ROOT / "benchmarks" / "results"
 SERVERS = ("driftserve", "driftserve-slo", "triton", "pytriton", "mlserver", "naive")
 SLO_BATCHING = {"slo_p99_ms": 20}
 START_TIMEOUT_S = 240.0  # PyTriton starts Triton, then binds the model: slow on a busy 2-core box
-NAN_RESULT = {"throughput_rps": float("nan"), "p50_ms": float("nan"), "p99_ms": float("nan")}
 
 
 def served_onnx(repository: Path, model: str) -> Path:
@@ -118,31 +117,14 @@ def start_server(
 
 def perf_analyzer_args(label: str, repository: Path, model: str) -> list[str]:
     """The naive server's metadata declares no batch dimension: give perf_analyzer the input shape."""
-    if label != "naive":
-        return []
+    return shape_args(repository, model) if label == "naive" else []
+
+
+def shape_args(repository: Path, model: str) -> list[str]:
+    """perf_analyzer's ``--shape`` for one row of each input of ``model``: for servers whose metadata
+    (from ``benchmarks.naive_server``) declares no batch dimension."""
     signature = read_signature(served_onnx(repository, model))
     return [arg for t in signature.inputs for arg in ("--shape", f"{t.name}:1,{','.join(map(str, t.dims))}")]
-
-
-def measure_once(
-    server: ServerProcess, model: str, concurrency: int, window_ms: int, extra: list[str], log: Callable[[str], None]
-) -> dict[str, float]:
-    """One perf_analyzer run with the server's process-tree CPU sampled meanwhile. On a noisy machine
-    perf_analyzer may find no stable window, so the second try accepts ±300%; a second failure is
-    recorded as NaN, not a crash."""
-    tree = ProcessTree(server.proc.pid)
-    for stability in (60, 300):
-        with CpuSampler(tree.cpu_seconds) as sampler:
-            try:
-                result = run_perf_analyzer(server.target, model, concurrency, window_ms, stability, extra)
-            except RuntimeError as exc:
-                log(f"  perf_analyzer against {server.label}: {str(exc).strip().splitlines()[-1]}")
-                continue
-        result["server_cpu_us_per_inference"] = cpu_per_inference_us(
-            sampler.samples, result["throughput_rps"], window_ms / 1000
-        )
-        return result
-    return dict(NAN_RESULT, server_cpu_us_per_inference=float("nan"))
 
 
 def bench_model(args: argparse.Namespace, model: str, tmp: Path, log: Callable[[str], None]) -> dict[str, Any]:
@@ -180,7 +162,7 @@ def bench_model(args: argparse.Namespace, model: str, tmp: Path, log: Callable[[
             for round_index in range(args.rounds):
                 for label in round_order(running, round_index):
                     server = servers[label]
-                    result = measure_once(server, model, clients, args.window_ms, extra[label], log)
+                    result = measure_with_cpu([server], model, clients, args.window_ms, extra[label], log)
                     runs[label].setdefault(str(clients), []).append(result)
                     log(
                         f"{model} {clients} clients round {round_index + 1} {label}: "

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from benchmarks.common import start_grpc_ceiling
+from benchmarks.workers_bench import start_ceiling
 from driftserve.api import grpc_service_pb2 as pb
 from driftserve.api import grpc_service_pb2_grpc as pb_grpc
 
@@ -82,3 +83,30 @@ def test_statistics_count_the_replies_sent(ceiling) -> None:
         with pytest.raises(grpc.RpcError) as info:
             stub.ModelStatistics(pb.ModelStatisticsRequest(name="missing"), timeout=10)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_ceiling_processes_share_one_port_and_each_serves(model_repository: Path, tmp_path: Path) -> None:
+    # The bound for `serve --workers 2`: two ceiling processes on one port (SO_REUSEPORT).
+    servers = start_ceiling(model_repository, tmp_path, 2)
+    try:
+        for server in servers:
+            server.wait_ready()
+        assert len({server.target for server in servers}) == 1
+
+        def new_connection() -> grpc.Channel:
+            return grpc.insecure_channel(servers[0].target, options=[("grpc.use_local_subchannel_pool", 1)])
+
+        for _ in range(40):  # new connections: the kernel spreads them over both listeners
+            with new_connection() as channel:
+                pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(_request("linear", 1), timeout=10)
+        counts = set()
+        for _ in range(30):  # each process reports the replies it sent itself
+            with new_connection() as channel:
+                stats = pb_grpc.GRPCInferenceServiceStub(channel).ModelStatistics(
+                    pb.ModelStatisticsRequest(name="linear"), timeout=10
+                )
+            counts.add(stats.model_stats[0].inference_stats.success.count)
+        assert len(counts) == 2 and sum(counts) == 40 and 0 not in counts
+    finally:
+        for server in servers:
+            server.stop()
