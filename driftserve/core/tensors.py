@@ -1,7 +1,7 @@
 """Tensor datatypes and the codec between wire bytes and NumPy arrays.
 
 Both protocols carry tensors as ``{datatype, shape, bytes}``. Decoding is zero-copy
-(``np.frombuffer`` over the message's bytes); encoding is one ``tobytes`` per output. BYTES
+(an ``np.ndarray`` over the message's bytes); encoding is one ``tobytes`` per output. BYTES
 tensors use Triton's raw layout: each element is a 4-byte little-endian length then its bytes.
 """
 
@@ -126,7 +126,9 @@ def decode_raw(
     count = math.prod(dims) if len(dims) <= MAX_DIMS else -1
     if len(data) != count * dtype.itemsize or not count or (dims and min(dims) < 0):
         _check_raw(datatype, dtype, dims, data, f"{kind} '{clip(name)}'")
-    return np.frombuffer(data, dtype=dtype).reshape(dims)
+    # One constructor call over the message's bytes (no copy, read-only): half the cost of
+    # ``np.frombuffer(...).reshape(...)``, which builds a flat array first. The length was checked.
+    return np.ndarray(dims, dtype, data)
 
 
 def _check_raw(datatype: str, dtype: np.dtype, dims: Sequence[int], data: bytes | memoryview, what: str) -> None:

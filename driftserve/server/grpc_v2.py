@@ -50,8 +50,11 @@ def decode_request(message: pb.ModelInferRequest | InvalidArgument) -> Inference
             f"{len(tensors)} inputs; give one raw entry per input, in order"
         )
     inputs = {}
+    # Repeated fields are read by index: iterating one builds an iterator over upb's wrappers,
+    # ~0.5 µs even for a single element, against ~0.1 µs for ``tensors[i]``.
     if raw:
-        for tensor, data in zip(tensors, raw):
+        for i in range(len(tensors)):
+            tensor, data = tensors[i], raw[i]
             name = tensor.name
             if name in inputs:
                 raise InvalidArgument(f"input '{clip(name)}' is given twice")
@@ -59,14 +62,19 @@ def decode_request(message: pb.ModelInferRequest | InvalidArgument) -> Inference
                 raise InvalidArgument(f"input '{clip(name)}' has both typed contents and raw_input_contents; give one")
             inputs[name] = decode_raw(tensor.datatype, tensor.shape, data, name)
     else:
-        for tensor in tensors:
+        for i in range(len(tensors)):
+            tensor = tensors[i]
             name = tensor.name
             if name in inputs:
                 raise InvalidArgument(f"input '{clip(name)}' is given twice")
             inputs[name] = decode_contents(tensor.datatype, tensor.shape, tensor.contents, f"input '{clip(name)}'")
     outputs = message.outputs
     request = InferenceRequest(
-        message.model_name, message.model_version, message.id, inputs, [o.name for o in outputs] if outputs else []
+        message.model_name,
+        message.model_version,
+        message.id,
+        inputs,
+        [outputs[i].name for i in range(len(outputs))] if outputs else [],
     )
     parameters = message.parameters
     if parameters:
