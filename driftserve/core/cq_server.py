@@ -19,7 +19,9 @@ own synchronous server is written against) and keeps the loop's share to what a 
   metadata and status. While other calls are in flight it hands that batch to a **sender thread**:
   starting it makes gRPC's core frame and write the reply there and then (~30 µs, the GIL
   released), and on the loop that write held up every call queued behind it. A stream's writes go
-  the same way. Alone, a call sends its own and saves the hand-off. A client's cancellation or
+  the same way. Alone, a call sends its own and saves the hand-off. With ``send_beside_loop=False``
+  the loop sends every reply: one process on many cores is bound by its GIL, and there each
+  hand-off costs more than the write it moves. A client's cancellation or
   a passed deadline cancels the task, as in grpc.aio; for a unary call from its 20th millisecond
   on (``_ARM_CLOSE_AFTER_S``): watching for it from the start would cost every call one more
   completion, ~10% of the bare transport's CPU per call.
@@ -316,6 +318,7 @@ class CompletionQueueServer:
         max_pending_calls: int | None = None,
         retry_after_ms: int = 100,
         on_refused: Callable[[], None] | None = None,
+        send_beside_loop: bool = True,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._cq = cygrpc.CompletionQueue()
@@ -340,6 +343,8 @@ class CompletionQueueServer:
         # Batches for the sender thread to start (``_others_in_flight``): (start, its arguments).
         self._outbox: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]] | None] = queue.SimpleQueue()
         self._sender: threading.Thread | None = None
+        # False: the loop writes every reply itself (one GIL-bound process on many cores).
+        self._send_beside_loop = send_beside_loop
         self._sweep: asyncio.TimerHandle | None = None
 
     # --- grpc.aio.Server's surface ----------------------------------------------------------
@@ -363,8 +368,9 @@ class CompletionQueueServer:
         self._server.request_call(self._cq, self._cq, _Tag(_REQUEST, None))
         self._thread = threading.Thread(target=self._poll_forever, name="grpc-cq-poller", daemon=True)
         self._thread.start()
-        self._sender = threading.Thread(target=self._send_forever, name="grpc-cq-sender", daemon=True)
-        self._sender.start()
+        if self._send_beside_loop:
+            self._sender = threading.Thread(target=self._send_forever, name="grpc-cq-sender", daemon=True)
+            self._sender.start()
 
     async def stop(self, grace: float | None) -> None:
         """Refuse new calls; give those in progress ``grace`` seconds (None: none), then cancel them."""
@@ -719,7 +725,7 @@ class CompletionQueueServer:
     def _others_in_flight(self) -> bool:
         """Whether a batch should start on the sender thread rather than here: starting it makes
         gRPC's core frame and write there and then, which on the loop holds up the other calls."""
-        return len(self._rpcs) > 1
+        return self._send_beside_loop and len(self._rpcs) > 1
 
     def _start_final(self, rpc: _Rpc, ops: tuple[Any, ...], ending: _Ending) -> None:
         """Start the batch that ends a call (loop or sender thread); INTERNAL if gRPC refuses it."""

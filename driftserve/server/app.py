@@ -27,6 +27,7 @@ from driftserve.api import driftserve_pb2, grpc_service_pb2
 from driftserve.api._pool import reflection_pool
 from driftserve.core import cq_server
 from driftserve.core.auth import TokenAuthority, reload_on_sighup
+from driftserve.core.cpus import usable_cpus
 from driftserve.core.grpc_auth import GenericHandlersOnly
 from driftserve.core.heap import freeze_startup_heap
 from driftserve.core.processes import SERVING_LINE
@@ -43,7 +44,7 @@ from driftserve.server.repository import ModelRepository
 from driftserve.server.rest import RestServer, create_rest_app, rest_authorizer, start_rest
 from driftserve.server.rollout.wiring import Rollouts, create_rollouts
 from driftserve.server.security import SERVER_SCOPES, load_security
-from driftserve.server.settings import ServerSettings, check_repository
+from driftserve.server.settings import ServerSettings, check_repository, sends_beside_loop
 
 logger = logging.getLogger(__name__)
 
@@ -172,8 +173,18 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
         # Calls waiting for the loop beyond max_pending_calls are refused with RESOURCE_EXHAUSTED
         # and a retry hint by the front end itself, and counted.
         refused = metrics.backlog_refusals
+        beside = sends_beside_loop(settings)
         server = cq_server.CompletionQueueServer(
-            options, max_pending_calls=settings.max_pending_calls, on_refused=lambda: refused.inc()
+            options,
+            max_pending_calls=settings.max_pending_calls,
+            on_refused=lambda: refused.inc(),
+            send_beside_loop=beside,
+        )
+        logger.info(
+            "replies written from %s (--reply-sender %s, %.3g usable CPUs)",
+            "a sender thread while calls overlap" if beside else "the event loop",
+            settings.reply_sender,
+            usable_cpus(),
         )
     else:
         server = grpc.aio.server(options=options)

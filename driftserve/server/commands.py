@@ -50,6 +50,12 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
         "aio: grpcio's grpc.aio server [DRIFTSERVE_GRPC_FRONTEND, default cq]",
     )
     parser.add_argument(
+        "--reply-sender",
+        choices=("auto", "on", "off"),
+        help="write replies from a sender thread while other calls are in flight (cq front end); auto: on with "
+        "at most 4 CPUs per server process [DRIFTSERVE_REPLY_SENDER, default auto]",
+    )
+    parser.add_argument(
         "--shed-in-grpc-core",
         action="store_true",
         default=None,

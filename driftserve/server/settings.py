@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from driftserve.core.commandline import settings_argv
+from driftserve.core.cpus import usable_cpus
 from driftserve.core.startup import StartupError, check_log_level
 
 DEFAULT_HTTP_PORT = 8000
@@ -18,6 +19,8 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_GRACE_PERIOD_S = 10.0
 DEFAULT_DRAIN_PERIOD_S = 0.5
 DEFAULT_MAX_PENDING_CALLS = 256
+# --reply-sender auto: measured +20% on 2 CPUs per process, -16 to -28% on 16 (docs/ARCHITECTURE.md).
+SENDER_MAX_CPUS_PER_PROCESS = 4
 # The settings that a child `serve` process (a worker, the server of `run`) inherits as flags.
 SERVE_FLAG_FIELDS = (
     "model_repository",
@@ -31,6 +34,7 @@ SERVE_FLAG_FIELDS = (
     "drain_period_s",
     "max_pending_calls",
     "grpc_frontend",
+    "reply_sender",
     "mirror_address",
     "workers",
     "tls_cert",
@@ -83,6 +87,14 @@ class ServerSettings(BaseSettings):
         "cq",
         description="How gRPC calls reach the handlers: 'cq' (driftserve's completion-queue front end, "
         "core/cq_server.py: about a third of grpc.aio's CPU per unary call) or 'aio' (grpcio's grpc.aio server).",
+    )
+    reply_sender: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Whether the cq front end writes replies from a sender thread while other calls are in flight "
+        "('on'), or from the event loop ('off'). 'auto': on when each server process has at most "
+        f"{SENDER_MAX_CPUS_PER_PROCESS} CPUs (cgroup quota and affinity, divided by --workers): there it frees the "
+        "loop from gRPC's writes; with more CPUs one process is bound by its GIL and each hand-off costs more "
+        "than it saves.",
     )
     shed_in_grpc_core: bool = Field(
         False,
@@ -183,3 +195,12 @@ def _is_model_dir(root: Path, name: str) -> bool:
         return (root / name).is_dir()
     except OSError:
         return False
+
+
+def sends_beside_loop(settings: ServerSettings, cpus: float | None = None) -> bool:
+    """Whether the cq front end writes replies from its sender thread (``--reply-sender``, 'auto'
+    resolved from the CPUs each server process gets: ``cpus`` or this process's, over ``--workers``)."""
+    if settings.reply_sender != "auto":
+        return settings.reply_sender == "on"
+    per_process = (usable_cpus() if cpus is None else cpus) / settings.workers
+    return per_process <= SENDER_MAX_CPUS_PER_PROCESS

@@ -29,7 +29,7 @@ from driftserve.core.processes import (
 )
 from driftserve.core.startup import StartupError, bind_problem, probe_tcp_port
 from driftserve.server.metrics import start_metrics_server
-from driftserve.server.settings import ServerSettings, serve_argv
+from driftserve.server.settings import ServerSettings, sends_beside_loop, serve_argv
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,9 @@ def run_workers(settings: ServerSettings) -> int:
     http_port = settings.http_port or free_port(settings.host)
     metrics_dir = tempfile.mkdtemp(prefix="driftserve-metrics-")
     env = {MULTIPROC_ENV: metrics_dir, "DRIFTSERVE_FLEET_READY_FILE": os.path.join(metrics_dir, FLEET_READY_NAME)}
-    argv = serve_argv(settings, grpc_port=port, http_port=http_port, metrics_port=-1, workers=1)
+    # Each child runs with --workers 1: the parent decides the sender from the CPUs they share.
+    sender = "on" if sends_beside_loop(settings) else "off"
+    argv = serve_argv(settings, grpc_port=port, http_port=http_port, metrics_port=-1, workers=1, reply_sender=sender)
     children = [
         start_child(f"worker-{i}", argv, {**env, "DRIFTSERVE_REUSE_PORT": "true"}) for i in range(settings.workers)
     ]

@@ -311,11 +311,13 @@ def test_a_client_that_cancels_or_runs_out_of_time_cancels_the_handler() -> None
     _run(test)
 
 
-def test_replies_of_concurrent_calls_are_sent_beside_the_loop() -> None:
+@pytest.mark.parametrize("beside", [True, False], ids=["sender-thread", "loop-sends"])
+def test_replies_of_concurrent_calls_are_sent_beside_the_loop(beside: bool) -> None:
     async def test() -> None:
         events = Events()
         outbox = _CountingOutbox()
-        server, address = await _serve(events, outbox)
+        server, address = await _serve(events, outbox, send_beside_loop=beside)
+        assert (server._sender is not None) == beside
         async with grpc.aio.insecure_channel(address) as channel:
             held = channel.unary_unary(_path("Held"))
             requests = [str(i).encode() for i in range(20)] + [b"bad"]
@@ -327,7 +329,10 @@ def test_replies_of_concurrent_calls_are_sent_beside_the_loop() -> None:
             assert results[:20] == [b"held:" + request for request in requests[:20]]
             assert isinstance(results[20], grpc.aio.AioRpcError)
             assert results[20].code() == grpc.StatusCode.INTERNAL  # unsendable there too: still ended
-            assert outbox.replies >= 19  # every reply but the last one's, while others were in flight
+            if beside:
+                assert outbox.replies >= 19  # every reply but the last one's, while others were in flight
+            else:
+                assert outbox.replies == 0  # the loop sent them all itself
             assert await channel.unary_unary(_path("Echo"))(b"after", timeout=30) == b"echo:after"
         await server.stop(1.0)
 

@@ -22,7 +22,7 @@ from driftserve.core.config import load_model_config
 from driftserve.core.errors import ConfigError
 from driftserve.core.ports import free_port
 from driftserve.core.processes import start_child
-from driftserve.server.settings import ServerSettings, serve_argv
+from driftserve.server.settings import ServerSettings, sends_beside_loop, serve_argv
 from tests.cli_support import one_line, run_cli
 from tests.server.support import ROOT, InProcessServer, wait_until, write_identity_model
 
@@ -254,6 +254,30 @@ def test_load_models_setting_from_env_and_back_to_flags(monkeypatch: pytest.Monk
     assert settings.load_models == ["a", "b"] and settings.exit_on_error
     argv = serve_argv(settings)
     assert argv[-5:] == ["--load-model", "a", "--load-model", "b", "--exit-on-error"]
+
+
+@pytest.mark.parametrize(
+    ("reply_sender", "cpus", "workers", "beside"),
+    [
+        ("auto", 2, 1, True),  # few CPUs: the loop competes for them, the sender frees it from writes
+        ("auto", 4, 1, True),
+        ("auto", 16, 1, False),  # one GIL-bound process on many cores: hand-offs cost more than they save
+        ("auto", 16, 8, True),  # eight workers share them: two CPUs each
+        ("on", 64, 1, True),
+        ("off", 2, 1, False),
+    ],
+)
+def test_reply_sender_auto_follows_the_cpus_per_server_process(
+    tmp_path: Path, reply_sender: str, cpus: float, workers: int, beside: bool
+) -> None:
+    settings = ServerSettings(model_repository=tmp_path, reply_sender=reply_sender, workers=workers)
+    assert sends_beside_loop(settings, cpus) is beside
+
+
+def test_workers_get_the_parents_reply_sender_decision_as_a_flag(tmp_path: Path) -> None:
+    settings = ServerSettings(model_repository=tmp_path, reply_sender="auto", workers=8)
+    argv = serve_argv(settings, workers=1, reply_sender="off")
+    assert argv[argv.index("--reply-sender") + 1] == "off" and argv[argv.index("--workers") + 1] == "1"
 
 
 # ---------------------------------------------------------------------------------------------- config.pbtxt

@@ -1,0 +1,39 @@
+"""How many CPUs this process may use: its affinity mask, capped by a cgroup CPU quota.
+
+``os.cpu_count()`` counts the machine. A container limited to 2 CPUs (Kubernetes
+``resources.limits.cpu: 2``) on a 64-core node sees 64 there, and 64 in its affinity mask too: the
+limit is a CFS quota, in ``cpu.max`` (cgroup v2) or ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``
+(cgroup v1). Policies that depend on how much of the machine a server really has read this instead.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CGROUP = Path("/sys/fs/cgroup")
+
+
+def cgroup_quota_cpus(root: Path = CGROUP) -> float | None:
+    """The CPU quota of this process's cgroup in CPUs (e.g. 1.5), or None when there is none."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+
+
+def usable_cpus(root: Path = CGROUP) -> float:
+    """CPUs this process can run on at once: affinity mask, capped by the cgroup quota (at least 1)."""
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        affinity = os.cpu_count() or 1
+    quota = cgroup_quota_cpus(root)
+    return max(1.0, min(float(affinity), quota) if quota is not None else float(affinity))
