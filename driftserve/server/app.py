@@ -180,14 +180,14 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
             on_refused=lambda: refused.inc(),
             send_beside_loop=beside,
         )
-        logger.info(
-            "replies written from %s (--reply-sender %s, %.3g usable CPUs)",
-            "a sender thread while calls overlap" if beside else "the event loop",
-            settings.reply_sender,
-            usable_cpus(),
+        # Said once serving (a failed start keeps its single error line).
+        replies = (
+            f"replies from {'a sender thread while calls overlap' if beside else 'the event loop'} "
+            f"(--reply-sender {settings.reply_sender}, {usable_cpus():.3g} usable CPUs)"
         )
     else:
         server = grpc.aio.server(options=options)
+        replies = "replies from grpc.aio"
     if grpc_core_shedding.enabled(os.environ):
         logger.info(
             "gRPC refuses calls beyond %d pending with RESOURCE_EXHAUSTED (%s=%s)",
@@ -302,13 +302,14 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
         running.ready.set()
         ready_models = [n for n, e in repository.models.items() if e.ready]
         logger.info(
-            "serving %s on %s: gRPC :%d, REST :%d, metrics :%d, %s",
+            "serving %s on %s: gRPC :%d, REST :%d, metrics :%d, %s; %s",
             ready_models,
             settings.host,
             port,
             running.http_port,
             running.metrics_port,
             security.describe(),
+            replies,
         )
 
     await became_ready()
