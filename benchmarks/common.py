@@ -187,9 +187,11 @@ def start_grpc_ceiling(
     frontend: str = "cq",
     label: str | None = None,
     shared_port: int | None = None,
+    reply_sender: bool = True,
 ) -> ServerProcess:
     """The transport-ceiling server (bare gRPC front end, canned replies) on a free loopback port,
-    or with SO_REUSEPORT on ``shared_port`` beside other ceiling processes (``--workers``' ceiling)."""
+    or with SO_REUSEPORT on ``shared_port`` beside other ceiling processes (``--workers``' ceiling);
+    ``reply_sender`` as driftserve's ``--reply-sender``."""
     port = free_port() if shared_port is None else shared_port
     label = label or ("grpc_ceiling_yield" if yield_once else "grpc_ceiling")
     command = [
@@ -202,6 +204,7 @@ def start_grpc_ceiling(
         str(port),
         *(["--yield-once"] if yield_once else []),
         *(["--reuse-port"] if shared_port is not None else []),
+        *([] if reply_sender else ["--reply-sender", "off"]),
         "--frontend",
         frontend,
     ]

@@ -139,11 +139,20 @@ class CeilingServicer(pb_grpc.GRPCInferenceServiceServicer):
 
 
 async def serve(
-    repository: Path, port: int, yield_once: bool = False, frontend: str = "cq", reuse_port: bool = False
+    repository: Path,
+    port: int,
+    yield_once: bool = False,
+    frontend: str = "cq",
+    reuse_port: bool = False,
+    reply_sender: bool = True,
 ) -> None:
     # SO_REUSEPORT only when asked: several ceiling processes then share one port, as `--workers` does.
     options = [("grpc.so_reuseport", 1 if reuse_port else 0)]
-    server: Any = CompletionQueueServer(options) if frontend == "cq" else grpc.aio.server(options=options)
+    server: Any = (
+        CompletionQueueServer(options, send_beside_loop=reply_sender)
+        if frontend == "cq"
+        else grpc.aio.server(options=options)
+    )
     servicer = CeilingServicer(load_repository(repository), yield_once)
     # Generic handlers only, as driftserve registers its services (see driftserve.core.grpc_auth.GenericHandlersOnly).
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, GenericHandlersOnly(server))
@@ -165,11 +174,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--reuse-port", action="store_true", help="bind with SO_REUSEPORT, so that several processes share --port"
     )
+    parser.add_argument(
+        "--reply-sender",
+        choices=("on", "off"),
+        default="on",
+        help="cq front end: write replies from its sender thread while calls overlap [default on]",
+    )
     args = parser.parse_args(argv)
     if not args.model_repository.is_dir():
         parser.error(f"--model-repository {args.model_repository} is not a directory")
     try:
-        uvloop.run(serve(args.model_repository, args.port, args.yield_once, args.frontend, args.reuse_port))
+        uvloop.run(
+            serve(
+                args.model_repository,
+                args.port,
+                args.yield_once,
+                args.frontend,
+                args.reuse_port,
+                args.reply_sender == "on",
+            )
+        )
     except KeyboardInterrupt:  # Ctrl-C ends a manual run; benchmarks stop it with SIGTERM
         return 0
     return 0

@@ -26,8 +26,10 @@ from benchmarks.common import ServerProcess, markdown_table, start_driftserve, s
 from benchmarks.peers.bench import shape_args
 from benchmarks.perf_analyzer_runner import measure_with_cpu, median_run
 from benchmarks.slo_bench import make_repository
+from driftserve.core.cpus import usable_cpus
 from driftserve.core.machine import machine
 from driftserve.core.ports import free_port
+from driftserve.server.settings import sender_pays_off
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -35,10 +37,12 @@ WORKERS, CEILING = "driftserve", "ceiling"
 
 
 def start_ceiling(repository: Path, log_dir: Path, processes: int) -> list[ServerProcess]:
-    """``processes`` transport-ceiling processes sharing one port."""
+    """``processes`` transport-ceiling processes sharing one port, writing replies as
+    ``serve --workers processes`` would (``--reply-sender auto``)."""
     port = free_port()
+    sender = sender_pays_off(usable_cpus() / processes)
     return [
-        start_grpc_ceiling(repository, log_dir, label=f"ceiling{processes}_{i}", shared_port=port)
+        start_grpc_ceiling(repository, log_dir, label=f"ceiling{processes}_{i}", shared_port=port, reply_sender=sender)
         for i in range(processes)
     ]
 

@@ -202,5 +202,11 @@ def sends_beside_loop(settings: ServerSettings, cpus: float | None = None) -> bo
     resolved from the CPUs each server process gets: ``cpus`` or this process's, over ``--workers``)."""
     if settings.reply_sender != "auto":
         return settings.reply_sender == "on"
-    per_process = (usable_cpus() if cpus is None else cpus) / settings.workers
-    return per_process <= SENDER_MAX_CPUS_PER_PROCESS
+    return sender_pays_off((usable_cpus() if cpus is None else cpus) / settings.workers)
+
+
+def sender_pays_off(cpus_per_process: float) -> bool:
+    """``--reply-sender auto``'s rule: with few CPUs per process the loop competes for them, and
+    writing replies beside it frees it; with many, one process is bound by its GIL and each
+    hand-off costs more than the write it moves."""
+    return cpus_per_process <= SENDER_MAX_CPUS_PER_PROCESS

@@ -110,3 +110,15 @@ def test_ceiling_processes_share_one_port_and_each_serves(model_repository: Path
     finally:
         for server in servers:
             server.stop()
+
+
+def test_ceiling_with_the_loop_writing_replies_answers_the_same(model_repository: Path, tmp_path: Path) -> None:
+    server = start_grpc_ceiling(model_repository, tmp_path, reply_sender=False)
+    try:
+        server.wait_ready()
+        with grpc.insecure_channel(server.target) as channel:
+            reply = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(_request("linear", 3), timeout=10)
+        assert list(reply.outputs[0].shape) == [3, 2]
+        assert "--reply-sender" in server.proc.args and "off" in server.proc.args
+    finally:
+        server.stop()
