@@ -36,6 +36,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from driftserve.api import driftserve_pb2 as pb
 from driftserve.api import driftserve_pb2_grpc as pb_grpc
 from driftserve.core.auth import bearer
+from driftserve.core.mirror_wire import accepted
 from driftserve.core.tensors import encode_raw, v2_datatype
 from driftserve.server.dataplane import InferenceRequest
 from driftserve.server.metrics import counter_writer
@@ -414,23 +415,30 @@ class MirrorPublisher:
         self._set_connected(True)
         if not self._rejected_reason:  # while refused, each retry connects: the error said it once
             logger.info("mirroring to sidecar at %s", self.address)
-        while True:
-            if self._staged_rows < self.flush_rows and not self._closing:
-                # Flush every interval, or as soon as flush_rows rows are waiting.
-                self._wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), self.flush_interval_s)
-            if call.done():
-                raise asyncio.InvalidStateError("sidecar closed the stream")
-            if self._rejected_reason:  # a refused stream ends at once; this one lived a flush interval
-                self._rejected_reason = ""
-                logger.info("the sidecar at %s accepts the mirror now; mirroring", self.address)
-            if self._staged_rows:
-                await self._flush(call)
-            if self._closing:
-                await call.done_writing()
-                await call  # the sidecar has read every batch
-                return
+        # The sidecar sends its headers as soon as it accepts the stream; a refused stream ends
+        # without them (its status arrives alone, however long a loaded machine takes to send it).
+        headers = asyncio.ensure_future(call.initial_metadata())
+        headers.add_done_callback(_retrieve)
+        try:
+            while True:
+                if self._staged_rows < self.flush_rows and not self._closing:
+                    # Flush every interval, or as soon as flush_rows rows are waiting.
+                    self._wakeup.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wakeup.wait(), self.flush_interval_s)
+                if call.done():
+                    raise asyncio.InvalidStateError("sidecar closed the stream")
+                if self._rejected_reason and _accepted_by(headers):  # the refusal logged before is over
+                    self._rejected_reason = ""
+                    logger.info("the sidecar at %s accepts the mirror now; mirroring", self.address)
+                if self._staged_rows:
+                    await self._flush(call)
+                if self._closing:
+                    await call.done_writing()
+                    await call  # the sidecar has read every batch
+                    return
+        finally:
+            headers.cancel()
 
     async def _flush(self, call: Any) -> None:
         """Write every staging as one batch; a failed write drops (and counts) what was not delivered."""
@@ -542,3 +550,14 @@ def _short(exc: BaseException) -> str:
     if isinstance(exc, grpc.aio.AioRpcError):
         return f"{exc.code().name}: {exc.details()}"
     return str(exc) or type(exc).__name__
+
+
+def _accepted_by(headers: asyncio.Future[Any]) -> bool:
+    """Whether the sidecar's response headers have come and say it accepted the stream."""
+    return headers.done() and not headers.cancelled() and headers.exception() is None and accepted(headers.result())
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a background future's error as seen (a stream that ended is handled where it ends)."""
+    if not future.cancelled():
+        future.exception()

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 
 from driftserve.api import driftserve_pb2, driftserve_pb2_grpc
+from driftserve.core.mirror_wire import MIRROR_ACCEPTED
 from driftserve.sidecar.drift.detector import WINDOWS, FeatureWindowReport
 from driftserve.sidecar.replicas import FleetView
 from driftserve.sidecar.report_source import ReportSource
@@ -42,6 +43,8 @@ class MirrorServicer(driftserve_pb2_grpc.MirrorServicer):
         metrics.streams.inc()
         peer = context.peer()
         logger.info("mirror stream opened by %s", peer)
+        # Headers at once tell the server its stream was accepted (a refused one ends without them).
+        await context.send_initial_metadata((MIRROR_ACCEPTED,))
         try:
             async for message in request_iterator:
                 accepted = self._state.submit(message)

@@ -7,6 +7,7 @@ on both sides, and inference is not affected.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -160,6 +161,33 @@ def test_a_mirror_with_a_wrong_token_is_refused_counted_and_logged_while_inferen
             assert server.metric("driftserve_mirror_records_total", outcome="dropped") >= 1
     assert caplog.text.count("refused the mirror (PERMISSION_DENIED") == 1  # once, not per retry
     assert "scope 'mirror'" in caplog.text
+
+
+def test_a_refused_mirror_is_accepted_once_the_sidecar_grants_the_scope_and_says_so_once(
+    repository: Path, pki: Pki, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="driftserve.server.mirror")
+    sidecar_tokens = write_tokens(tmp_path / "sidecar-tokens")
+    with InProcessSidecar(repository, tls_cert=pki.cert, tls_key=pki.key, auth_tokens_file=sidecar_tokens) as sidecar:
+        token = write_token(tmp_path / "mirror-token", INFER_TOKEN)  # not for the mirror, yet
+        with InProcessServer(
+            repository, mirror_address=sidecar.running.address, mirror_tls_ca=pki.ca, mirror_token_file=token
+        ) as server:
+            _infer_until_mirrored(
+                server,
+                lambda: server.metric("driftserve_mirror_rejections_total", reason="permission_denied") >= 2,
+                "two counted mirror rejections",
+            )
+            granted = sidecar_tokens.read_text().replace(f"{INFER_TOKEN} infer", f"{INFER_TOKEN} infer,mirror")
+            sidecar_tokens.write_text(granted)
+            assert sidecar.running.authority is not None
+            sidecar.running.authority.reload()  # what SIGHUP does
+            _infer_until_mirrored(
+                server, lambda: (sidecar.sample("driftserve_sidecar_rows_total") or 0) >= 8, "mirrored rows"
+            )
+    assert caplog.text.count("refused the mirror (PERMISSION_DENIED") == 1
+    # Known from the sidecar's acceptance header, not guessed from a stream that stayed open a while.
+    assert caplog.text.count("accepts the mirror now") == 1
 
 
 def test_a_mirror_that_cannot_verify_the_sidecar_is_counted_as_tls(repository: Path, pki: Pki, tmp_path: Path) -> None:
