@@ -249,6 +249,8 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
             lambda: v2.started and dataplane.ready,
             settings.max_receive_message_bytes,
             authorize=rest_authorizer(security.authority, rejected),
+            load=rollouts.controller.request_load,
+            unload=rollouts.controller.unload,
         )
         try:
             running._rest = await start_rest(

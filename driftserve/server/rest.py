@@ -70,6 +70,7 @@ PROTOCOL = "rest"
 # gRPC status of an error -> HTTP status of the REST answer.
 HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,  # e.g. a candidate version that failed the rollout gate
     grpc.StatusCode.UNAUTHENTICATED: 401,
     grpc.StatusCode.PERMISSION_DENIED: 403,
     grpc.StatusCode.NOT_FOUND: 404,
@@ -116,10 +117,21 @@ class _InferCall:
 class RestHandlers:
     """The V2 REST endpoints over the shared boundary and repository."""
 
-    def __init__(self, boundary: InferenceBoundary, repository: ModelRepository, is_ready: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        boundary: InferenceBoundary,
+        repository: ModelRepository,
+        is_ready: Callable[[], bool],
+        load: Callable[[str], Awaitable[object]] | None = None,
+        unload: Callable[[str], Awaitable[object]] | None = None,
+    ) -> None:
         self.boundary = boundary
         self.repository = repository
         self.is_ready = is_ready
+        # What the gRPC repository RPCs do (the server passes the rollout controller's: a managed
+        # model's new version goes through the gate), else a plain (re)load and unload.
+        self._load = load if load is not None else repository.load
+        self._unload = unload if unload is not None else repository.unload
 
     # --------------------------------------------------------------------------------- health
     async def live(self, request: web.Request) -> web.Response:
@@ -174,12 +186,12 @@ class RestHandlers:
                 f"load parameters {clip_list(overrides)} are not supported: the model is loaded from its directory "
                 "in the repository; change config.yaml or the model files there, then load",
             )
-        await self.repository.load(request.match_info["model"])
+        await self._load(request.match_info["model"])
         return web.Response(status=200)
 
     async def unload(self, request: web.Request) -> web.Response:
         await _optional_json(request)
-        await self.repository.unload(request.match_info["model"])
+        await self._unload(request.match_info["model"])
         return web.Response(status=200)
 
     # ------------------------------------------------------------------------------ inference
@@ -234,9 +246,12 @@ def create_rest_app(
     is_ready: Callable[[], bool],
     max_body_bytes: int,
     authorize: Authorize | None = None,
+    load: Callable[[str], Awaitable[object]] | None = None,
+    unload: Callable[[str], Awaitable[object]] | None = None,
 ) -> web.Application:
-    """The aiohttp application of the V2 REST endpoints (every answer JSON, errors included)."""
-    handlers = RestHandlers(boundary, repository, is_ready)
+    """The aiohttp application of the V2 REST endpoints (every answer JSON, errors included);
+    ``load``/``unload`` as ``RestHandlers`` takes them."""
+    handlers = RestHandlers(boundary, repository, is_ready, load, unload)
     app = web.Application(client_max_size=max_body_bytes, middlewares=[_middleware(authorize, max_body_bytes)])
     routes: list[tuple[str, str, Callable[[web.Request], Awaitable[web.Response]], str | None]] = [
         ("GET", "/v2/health/live", handlers.live, None),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -68,6 +71,14 @@ def test_bad_candidates_leave_the_current_version_serving(tmp_path: Path) -> Non
         assert "incompatible" in (caught.value.details() or "")
         reply = server.v2().ModelInfer(v2_request("m", x[:1]), timeout=30)
         assert reply.model_version == "1"
+        # So does the REST load endpoint: 400 with the gate's reason, not the candidate served at once.
+        load = urllib.request.Request(f"{server.http_url}/v2/repository/models/m/load", data=b"", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(load, timeout=120)
+        assert refused.value.code == 400
+        assert "incompatible" in json.loads(refused.value.read())["error"]
+        refused.value.close()
+        assert server.v2().ModelInfer(v2_request("m", x[:1]), timeout=30).model_version == "1"
 
 
 def test_a_good_candidate_passes_and_is_promoted(tmp_path: Path) -> None:
