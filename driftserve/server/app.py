@@ -48,6 +48,12 @@ from driftserve.server.settings import ServerSettings, check_repository, sends_b
 
 logger = logging.getLogger(__name__)
 
+FLEET_CONTROL_REFUSAL = (
+    "model control is not available with --workers > 1: each worker process has its own models, and this call "
+    "would change only the worker that this connection reached; choose the models at start (--load-model) and "
+    "restart the server to change them, or run with --workers 1 to load, unload and roll out while serving"
+)
+
 PENDING_HARD_LIMIT_FACTOR = 4
 
 SERVICE_NAMES = (
@@ -201,6 +207,8 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
         server, security.authority, SERVER_SCOPES, lambda reason: rejected.labels(reason).inc()
     )
     rollouts = create_rollouts(settings, repository, dataplane, registry, mirror)
+    if settings.fleet_ready_file is not None:  # a worker of --workers
+        rollouts.controller.control_refusal = FLEET_CONTROL_REFUSAL
     v2 = InferenceServicer(boundary, repository, rollouts.controller.request_load, rollouts.controller.unload)
     add_inference_servicer(v2, services)
     add_models_servicer(ModelsServicer(repository, rollouts.controller), services)

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from driftserve.api import grpc_service_pb2, grpc_service_pb2_grpc
+from driftserve.api import driftserve_pb2, driftserve_pb2_grpc, grpc_service_pb2, grpc_service_pb2_grpc
 from driftserve.core.ports import free_port
 from driftserve.core.processes import start_child
-from tests.server.support import ServerProcess, copy_model, v2_request, wait_until
+from tests.server.support import InProcessServer, ServerProcess, copy_model, v2_request, wait_until
 
 
 def _alive(pid: int) -> bool:
@@ -144,4 +144,52 @@ def test_the_parent_lets_its_workers_report_ready_when_all_are(example_repositor
                     grpc_service_pb2.ServerReadyRequest(), timeout=10
                 )
                 assert ready.ready
+                # Control calls would change only this connection's worker: refused, saying why.
+                with pytest.raises(grpc.RpcError) as refused:
+                    grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel).RepositoryModelLoad(
+                        grpc_service_pb2.RepositoryModelLoadRequest(model_name="breast_cancer_lr"), timeout=30
+                    )
+                assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+                assert "--workers" in (refused.value.details() or "")
         assert server.terminate() == 0
+
+
+def test_a_worker_refuses_every_control_call_and_serves_on(example_repository: Path, tmp_path: Path) -> None:
+    copy_model(example_repository, tmp_path / "repo", "breast_cancer_lr")
+    flag = tmp_path / "fleet-ready"
+    flag.touch()  # its siblings are ready too
+    with InProcessServer(tmp_path / "repo", fleet_ready_file=flag) as server, server.channel() as channel:
+        v2 = server.v2(channel)
+        models = driftserve_pb2_grpc.ModelsStub(channel)
+        ref = driftserve_pb2.ModelRef(model="breast_cancer_lr")
+        calls = {
+            "RepositoryModelLoad": lambda: v2.RepositoryModelLoad(
+                grpc_service_pb2.RepositoryModelLoadRequest(model_name="breast_cancer_lr"), timeout=30
+            ),
+            "RepositoryModelUnload": lambda: v2.RepositoryModelUnload(
+                grpc_service_pb2.RepositoryModelUnloadRequest(model_name="breast_cancer_lr"), timeout=30
+            ),
+            "Models.Load": lambda: models.Load(ref, timeout=30),
+            "Models.Unload": lambda: models.Unload(ref, timeout=30),
+            "Models.Promote": lambda: models.Promote(ref, timeout=30),
+            "Models.Rollback": lambda: models.Rollback(ref, timeout=30),
+        }
+        for name, call in calls.items():
+            with pytest.raises(grpc.RpcError) as refused:
+                call()
+            assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION, name
+            assert "--workers" in (refused.value.details() or ""), name
+        for action in ("load", "unload"):
+            request = urllib.request.Request(
+                f"{server.http_url}/v2/repository/models/breast_cancer_lr/{action}", data=b"", method="POST"
+            )
+            with pytest.raises(urllib.error.HTTPError) as http_refused:
+                urllib.request.urlopen(request, timeout=30)
+            assert http_refused.value.code == 400 and b"--workers" in http_refused.value.read()
+            http_refused.value.close()
+        # Nothing changed: the model serves, and reading its state is still allowed.
+        reply = v2.ModelInfer(v2_request("breast_cancer_lr", np.zeros((1, 30), np.float32)), timeout=30)
+        assert reply.model_name == "breast_cancer_lr"
+        stats = v2.ModelStatistics(grpc_service_pb2.ModelStatisticsRequest(name="breast_cancer_lr"), timeout=30)
+        assert stats.model_stats
+        assert models.Status(ref, timeout=30).model == "breast_cancer_lr"

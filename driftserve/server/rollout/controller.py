@@ -88,6 +88,9 @@ class RolloutController:
         self._runs: dict[str, _Run] = {}
         self._retire_tasks: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Set in a worker of ``--workers``: every control call (load, unload, promote, rollback) is
+        # refused with it, since it would change only the worker that one connection reached.
+        self.control_refusal: str | None = None
         for name, state in self.states.items():
             repository.pinned[name] = state.primary
             metrics.set_stage(name, state.stage, state.step, state.weight)
@@ -108,6 +111,7 @@ class RolloutController:
         Waits for the gate: a candidate that fails it raises FailedPrecondition with the reason,
         and the current version keeps serving. The rest of the rollout runs in the background.
         """
+        self._check_control()
         check_model_name(name)
         entry = self.repository.models.get(name)
         if entry is None or not entry.ready or entry.config is None or not entry.config.deployment.managed:
@@ -346,6 +350,7 @@ class RolloutController:
     # ------------------------------------------------------------------ manual actions
     async def promote(self, name: str) -> str:
         """Promote the candidate now, skipping the remaining steps (after its gate)."""
+        self._check_control()
         run = self._runs.get(name)
         if run is None or not run.gate_done.is_set():
             raise FailedPrecondition(
@@ -359,6 +364,7 @@ class RolloutController:
 
     async def rollback(self, name: str) -> str:
         """Roll back the running rollout, or the last promotion while the previous version is loaded."""
+        self._check_control()
         run = self._runs.get(name)
         if run is not None:
             if run.task is not None:
@@ -397,6 +403,7 @@ class RolloutController:
 
     async def unload(self, name: str, version: int | None = None) -> str:
         """Unload a model (its rollout ends), or one version that is not the primary."""
+        self._check_control()
         check_model_name(name)
         if version is None:
             if name in self._runs:
@@ -413,6 +420,10 @@ class RolloutController:
             return await self.rollback(name)
         await self.repository.retire_version(name, version, reason="unloaded")
         return f"model '{name}' version {version} unloaded"
+
+    def _check_control(self) -> None:
+        if self.control_refusal is not None:
+            raise FailedPrecondition(self.control_refusal)
 
     def status(self, name: str) -> RolloutState | None:
         check_model_name(name)
