@@ -68,13 +68,11 @@ class ServerProcess:
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
         deadline = time.monotonic() + timeout_s
-        if self.ready_check == "line":
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.label} exited with {self.proc.returncode}; see {self.log_path}")
-                if "DRIFTSERVE_READY" in self.log_path.read_text(errors="replace"):
-                    return
-                time.sleep(0.2)
+        if self.ready_check == "line":  # the child's reader parses the ready line as it comes
+            if self.child.wait_ready(timeout_s):
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.label} exited with {self.proc.returncode}; see {self.log_path}")
             raise RuntimeError(f"{self.label} not ready within {timeout_s:g} s; see {self.log_path}")
         with grpc.insecure_channel(self.target) as channel:
             stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)

@@ -73,6 +73,11 @@ def make_repository(source: Path, dest: Path, model: str, batching: dict[str, di
     return names
 
 
+def slo_repository(source: Path, dest: Path, model: str, slo_ms: float) -> str:
+    """A copy of ``model`` in ``dest`` whose batching section is only ``slo_p99_ms``; its served name."""
+    return make_repository(source, dest, model, {"slo": {"slo_p99_ms": slo_ms}})["slo"]
+
+
 def _run(
     target: str, model: str, concurrency: int, window_ms: int, rate: float | None, naive: bool
 ) -> dict[str, float]:

@@ -31,7 +31,7 @@ from benchmarks.common import ServerProcess, markdown_table, start_driftserve
 from benchmarks.peers.bench import shape_args
 from benchmarks.peers.cpu import PROC, ProcessTree, measured_span
 from benchmarks.perf_analyzer_runner import run_perf_analyzer
-from benchmarks.slo_bench import make_repository
+from benchmarks.slo_bench import slo_repository
 from benchmarks.workers_bench import start_ceiling
 from driftserve.core.machine import machine_text
 
@@ -133,9 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         repository, model = args.model_repository, args.model
         if args.slo_ms is not None:
             repository = Path(tmp) / "repository"
-            model = make_repository(
-                args.model_repository, repository, args.model, {"slo": {"slo_p99_ms": args.slo_ms}}
-            )["slo"]
+            model = slo_repository(args.model_repository, repository, args.model, args.slo_ms)
         if args.server == "ceiling":
             servers = start_ceiling(repository, Path(tmp), args.workers)
             extra += shape_args(repository, model)

@@ -25,7 +25,7 @@ from pathlib import Path
 from benchmarks.common import ServerProcess, markdown_table, start_driftserve, start_grpc_ceiling
 from benchmarks.peers.bench import shape_args
 from benchmarks.perf_analyzer_runner import measure_with_cpu, median_run
-from benchmarks.slo_bench import make_repository
+from benchmarks.slo_bench import slo_repository
 from driftserve.core.cpus import usable_cpus
 from driftserve.core.machine import machine
 from driftserve.core.ports import free_port
@@ -70,9 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         repository, served = args.model_repository, {m: m for m in models}
         if args.slo_ms is not None:
             repository = Path(tmp) / "repository"
-            for model in models:
-                names = make_repository(args.model_repository, repository, model, {"slo": {"slo_p99_ms": args.slo_ms}})
-                served[model] = names["slo"]
+            served = {m: slo_repository(args.model_repository, repository, m, args.slo_ms) for m in models}
         shape = {model: shape_args(repository, served[model]) for model in models}
         servers: dict[tuple[str, int], list[ServerProcess]] = {}
         try:

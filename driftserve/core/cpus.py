@@ -17,16 +17,19 @@ CGROUP = Path("/sys/fs/cgroup")
 def cgroup_quota_cpus(root: Path = CGROUP) -> float | None:
     """The CPU quota of this process's cgroup in CPUs (e.g. 1.5), or None when there is none."""
     try:
-        quota, period = (root / "cpu.max").read_text().split()[:2]
+        quota, period = (root / "cpu.max").read_text().split()[:2]  # cgroup v2
         return None if quota == "max" else int(quota) / int(period)
     except (OSError, ValueError):
-        pass
+        return _cgroup_v1_quota_cpus(root)
+
+
+def _cgroup_v1_quota_cpus(root: Path) -> float | None:
     try:
         quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
         period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
     except (OSError, ValueError):
         return None
-    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None  # -1: no limit
 
 
 def usable_cpus(root: Path = CGROUP) -> float:

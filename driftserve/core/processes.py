@@ -137,10 +137,11 @@ def _read(child: Child, output: str | Path, sink: IO[str] | None) -> None:
     assert child.process.stdout is not None
     try:
         for line in child.process.stdout:
-            if line.strip() == SERVING_LINE:
+            stripped = line.strip()
+            if stripped == SERVING_LINE:
                 child.serving.set()
                 continue
-            match = READY_PATTERN.match(line.strip())
+            match = READY_PATTERN.match(stripped)
             if match and not child.ready.is_set():
                 child.announced = dict(kv.split("=", 1) for kv in match.group(1).split() if "=" in kv)
                 child.ready.set()

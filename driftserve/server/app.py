@@ -179,7 +179,8 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
         # Calls waiting for the loop beyond max_pending_calls are refused with RESOURCE_EXHAUSTED
         # and a retry hint by the front end itself, and counted.
         refused = metrics.backlog_refusals
-        beside = sends_beside_loop(settings)
+        cpus = usable_cpus()
+        beside = sends_beside_loop(settings, cpus)
         server = cq_server.CompletionQueueServer(
             options,
             max_pending_calls=settings.max_pending_calls,
@@ -189,7 +190,7 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
         # Said once serving (a failed start keeps its single error line).
         replies = (
             f"replies from {'a sender thread while calls overlap' if beside else 'the event loop'} "
-            f"(--reply-sender {settings.reply_sender}, {usable_cpus():.3g} usable CPUs)"
+            f"(--reply-sender {settings.reply_sender}, {cpus:.3g} usable CPUs)"
         )
     else:
         server = grpc.aio.server(options=options)

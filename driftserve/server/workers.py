@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import threading
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, multiprocess
 
@@ -48,7 +49,8 @@ def run_workers(settings: ServerSettings) -> int:
     # Port 0 would give each worker a port of its own: the parent picks the one they share.
     http_port = settings.http_port or free_port(settings.host)
     metrics_dir = tempfile.mkdtemp(prefix="driftserve-metrics-")
-    env = {MULTIPROC_ENV: metrics_dir, "DRIFTSERVE_FLEET_READY_FILE": os.path.join(metrics_dir, FLEET_READY_NAME)}
+    fleet_ready = Path(metrics_dir, FLEET_READY_NAME)
+    env = {MULTIPROC_ENV: metrics_dir, "DRIFTSERVE_FLEET_READY_FILE": str(fleet_ready)}
     # Each child runs with --workers 1: the parent decides the sender from the CPUs they share.
     sender = "on" if sends_beside_loop(settings) else "off"
     argv = serve_argv(settings, grpc_port=port, http_port=http_port, metrics_port=-1, workers=1, reply_sender=sender)
@@ -57,7 +59,7 @@ def run_workers(settings: ServerSettings) -> int:
     ]
     with stop_signals() as stop, forward_sighup(children, settings.auth_tokens_file is not None):
         try:
-            return _serve_workers(settings, children, (port, http_port), metrics_dir, stop)
+            return _serve_workers(settings, children, (port, http_port), metrics_dir, fleet_ready, stop)
         finally:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
@@ -96,7 +98,12 @@ def _stop_early(children: list[Child], settings: ServerSettings, stop: threading
 
 
 def _serve_workers(
-    settings: ServerSettings, children: list[Child], ports: tuple[int, int], metrics_dir: str, stop: threading.Event
+    settings: ServerSettings,
+    children: list[Child],
+    ports: tuple[int, int],
+    metrics_dir: str,
+    fleet_ready: Path,
+    stop: threading.Event,
 ) -> int:
     """Wait for every worker to load (as long as they run), let them report ready, serve the aggregated
     metrics, supervise."""
@@ -104,8 +111,7 @@ def _serve_workers(
         return _stop_early(children, settings, stop)
     httpd = None
     try:
-        with open(os.path.join(metrics_dir, FLEET_READY_NAME), "x"):
-            pass  # every worker has loaded: they may report ready now, and each says when it does
+        fleet_ready.touch(exist_ok=False)  # every worker has loaded: they may report ready now, each says when
         if wait_ready(children, stop, line=lambda child: child.serving) is not None or stop.is_set():
             return _stop_early(children, settings, stop)
         metrics_port = -1
