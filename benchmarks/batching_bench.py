@@ -4,7 +4,7 @@ One server process serves copies of ``breast_cancer_mlp`` that differ only in th
 config (off, and on with several ``max_queue_delay_us``), so every variant is measured by the same
 process, interleaved round by round, with perf_analyzer (C++, so the client is not the
 bottleneck). Reports throughput, p50/p99, the average batch size (from ModelStatistics), and the
-best delay. The transport ceiling (``benchmarks.grpc_ceiling``: bare grpc.aio, canned replies, no
+best delay. The transport ceiling (``benchmarks.grpc_ceiling``: driftserve's gRPC front end, canned replies, no
 model) is measured in the same rounds, so the report shows what gRPC alone allows on the machine,
 and so is its ``--yield-once`` variant (one await per request: the floor of any batching server).
 The order of the variants is reversed every other round, so a drifting machine favours none.
@@ -70,7 +70,7 @@ def variant_row(variant: str, s: dict[str, float]) -> tuple[str, ...]:
     """One row of the report's table: a batching variant or a transport ceiling, with its medians."""
     if variant in CEILINGS:
         label = (
-            "transport ceiling: bare grpc.aio, canned reply, no model"
+            "transport ceiling: driftserve's gRPC front end, canned reply, no model"
             if variant == CEILING
             else "transport ceiling with one `await asyncio.sleep(0)` per request"
         )

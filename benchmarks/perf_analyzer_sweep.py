@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "",
         f"Side by side with the naive baseline (one ONNX Runtime call per request, sync gRPC server) and "
-        f"the transport ceiling (bare grpc.aio on uvloop, canned reply, no model), same client, "
+        f"the transport ceiling (driftserve's gRPC front end on uvloop, canned reply, no model), same client, "
         f"{args.versus_rounds} rounds with the order reversed every other round, medians; ratio = median of "
         f"the per-round driftserve / naive ratios:",
         "",

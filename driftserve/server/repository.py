@@ -101,8 +101,10 @@ class ModelEntry:
         if deployment is not None and deployment.served_version in self.versions:
             return self.versions[deployment.served_version]
         shadow = deployment.shadow_version if deployment is not None else None
-        candidates = [v for v in self.versions if v != shadow] or list(self.versions)
-        return self.versions[max(candidates)]
+        highest = max(self.versions)  # per request: no list built unless the shadow is the highest
+        if highest == shadow and len(self.versions) > 1:
+            highest = max(v for v in self.versions if v != shadow)
+        return self.versions[highest]
 
 
 class ModelRepository:

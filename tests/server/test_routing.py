@@ -35,6 +35,11 @@ def test_shadow_version_never_answers_unpinned_requests(tmp_path: Path) -> None:
     assert repo.route("m", "3") == "v3"  # pinning still reaches it explicitly
 
 
+def test_shadow_is_skipped_only_while_another_version_is_loaded(tmp_path: Path) -> None:
+    assert repository(tmp_path, {"shadow_version": 1}).route("m") == "v3"  # not the highest: no effect
+    assert repository(tmp_path, {"shadow_version": 3}, versions=(3,)).route("m") == "v3"  # all there is
+
+
 def test_pinned_and_unknown_versions(tmp_path: Path) -> None:
     repo = repository(tmp_path, {})
     assert repo.route("m", "2") == "v2"
