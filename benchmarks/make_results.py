@@ -266,8 +266,8 @@ def headlines() -> list[str]:
             best_run, ceiling = med[best], med["grpc_ceiling"]
             rows.append(
                 (
-                    "large MLP, 32 clients, best batching (batching run) vs the transport ceiling (driftserve's gRPC front end, "
-                    "no model)",
+                    "large MLP, 32 clients, best batching (batching run) vs the transport ceiling "
+                    "(driftserve's gRPC front end, no model)",
                     f"{best_run['throughput_rps']:.0f} req/s, p99 {best_run['p99_ms']:.1f} ms vs "
                     f"{ceiling['throughput_rps']:.0f} req/s, p99 {ceiling['p99_ms']:.1f} ms",
                     "≥ 3,500 req/s, p99 < 15 ms",
