@@ -16,10 +16,13 @@ own synchronous server is written against) and keeps the loop's share to what a 
 - **Hand-offs are batched**: the poller appends to a deque and wakes the loop only when no wake-up
   is pending, so under load one ``call_soon_threadsafe`` carries many calls.
 - **The loop** runs each call as one task and builds the batch that ends it: reply, initial
-  metadata and status. While other calls are in flight it hands that batch to a **sender thread**:
-  starting it makes gRPC's core frame and write the reply there and then (~30 µs, the GIL
-  released), and on the loop that write held up every call queued behind it. A stream's writes go
-  the same way. Alone, a call sends its own and saves the hand-off. With ``send_beside_loop=False``
+  metadata and status. While other calls are in flight it hands that batch to **sender threads**
+  (``SENDER_THREADS``, sharing one queue): starting it makes gRPC's core frame and write the reply
+  there and then (~30 µs, the GIL released), and on the loop that write held up every call queued
+  behind it. With two, one writes while the other waits for the GIL or the socket, so a batch's
+  replies do not go out one after another behind a single thread. A stream's writes go the same
+  way (one at a time per stream: the handler awaits each). Alone, a call sends its own and saves
+  the hand-off. With ``send_beside_loop=False``
   the loop sends every reply: one process on many cores is bound by its GIL, and there each
   hand-off costs more than the write it moves. A client's cancellation or
   a passed deadline cancels the task, as in grpc.aio; for a unary call from its 20th millisecond
@@ -67,6 +70,9 @@ _ARM_CLOSE_AFTER_S = 0.02
 # A deadline further away than this is gRPC's "infinite future": no deadline.
 _NO_DEADLINE_AFTER_S = 1e9
 RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
+# Threads that start the batches the loop hands over. One writes a batch's burst of replies one
+# after another while the machine sits partly idle (docs/ARCHITECTURE.md, "Two reply senders").
+SENDER_THREADS = 2
 
 
 # What this module uses of gRPC's Cython layer: the objects grpcio's own synchronous server is
@@ -319,6 +325,7 @@ class CompletionQueueServer:
         retry_after_ms: int = 100,
         on_refused: Callable[[], None] | None = None,
         send_beside_loop: bool = True,
+        sender_threads: int = SENDER_THREADS,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._cq = cygrpc.CompletionQueue()
@@ -342,9 +349,10 @@ class CompletionQueueServer:
         self._thread: threading.Thread | None = None
         # Batches for the sender thread to start (``_others_in_flight``): (start, its arguments).
         self._outbox: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]] | None] = queue.SimpleQueue()
-        self._sender: threading.Thread | None = None
+        self._senders: list[threading.Thread] = []
         # False: the loop writes every reply itself (one GIL-bound process on many cores).
         self._send_beside_loop = send_beside_loop
+        self._sender_threads = max(1, sender_threads)
         self._sweep: asyncio.TimerHandle | None = None
 
     # --- grpc.aio.Server's surface ----------------------------------------------------------
@@ -369,8 +377,12 @@ class CompletionQueueServer:
         self._thread = threading.Thread(target=self._poll_forever, name="grpc-cq-poller", daemon=True)
         self._thread.start()
         if self._send_beside_loop:
-            self._sender = threading.Thread(target=self._send_forever, name="grpc-cq-sender", daemon=True)
-            self._sender.start()
+            self._senders = [
+                threading.Thread(target=self._send_forever, name="grpc-cq-sender", daemon=True)
+                for _ in range(self._sender_threads)
+            ]
+            for sender in self._senders:
+                sender.start()
 
     async def stop(self, grace: float | None) -> None:
         """Refuse new calls; give those in progress ``grace`` seconds (None: none), then cancel them."""
@@ -400,9 +412,10 @@ class CompletionQueueServer:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        if self._sender is not None:  # no final batch may start once the queue shuts down
+        for _ in self._senders:  # no final batch may start once the queue shuts down
             self._outbox.put(None)
-            await asyncio.to_thread(self._sender.join)
+        for sender in self._senders:
+            await asyncio.to_thread(sender.join)
         self._server.destroy()
         self._cq.shutdown()
         await self._terminated.wait()
@@ -750,7 +763,7 @@ class CompletionQueueServer:
             self._hand(_WRITE_DONE, rpc, False)
 
     def _send_forever(self) -> None:
-        """The sender thread: start the batches the loop queued, until stop sends None."""
+        """A sender thread: start the batches the loop queued, until stop sends it a None."""
         name_native_thread("grpc-cq-sender")
         get = self._outbox.get
         while (item := get()) is not None:

@@ -188,10 +188,8 @@ async def create_server(settings: ServerSettings, registry: CollectorRegistry | 
             send_beside_loop=beside,
         )
         # Said once serving (a failed start keeps its single error line).
-        replies = (
-            f"replies from {'a sender thread while calls overlap' if beside else 'the event loop'} "
-            f"(--reply-sender {settings.reply_sender}, {cpus:.3g} usable CPUs)"
-        )
+        writers = f"{cq_server.SENDER_THREADS} sender threads while calls overlap" if beside else "the event loop"
+        replies = f"replies from {writers} (--reply-sender {settings.reply_sender}, {cpus:.3g} usable CPUs)"
     else:
         server = grpc.aio.server(options=options)
         replies = "replies from grpc.aio"

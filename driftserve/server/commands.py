@@ -52,7 +52,7 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--reply-sender",
         choices=("auto", "on", "off"),
-        help="write replies from a sender thread while other calls are in flight (cq front end); auto: on with "
+        help="write replies from two sender threads while other calls are in flight (cq front end); auto: on with "
         "at most 4 CPUs per server process [DRIFTSERVE_REPLY_SENDER, default auto]",
     )
     parser.add_argument(

@@ -90,7 +90,7 @@ class ServerSettings(BaseSettings):
     )
     reply_sender: Literal["auto", "on", "off"] = Field(
         "auto",
-        description="Whether the cq front end writes replies from a sender thread while other calls are in flight "
+        description="Whether the cq front end writes replies from two sender threads while other calls are in flight "
         "('on'), or from the event loop ('off'). 'auto': on when each server process has at most "
         f"{SENDER_MAX_CPUS_PER_PROCESS} CPUs (cgroup quota and affinity, divided by --workers): there it frees the "
         "loop from gRPC's writes; with more CPUs one process is bound by its GIL and each hand-off costs more "

@@ -311,13 +311,15 @@ def test_a_client_that_cancels_or_runs_out_of_time_cancels_the_handler() -> None
     _run(test)
 
 
-@pytest.mark.parametrize("beside", [True, False], ids=["sender-thread", "loop-sends"])
-def test_replies_of_concurrent_calls_are_sent_beside_the_loop(beside: bool) -> None:
+@pytest.mark.parametrize(
+    ("beside", "senders"), [(True, 2), (True, 1), (False, 2)], ids=["two-senders", "one-sender", "loop-sends"]
+)
+def test_replies_of_concurrent_calls_are_sent_beside_the_loop(beside: bool, senders: int) -> None:
     async def test() -> None:
         events = Events()
         outbox = _CountingOutbox()
-        server, address = await _serve(events, outbox, send_beside_loop=beside)
-        assert (server._sender is not None) == beside
+        server, address = await _serve(events, outbox, send_beside_loop=beside, sender_threads=senders)
+        assert len(server._senders) == (senders if beside else 0)
         async with grpc.aio.insecure_channel(address) as channel:
             held = channel.unary_unary(_path("Held"))
             requests = [str(i).encode() for i in range(20)] + [b"bad"]
@@ -335,6 +337,7 @@ def test_replies_of_concurrent_calls_are_sent_beside_the_loop(beside: bool) -> N
                 assert outbox.replies == 0  # the loop sent them all itself
             assert await channel.unary_unary(_path("Echo"))(b"after", timeout=30) == b"echo:after"
         await server.stop(1.0)
+        assert not any(sender.is_alive() for sender in server._senders)  # every sender was told to stop
 
     _run(test)
 
