@@ -40,3 +40,46 @@ def usable_cpus(root: Path = CGROUP) -> float:
         affinity = os.cpu_count() or 1
     quota = cgroup_quota_cpus(root)
     return max(1.0, min(float(affinity), quota) if quota is not None else float(affinity))
+
+
+def affinity() -> list[int]:
+    """The CPUs this process may run on, sorted (every CPU the OS reports where affinity is unknown)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return list(range(os.cpu_count() or 1))
+
+
+def partition_cpus(cpus: list[int], parts: int) -> list[list[int]]:
+    """``cpus`` cut into ``parts`` contiguous, disjoint shares as even as possible (the first ones get
+    the extra CPU); ValueError when there are fewer CPUs than parts."""
+    if parts < 1 or len(cpus) < parts:
+        raise ValueError(f"{len(cpus)} CPUs cannot give each of {parts} processes one of its own")
+    size, extra = divmod(len(cpus), parts)
+    shares, start = [], 0
+    for index in range(parts):
+        end = start + size + (1 if index < extra else 0)
+        shares.append(cpus[start:end])
+        start = end
+    return shares
+
+
+def format_cpu_set(cpus: list[int]) -> str:
+    return ",".join(str(cpu) for cpu in cpus)
+
+
+def parse_cpu_set(text: str) -> set[int]:
+    """``"0,1,4"`` as a set of CPU numbers; ValueError for anything else."""
+    try:
+        cpus = {int(part) for part in text.split(",")}
+    except ValueError:
+        raise ValueError(f"a CPU set is comma-separated CPU numbers such as 0,1; got {text!r}") from None
+    if not cpus or min(cpus) < 0:
+        raise ValueError(f"a CPU set is comma-separated CPU numbers such as 0,1; got {text!r}")
+    return cpus
+
+
+def pin_to(cpus: set[int]) -> None:
+    """Confine this process to ``cpus``. Call it before any thread starts: threads inherit the mask
+    of the thread that creates them, and one started earlier keeps its own."""
+    os.sched_setaffinity(0, cpus)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from driftserve.core.commandline import configure_logging, settings_from_args
+from driftserve.core.cpus import parse_cpu_set, pin_to
 from driftserve.core.security_flags import add_security_flags
 from driftserve.core.startup import StartupError
 from driftserve.server import grpc_core_shedding
@@ -54,6 +55,12 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
         choices=("auto", "on", "off"),
         help="write replies from two sender threads while other calls are in flight (cq front end); auto: on with "
         "at most 4 CPUs per server process [DRIFTSERVE_REPLY_SENDER, default auto]",
+    )
+    parser.add_argument(
+        "--pin-workers",
+        action="store_true",
+        default=None,
+        help="with --workers N: confine each worker to its own share of this process's CPUs [DRIFTSERVE_PIN_WORKERS]",
     )
     parser.add_argument(
         "--shed-in-grpc-core",
@@ -132,6 +139,11 @@ def server_settings(args: argparse.Namespace) -> ServerSettings:
 def cmd_serve(args: argparse.Namespace) -> int:
     """``driftserve serve``: one server process, or ``--workers N`` of them on one port."""
     settings = server_settings(args)
+    if settings.cpu_set:  # a worker of --workers --pin-workers: before any thread starts
+        try:
+            pin_to(parse_cpu_set(settings.cpu_set))
+        except (ValueError, OSError) as exc:
+            return startup_failed(StartupError(f"cannot confine this worker to CPUs {settings.cpu_set}: {exc}"))
     from driftserve.server.security import load_security
 
     try:

@@ -106,6 +106,17 @@ class ServerSettings(BaseSettings):
     )
     workers: int = Field(1, ge=1, le=64, description="Server processes sharing the gRPC and REST ports (SO_REUSEPORT).")
     reuse_port: bool = Field(False, description="Bind with SO_REUSEPORT; set for the processes that --workers starts.")
+    pin_workers: bool = Field(
+        False,
+        description="With --workers N: confine each worker to its own share of the CPUs this process may use "
+        "(its affinity mask cut into N disjoint parts), so a worker's threads wake each other on its own cores. "
+        "Needs at least N CPUs in the mask. Use it where the CPUs are this server's (a dedicated host, a "
+        "Kubernetes pod with exclusive CPUs); under a CFS quota alone the mask lists CPUs others also run on.",
+    )
+    cpu_set: str = Field(
+        "",
+        description="Set by --pin-workers for each worker: the CPUs (e.g. 0,1) it confines itself to at start.",
+    )
     fleet_ready_file: Path | None = Field(
         None,
         description="Set by --workers for its workers: report ready (health SERVING, ServerReady, REST ready) only "

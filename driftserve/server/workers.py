@@ -18,6 +18,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, multiprocess
 
+from driftserve.core.cpus import affinity, format_cpu_set, partition_cpus
 from driftserve.core.ports import free_port
 from driftserve.core.processes import (
     Child,
@@ -45,6 +46,7 @@ def run_workers(settings: ServerSettings) -> int:
     """Start the workers, serve aggregated metrics, supervise until a signal; exit code."""
     _check_metrics_port(settings)
     _check_http_port(settings)
+    shares = _cpu_shares(settings)
     port = settings.grpc_port or free_port(settings.host)
     # Port 0 would give each worker a port of its own: the parent picks the one they share.
     http_port = settings.http_port or free_port(settings.host)
@@ -55,13 +57,31 @@ def run_workers(settings: ServerSettings) -> int:
     sender = "on" if sends_beside_loop(settings) else "off"
     argv = serve_argv(settings, grpc_port=port, http_port=http_port, metrics_port=-1, workers=1, reply_sender=sender)
     children = [
-        start_child(f"worker-{i}", argv, {**env, "DRIFTSERVE_REUSE_PORT": "true"}) for i in range(settings.workers)
+        start_child(f"worker-{i}", argv, {**env, "DRIFTSERVE_REUSE_PORT": "true", **shares[i]})
+        for i in range(settings.workers)
     ]
     with stop_signals() as stop, forward_sighup(children, settings.auth_tokens_file is not None):
         try:
             return _serve_workers(settings, children, (port, http_port), metrics_dir, fleet_ready, stop)
         finally:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _cpu_shares(settings: ServerSettings) -> list[dict[str, str]]:
+    """Per worker, the environment that confines it to its share of the CPUs (``--pin-workers``);
+    StartupError when there are fewer CPUs than workers."""
+    if not settings.pin_workers:
+        return [{} for _ in range(settings.workers)]
+    cpus = affinity()
+    try:
+        shares = partition_cpus(cpus, settings.workers)
+    except ValueError:
+        raise StartupError(
+            f"--pin-workers needs a CPU of its own for each worker: {settings.workers} workers, but this process "
+            f"may run on {len(cpus)} CPU(s) ({format_cpu_set(cpus)}); lower --workers or drop --pin-workers"
+        ) from None
+    logger.info("workers pinned to CPUs %s", " | ".join(format_cpu_set(share) for share in shares))
+    return [{"DRIFTSERVE_CPU_SET": format_cpu_set(share)} for share in shares]
 
 
 def _check_metrics_port(settings: ServerSettings) -> None:

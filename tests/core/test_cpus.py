@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from driftserve.core.cpus import cgroup_quota_cpus, usable_cpus
+from driftserve.core.cpus import cgroup_quota_cpus, parse_cpu_set, partition_cpus, usable_cpus
 
 
 def test_cgroup_v2_quota_is_quota_over_period(tmp_path: Path) -> None:
@@ -41,3 +41,18 @@ def test_usable_cpus_is_the_affinity_capped_by_the_quota_and_never_below_one(tmp
     assert usable_cpus(tmp_path) == affinity  # a quota above the mask changes nothing
     (tmp_path / "cpu.max").write_text("50000 100000\n")
     assert usable_cpus(tmp_path) == 1.0  # half a CPU still runs one thread at a time
+
+
+def test_cpus_are_cut_into_disjoint_contiguous_shares_as_even_as_possible() -> None:
+    assert partition_cpus([0, 1, 2, 3, 4, 5, 6, 7], 4) == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert partition_cpus([2, 3, 5, 8, 9], 2) == [[2, 3, 5], [8, 9]]  # the mask's own CPUs, gaps kept
+    assert partition_cpus([0, 1], 2) == [[0], [1]]
+    with pytest.raises(ValueError, match="2 CPUs cannot give each of 3 processes"):
+        partition_cpus([0, 1], 3)
+
+
+def test_a_cpu_set_is_comma_separated_cpu_numbers() -> None:
+    assert parse_cpu_set("0,1,4") == {0, 1, 4}
+    for bad in ("", "0-3", "a", "-1"):
+        with pytest.raises(ValueError, match="comma-separated CPU numbers"):
+            parse_cpu_set(bad)

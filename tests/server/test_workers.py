@@ -56,6 +56,53 @@ def test_two_workers_serve_from_two_pids_and_stop_together(example_repository: P
         wait_until(lambda: not any(_alive(p) for p in pids), timeout_s=30)
 
 
+def _thread_cpus(pid: int) -> list[set[int]]:
+    """The CPUs each thread of ``pid`` may run on (``Cpus_allowed_list`` of /proc/<pid>/task/*/status)."""
+    masks = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for line in (task / "status").read_text().splitlines():
+            if line.startswith("Cpus_allowed_list:"):
+                cpus: set[int] = set()
+                for part in line.split(":", 1)[1].strip().split(","):
+                    low, _, high = part.partition("-")
+                    cpus.update(range(int(low), int(high or low) + 1))
+                masks.append(cpus)
+    return masks
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs to pin 2 workers"
+)
+def test_pinned_workers_run_every_thread_on_their_own_cpus(example_repository: Path, tmp_path: Path) -> None:
+    copy_model(example_repository, tmp_path, "breast_cancer_lr")
+    allowed = set(os.sched_getaffinity(0))
+    with ServerProcess(tmp_path, "--workers", "2", "--pin-workers") as server:
+        pids = [int(p) for p in server.announced["pids"].split(",")]
+        shares = []
+        for pid in pids:
+            masks = _thread_cpus(pid)
+            assert len(masks) > 3 and all(mask == masks[0] for mask in masks), "every thread, not only the first"
+            shares.append(masks[0])
+        assert not shares[0] & shares[1] and shares[0] | shares[1] == allowed
+        with grpc.insecure_channel(server.address) as channel:
+            reply = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
+                v2_request("breast_cancer_lr", np.zeros((1, 30), np.float32))
+            )
+        assert reply.raw_output_contents
+        assert server.terminate() == 0
+
+
+def test_pinning_more_workers_than_cpus_is_refused_before_any_starts(tmp_path: Path) -> None:
+    workers = len(os.sched_getaffinity(0)) + 1 if hasattr(os, "sched_getaffinity") else 2
+    child = start_child(
+        "serve",
+        ["serve", "--model-repository", str(tmp_path), "--workers", str(workers), "--pin-workers", "--grpc-port", "0"],
+        output="keep",
+    )
+    assert child.process.wait(timeout=60) != 0
+    assert "--pin-workers needs a CPU of its own for each worker" in child.output()
+
+
 def test_workers_exit_when_their_supervisor_is_killed(example_repository: Path, tmp_path: Path) -> None:
     copy_model(example_repository, tmp_path, "breast_cancer_lr")
     with ServerProcess(tmp_path, "--workers", "2") as server:
