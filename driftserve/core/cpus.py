@@ -34,12 +34,9 @@ def _cgroup_v1_quota_cpus(root: Path) -> float | None:
 
 def usable_cpus(root: Path = CGROUP) -> float:
     """CPUs this process can run on at once: affinity mask, capped by the cgroup quota (at least 1)."""
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        affinity = os.cpu_count() or 1
+    cpus = float(len(affinity()))
     quota = cgroup_quota_cpus(root)
-    return max(1.0, min(float(affinity), quota) if quota is not None else float(affinity))
+    return max(1.0, min(cpus, quota) if quota is not None else cpus)
 
 
 def affinity() -> list[int]:
@@ -70,13 +67,10 @@ def format_cpu_set(cpus: list[int]) -> str:
 
 def parse_cpu_set(text: str) -> set[int]:
     """``"0,1,4"`` as a set of CPU numbers; ValueError for anything else."""
-    try:
-        cpus = {int(part) for part in text.split(",")}
-    except ValueError:
-        raise ValueError(f"a CPU set is comma-separated CPU numbers such as 0,1; got {text!r}") from None
-    if not cpus or min(cpus) < 0:
+    parts = text.split(",")
+    if not all(part.isdecimal() for part in parts):  # also refuses "", "-1" and ranges such as "0-3"
         raise ValueError(f"a CPU set is comma-separated CPU numbers such as 0,1; got {text!r}")
-    return cpus
+    return {int(part) for part in parts}
 
 
 def pin_to(cpus: set[int]) -> None:
