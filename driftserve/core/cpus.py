@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from driftserve.core import gil_cpu
+
 CGROUP = Path("/sys/fs/cgroup")
 
 
@@ -40,7 +42,11 @@ def usable_cpus(root: Path = CGROUP) -> float:
 
 
 def affinity() -> list[int]:
-    """The CPUs this process may run on, sorted (every CPU the OS reports where affinity is unknown)."""
+    """The CPUs this process may run on, sorted (every CPU the OS reports where affinity is unknown).
+    The mask is the calling thread's: after ``--gil-cpu`` placed the loop, the set from before."""
+    whole = gil_cpu.whole_set()
+    if whole is not None:
+        return sorted(whole)
     try:
         return sorted(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux

@@ -54,6 +54,7 @@ from typing import Any, NamedTuple
 import grpc
 from grpc._cython import cygrpc
 
+from driftserve.core import gil_cpu
 from driftserve.core.thread_names import name_native_thread
 
 logger = logging.getLogger(__name__)
@@ -433,6 +434,7 @@ class CompletionQueueServer:
     # --- the poller thread ------------------------------------------------------------------
     def _poll_forever(self) -> None:
         name_native_thread("grpc-cq-poller")
+        gil_cpu.enlist()
         cq = self._cq
         while True:
             event = cq.poll(time.time() + _POLL_PERIOD_S)
@@ -446,6 +448,7 @@ class CompletionQueueServer:
             except Exception:  # the poller must outlive any one call's surprise
                 logger.exception("unexpected error handling a gRPC completion")
             event = None  # release the call before waiting again
+        gil_cpu.discharge()
         self._hand(_SHUTDOWN_DONE, None, True)
 
     def _on_event(self, event: Any) -> None:
@@ -765,6 +768,7 @@ class CompletionQueueServer:
     def _send_forever(self) -> None:
         """A sender thread: start the batches the loop queued, until stop sends it a None."""
         name_native_thread("grpc-cq-sender")
+        gil_cpu.enlist()
         get = self._outbox.get
         while (item := get()) is not None:
             start, args = item
@@ -772,6 +776,7 @@ class CompletionQueueServer:
                 start(*args)
             except Exception:  # the thread must outlive any one call's surprise
                 logger.exception("unexpected error starting a batch on a gRPC call")
+        gil_cpu.discharge()
 
     def _release(self, rpc: _Rpc) -> None:
         self._rpcs.discard(rpc)

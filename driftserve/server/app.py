@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,9 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 
 from driftserve.api import driftserve_pb2, grpc_service_pb2
 from driftserve.api._pool import reflection_pool
-from driftserve.core import cq_server
+from driftserve.core import cq_server, gil_cpu
 from driftserve.core.auth import TokenAuthority, reload_on_sighup
-from driftserve.core.cpus import usable_cpus
+from driftserve.core.cpus import affinity, format_cpu_set, usable_cpus
 from driftserve.core.grpc_auth import GenericHandlersOnly
 from driftserve.core.heap import freeze_startup_heap
 from driftserve.core.processes import SERVING_LINE
@@ -44,7 +45,7 @@ from driftserve.server.repository import ModelRepository
 from driftserve.server.rest import RestServer, create_rest_app, rest_authorizer, start_rest
 from driftserve.server.rollout.wiring import Rollouts, create_rollouts
 from driftserve.server.security import SERVER_SCOPES, load_security
-from driftserve.server.settings import ServerSettings, check_repository, sends_beside_loop
+from driftserve.server.settings import ServerSettings, check_repository, gil_cpu_choice, sends_beside_loop
 
 logger = logging.getLogger(__name__)
 
@@ -394,6 +395,28 @@ def _bind_grpc(server: grpc.aio.Server, settings: ServerSettings, security: Secu
     return port
 
 
+def place_gil_threads(settings: ServerSettings) -> None:
+    """``--gil-cpu``: once the server runs (gRPC core's threads exist, and keep every CPU), the loop,
+    the poller and the senders move onto one CPU; a kernel refusal leaves them where they are."""
+    choice = gil_cpu_choice(settings)
+    why = settings.gil_cpu if choice.reason == settings.gil_cpu else f"{settings.gil_cpu}: {choice.reason}"
+    if choice.cpu is None:
+        logger.info("GIL threads on every CPU of %s (--gil-cpu %s)", format_cpu_set(affinity()), why)
+        return
+    mask = format_cpu_set(affinity())
+    try:
+        gil_cpu.place(choice.cpu)
+    except OSError as exc:
+        logger.warning("GIL threads stay on every CPU of %s: cannot confine them to CPU %d: %s", mask, choice.cpu, exc)
+        return
+    logger.info(
+        "GIL threads (event loop, gRPC poller, reply senders) on CPU %d of %s (--gil-cpu %s)",
+        choice.cpu,
+        mask,
+        why,
+    )
+
+
 async def serve(settings: ServerSettings) -> int:
     """Run until SIGTERM or SIGINT, then shut down gracefully; returns the exit code."""
     # A process of its own: its CPU, memory, file descriptors and collector activity
@@ -401,9 +424,12 @@ async def serve(settings: ServerSettings) -> int:
     registry = CollectorRegistry()
     for collector in (ProcessCollector, GCCollector, PlatformCollector):
         collector(registry=registry)
-    running = await create_server(settings, registry)
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # Executor threads start with the mask of the loop that creates them; they run native work.
+    loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix="asyncio", initializer=gil_cpu.release))
+    running = await create_server(settings, registry)
+    place_gil_threads(settings)
+    stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     reload_on_sighup(running.authority)

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from driftserve.core import gil_cpu
 from driftserve.core.config import BatchingConfig
 from driftserve.core.cpu_pressure import CpuPressure
 from driftserve.core.errors import (
@@ -400,6 +401,7 @@ class Batcher:
     def _worker(self) -> None:
         """Worker thread: run batches and hand each outcome back to the event loop."""
         name_native_thread("batch-" + self.model.name)
+        gil_cpu.release()  # started by the loop, whose mask may be the GIL's one CPU; ORT runs here
         while (job := self._jobs.get()) is not None:
             batch, instance = job
             try:

@@ -57,6 +57,12 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
         "at most 4 CPUs per server process [DRIFTSERVE_REPLY_SENDER, default auto]",
     )
     parser.add_argument(
+        "--gil-cpu",
+        choices=("auto", "on", "off"),
+        help="keep the event loop, the gRPC poller and the reply senders on one CPU (the last of the affinity "
+        "mask); auto: on with 2 to 4 CPUs of its own [DRIFTSERVE_GIL_CPU, default auto]",
+    )
+    parser.add_argument(
         "--pin-workers",
         action="store_true",
         default=None,

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from driftserve.core import gil_cpu
 from driftserve.core.config import (
     CONFIG_FILENAME,
     MODEL_FILENAME,
@@ -116,7 +117,9 @@ class ModelRepository:
         # The server's --slo-p99-ms, for models with batching on whose config sets no objective.
         self.default_slo_p99_ms = default_slo_p99_ms
         self.models: dict[str, ModelEntry] = {}
-        self._load_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="model-load")
+        self._load_executor = ThreadPoolExecutor(
+            max_workers=2, thread_name_prefix="model-load", initializer=gil_cpu.release
+        )
         # Retired versions draining in the background; held so the loop does not drop the tasks.
         self._retiring: set[asyncio.Task[None]] = set()
         # Awaited after every successful load (the server uses it to turn ready after its start).

@@ -8,8 +8,10 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from driftserve.core import gil_cpu
 from driftserve.core.commandline import settings_argv
-from driftserve.core.cpus import usable_cpus
+from driftserve.core.cpus import affinity, cgroup_quota_cpus, usable_cpus
+from driftserve.core.gil_cpu import AUTO_MAX_CPUS
 from driftserve.core.startup import StartupError, check_log_level
 
 DEFAULT_HTTP_PORT = 8000
@@ -35,6 +37,7 @@ SERVE_FLAG_FIELDS = (
     "max_pending_calls",
     "grpc_frontend",
     "reply_sender",
+    "gil_cpu",
     "mirror_address",
     "workers",
     "tls_cert",
@@ -95,6 +98,14 @@ class ServerSettings(BaseSettings):
         f"{SENDER_MAX_CPUS_PER_PROCESS} CPUs (cgroup quota and affinity, divided by --workers): there it frees the "
         "loop from gRPC's writes; with more CPUs one process is bound by its GIL and each hand-off costs more "
         "than it saves.",
+    )
+    gil_cpu: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Keep the threads that take turns on the GIL (event loop, gRPC poller, reply senders) on one CPU, "
+        "the last of this process's affinity mask ('on'), so handing the GIL on wakes a thread on a core that is "
+        "already awake; batch workers, model loading and gRPC core's threads keep the whole mask. 'auto': on "
+        f"with 2 to {AUTO_MAX_CPUS} CPUs in the mask that are this process's own (one server process, or a worker "
+        "of --pin-workers, and no CPU quota below the mask).",
     )
     shed_in_grpc_core: bool = Field(
         False,
@@ -214,6 +225,13 @@ def sends_beside_loop(settings: ServerSettings, cpus: float | None = None) -> bo
     if settings.reply_sender != "auto":
         return settings.reply_sender == "on"
     return sender_pays_off((usable_cpus() if cpus is None else cpus) / settings.workers)
+
+
+def gil_cpu_choice(settings: ServerSettings) -> gil_cpu.Choice:
+    """``--gil-cpu`` resolved for this process: its affinity mask and CPU quota, and whether a sibling
+    process shares the mask (a worker of ``--workers`` without ``--pin-workers``)."""
+    own = bool(settings.cpu_set) or not settings.reuse_port
+    return gil_cpu.choose(settings.gil_cpu, affinity(), cgroup_quota_cpus(), own)
 
 
 def sender_pays_off(cpus_per_process: float) -> bool:

@@ -228,3 +228,22 @@ def write_identity_model(model_dir: Path, datatype: int, config: str, dims: list
     (model_dir / "1").mkdir(parents=True)
     onnx.save(model, str(model_dir / "1" / "model.onnx"))
     (model_dir / "config.yaml").write_text(config)
+
+
+def thread_cpus(pid: int) -> dict[int, tuple[str, set[int]]]:
+    """Each thread of ``pid`` by id: its native name and the CPUs it may run on (/proc/<pid>/task)."""
+    threads = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            status = (task / "status").read_text().splitlines()
+        except OSError:  # the thread ended meanwhile
+            continue
+        for line in status:
+            if line.startswith("Cpus_allowed_list:"):
+                cpus: set[int] = set()
+                for part in line.split(":", 1)[1].strip().split(","):
+                    low, _, high = part.partition("-")
+                    cpus.update(range(int(low), int(high or low) + 1))
+                threads[int(task.name)] = (name, cpus)
+    return threads
