@@ -186,10 +186,11 @@ def start_grpc_ceiling(
     label: str | None = None,
     shared_port: int | None = None,
     reply_sender: bool = True,
+    gil_cpu: str = "auto",
 ) -> ServerProcess:
     """The transport-ceiling server (bare gRPC front end, canned replies) on a free loopback port,
     or with SO_REUSEPORT on ``shared_port`` beside other ceiling processes (``--workers``' ceiling);
-    ``reply_sender`` as driftserve's ``--reply-sender``."""
+    ``reply_sender`` and ``gil_cpu`` as driftserve's ``--reply-sender`` and ``--gil-cpu``."""
     port = free_port() if shared_port is None else shared_port
     label = label or ("grpc_ceiling_yield" if yield_once else "grpc_ceiling")
     command = [
@@ -203,6 +204,8 @@ def start_grpc_ceiling(
         *(["--yield-once"] if yield_once else []),
         *(["--reuse-port"] if shared_port is not None else []),
         *([] if reply_sender else ["--reply-sender", "off"]),
+        "--gil-cpu",
+        gil_cpu,
         "--frontend",
         frontend,
     ]

@@ -37,6 +37,8 @@ from benchmarks.naive_server import Model, RequestError, Servicer, load_reposito
 from driftserve.api import grpc_service_pb2 as pb
 from driftserve.api import grpc_service_pb2_grpc as pb_grpc
 from driftserve.bench.payload import NUMPY_DTYPES
+from driftserve.core import gil_cpu
+from driftserve.core.cpus import affinity, cgroup_quota_cpus
 from driftserve.core.cq_server import CompletionQueueServer
 from driftserve.core.grpc_auth import GenericHandlersOnly
 from driftserve.core.heap import freeze_startup_heap
@@ -145,6 +147,7 @@ async def serve(
     frontend: str = "cq",
     reuse_port: bool = False,
     reply_sender: bool = True,
+    gil_cpu_mode: str = "auto",
 ) -> None:
     # SO_REUSEPORT only when asked: several ceiling processes then share one port, as `--workers` does.
     options = [("grpc.so_reuseport", 1 if reuse_port else 0)]
@@ -160,6 +163,10 @@ async def serve(
     if bound == 0:
         raise SystemExit(f"cannot bind 127.0.0.1:{port}")
     await server.start()
+    # driftserve's --gil-cpu, by the same rule, so the ceiling stays an upper bound.
+    placement = gil_cpu.choose(gil_cpu_mode, affinity(), cgroup_quota_cpus(), mask_is_own=not reuse_port)
+    if placement.cpu is not None:
+        gil_cpu.place(placement.cpu)
     freeze_startup_heap()  # as driftserve does, so the ceiling stays an upper bound
     print(f"DRIFTSERVE_READY grpc_port={bound}", flush=True)
     await server.wait_for_termination()
@@ -180,6 +187,12 @@ def main(argv: list[str] | None = None) -> int:
         default="on",
         help="cq front end: write replies from its sender thread while calls overlap [default on]",
     )
+    parser.add_argument(
+        "--gil-cpu",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="keep the loop, poller and senders on one CPU, as driftserve serve --gil-cpu [default auto]",
+    )
     args = parser.parse_args(argv)
     if not args.model_repository.is_dir():
         parser.error(f"--model-repository {args.model_repository} is not a directory")
@@ -192,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.frontend,
                 args.reuse_port,
                 args.reply_sender == "on",
+                args.gil_cpu,
             )
         )
     except KeyboardInterrupt:  # Ctrl-C ends a manual run; benchmarks stop it with SIGTERM
