@@ -187,10 +187,12 @@ def start_grpc_ceiling(
     shared_port: int | None = None,
     reply_sender: bool = True,
     gil_cpu: str = "auto",
+    cpus: str | None = None,
 ) -> ServerProcess:
     """The transport-ceiling server (bare gRPC front end, canned replies) on a free loopback port,
     or with SO_REUSEPORT on ``shared_port`` beside other ceiling processes (``--workers``' ceiling);
-    ``reply_sender`` and ``gil_cpu`` as driftserve's ``--reply-sender`` and ``--gil-cpu``."""
+    ``reply_sender`` and ``gil_cpu`` as driftserve's ``--reply-sender`` and ``--gil-cpu``; ``cpus``
+    pins it (taskset list)."""
     port = free_port() if shared_port is None else shared_port
     label = label or ("grpc_ceiling_yield" if yield_once else "grpc_ceiling")
     command = [
@@ -209,5 +211,7 @@ def start_grpc_ceiling(
         "--frontend",
         frontend,
     ]
+    if cpus:
+        command = ["taskset", "-c", cpus, *command]
     ready_check = "v2" if shared_port is None else "line"
     return ServerProcess(label, command, port, log_dir / f"{label}.log", ready_check=ready_check)

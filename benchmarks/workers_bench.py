@@ -6,11 +6,14 @@ concurrent context, so the kernel spreads them over the workers. ``--ceiling`` m
 same rounds, N transport-ceiling processes (``benchmarks.grpc_ceiling``: the bare gRPC front end
 with canned replies) sharing one port the same way: what N processes of that front end can answer
 on the machine, the bound for ``--workers N``. ``--slo-ms`` serves copies of the models whose
-batching section is only ``slo_p99_ms`` (the SLO config) instead of the repository's own. Writes
+batching section is only ``slo_p99_ms`` (the SLO config) instead of the repository's own.
+``--pin-workers`` serves with ``--pin-workers`` and confines the N ceiling processes (``taskset``)
+to the same N shares of the CPUs, each placing its GIL's threads as such a worker would
+(``--gil-cpu``), so the ceiling stays a like-for-like bound. Writes
 ``benchmarks/results/workers.{json,md}`` (``--tag`` changes the file name).
 
     python -m benchmarks.workers_bench --model-repository examples/repository --workers 1,2
-    python -m benchmarks.workers_bench --workers 1,2,4,8 --ceiling --slo-ms 20 --concurrency 128
+    python -m benchmarks.workers_bench --workers 1,2,4,8 --ceiling --slo-ms 20 --concurrency 128 [--pin-workers]
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from benchmarks.common import ServerProcess, markdown_table, start_driftserve, s
 from benchmarks.peers.bench import shape_args
 from benchmarks.perf_analyzer_runner import measure_with_cpu, median_run
 from benchmarks.slo_bench import slo_repository
-from driftserve.core.cpus import usable_cpus
+from driftserve.core import gil_cpu
+from driftserve.core.cpus import affinity, cgroup_quota_cpus, format_cpu_set, partition_cpus, usable_cpus
 from driftserve.core.machine import machine
 from driftserve.core.ports import free_port
 from driftserve.server.settings import sender_pays_off
@@ -36,15 +40,30 @@ RESULTS = ROOT / "benchmarks" / "results"
 WORKERS, CEILING = "driftserve", "ceiling"
 
 
-def start_ceiling(repository: Path, log_dir: Path, processes: int) -> list[ServerProcess]:
+def start_ceiling(repository: Path, log_dir: Path, processes: int, pinned: bool = False) -> list[ServerProcess]:
     """``processes`` transport-ceiling processes sharing one port, writing replies as
-    ``serve --workers processes`` would (``--reply-sender auto``)."""
+    ``serve --workers processes`` would (``--reply-sender auto``); ``pinned``: each confined to its
+    share of the CPUs and placing its GIL's threads as ``--pin-workers`` gives a worker."""
     port = free_port()
     sender = sender_pays_off(usable_cpus() / processes)
-    return [
-        start_grpc_ceiling(repository, log_dir, label=f"ceiling{processes}_{i}", shared_port=port, reply_sender=sender)
-        for i in range(processes)
-    ]
+    shares: list[list[int] | None] = list(partition_cpus(affinity(), processes)) if pinned else [None] * processes
+    servers = []
+    for i, share in enumerate(shares):
+        placement = "auto"
+        if share is not None:  # alone on its share, as a pinned worker is
+            placement = "on" if gil_cpu.choose("auto", share, cgroup_quota_cpus(), True).cpu is not None else "off"
+        servers.append(
+            start_grpc_ceiling(
+                repository,
+                log_dir,
+                label=f"ceiling{processes}_{i}",
+                shared_port=port,
+                reply_sender=sender,
+                gil_cpu=placement,
+                cpus=None if share is None else format_cpu_set(share),
+            )
+        )
+    return servers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ceiling", action="store_true", help="also measure N ceiling processes per N")
     parser.add_argument("--slo-ms", type=float, default=None, help="serve the SLO config with this slo_p99_ms")
     parser.add_argument("--max-threads", type=int, default=None, help="perf_analyzer's client threads (its default: 4)")
+    parser.add_argument(
+        "--pin-workers", action="store_true", help="serve with --pin-workers; pin the ceiling processes alike"
+    )
     parser.add_argument("--tag", default="workers")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -75,11 +97,12 @@ def main(argv: list[str] | None = None) -> int:
         servers: dict[tuple[str, int], list[ServerProcess]] = {}
         try:
             for n in counts:
+                pin = ["--pin-workers"] if args.pin_workers and n > 1 else []
                 servers[WORKERS, n] = [
-                    start_driftserve(repository, Path(tmp), ["--workers", str(n)], label=f"workers{n}")
+                    start_driftserve(repository, Path(tmp), ["--workers", str(n), *pin], label=f"workers{n}")
                 ]
                 if args.ceiling:
-                    servers[CEILING, n] = start_ceiling(repository, Path(tmp), n)
+                    servers[CEILING, n] = start_ceiling(repository, Path(tmp), n, pinned=args.pin_workers and n > 1)
             for group in servers.values():
                 for server in group:
                     server.wait_ready(timeout_s=300)
@@ -144,6 +167,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.slo_ms is not None
         else "the repository's own config"
     )
+    pinning = (
+        " Workers ran with `--pin-workers`; the ceiling's N processes were confined to the same N shares of the"
+        " CPUs with `taskset`, each placing its GIL's threads as such a worker does (`--gil-cpu`)."
+        if args.pin_workers
+        else ""
+    )
     ceiling_text = (
         " The ceiling is N `benchmarks.grpc_ceiling` processes (the same gRPC front end, canned replies, no"
         " model) sharing one port, measured in the same rounds."
@@ -156,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         f"`{command}` — perf_analyzer, {args.rounds} interleaved rounds of {args.window_ms / 1000:g} s, medians; "
         f"{info['cpu']}; {info['date_utc']} UTC. The client runs on the same cores; CPU is the server"
         " processes' (all workers) per request. Models served with "
-        f"{config}.{ceiling_text}",
+        f"{config}.{ceiling_text}{pinning}",
         "",
         *markdown_table(header, rows()),
         "",

@@ -19,10 +19,11 @@ from onnx import TensorProto
 from driftserve.api import grpc_service_pb2 as pb
 from driftserve.api import grpc_service_pb2_grpc
 from driftserve.core.config import load_model_config
+from driftserve.core.cpus import affinity
 from driftserve.core.errors import ConfigError
 from driftserve.core.ports import free_port
 from driftserve.core.processes import start_child
-from driftserve.server.settings import ServerSettings, sends_beside_loop, serve_argv
+from driftserve.server.settings import ServerSettings, gil_cpu_choice, sends_beside_loop, serve_argv
 from tests.cli_support import one_line, run_cli
 from tests.server.support import ROOT, InProcessServer, wait_until, write_identity_model
 
@@ -278,6 +279,20 @@ def test_workers_get_the_parents_reply_sender_decision_as_a_flag(tmp_path: Path)
     settings = ServerSettings(model_repository=tmp_path, reply_sender="auto", workers=8)
     argv = serve_argv(settings, workers=1, reply_sender="off")
     assert argv[argv.index("--reply-sender") + 1] == "off" and argv[argv.index("--workers") + 1] == "1"
+
+
+def test_a_worker_places_its_gil_threads_only_on_cpus_of_its_own(tmp_path: Path) -> None:
+    alone = gil_cpu_choice(ServerSettings(model_repository=tmp_path, gil_cpu="on"))
+    assert alone.reason == "on" or alone.reason.startswith("one CPU")
+    sibling = gil_cpu_choice(ServerSettings(model_repository=tmp_path, reuse_port=True))
+    assert sibling.cpu is None
+    if len(affinity()) >= 2:
+        assert sibling.reason == "workers share the CPUs without --pin-workers"
+    pinned = gil_cpu_choice(ServerSettings(model_repository=tmp_path, reuse_port=True, cpu_set="0"))
+    assert "--pin-workers" not in pinned.reason, "a worker of --pin-workers owns its share"
+    settings = ServerSettings(model_repository=tmp_path, gil_cpu="off", workers=4)
+    argv = serve_argv(settings, workers=1)
+    assert argv[argv.index("--gil-cpu") + 1] == "off", "workers get the flag and decide on their own mask"
 
 
 # ---------------------------------------------------------------------------------------------- config.pbtxt
