@@ -400,6 +400,16 @@ def headlines() -> list[str]:
                             "> 1 vs MLServer; close to 1 vs Triton",
                         )
                     )
+            triton = (r.get("versus_slo") or {}).get("triton", {}).get(high)
+            if triton:
+                rows.append(
+                    (
+                        f"{model}, only slo_p99_ms set, against Triton at {high} clients: throughput, p99, "
+                        "server CPU per inference",
+                        f"{_times(triton['throughput'])}, {_times(triton['p99'])}, {_times(triton['cpu_per_inference'])}",
+                        "≥ 1×, ≤ 1×, reported",
+                    )
+                )
     workers = _load("workers.json")
     if workers:
         med = workers["median"]
