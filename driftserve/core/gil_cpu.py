@@ -50,10 +50,10 @@ def choose(mode: str, mask: list[int], quota: float | None, mask_is_own: bool) -
         return Choice(None, "off")
     if len(mask) < 2:
         return Choice(None, f"one CPU ({mask[0] if mask else '?'}): every thread is on it already")
+    if not mask_is_own:  # each sibling would pick the same CPU
+        return Choice(None, "workers share the CPUs without --pin-workers")
     if mode == "on":
         return Choice(mask[-1], "on")
-    if not mask_is_own:
-        return Choice(None, "workers share the CPUs without --pin-workers")
     if quota is not None and quota < len(mask):
         return Choice(None, f"a CPU quota of {quota:.3g} below the {len(mask)} CPUs of the mask: they are shared")
     if len(mask) > AUTO_MAX_CPUS:

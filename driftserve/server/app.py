@@ -401,7 +401,9 @@ def place_gil_threads(settings: ServerSettings) -> None:
     choice = gil_cpu_choice(settings)
     why = settings.gil_cpu if choice.reason == settings.gil_cpu else f"{settings.gil_cpu}: {choice.reason}"
     if choice.cpu is None:
-        logger.info("GIL threads on every CPU of %s (--gil-cpu %s)", format_cpu_set(affinity()), why)
+        # Asked for and not done (one CPU, or siblings sharing the mask): say so louder.
+        log = logger.warning if settings.gil_cpu == "on" else logger.info
+        log("GIL threads on every CPU of %s (--gil-cpu %s)", format_cpu_set(affinity()), why)
         return
     mask = format_cpu_set(affinity())
     try:

@@ -23,6 +23,7 @@ def test_auto_stays_off_where_the_cpus_are_shared_or_many() -> None:
     assert shared_by_quota.cpu is None and "quota of 2" in shared_by_quota.reason
     siblings = choose("auto", [0, 1], None, False)
     assert siblings.cpu is None and "--pin-workers" in siblings.reason
+    assert choose("on", [0, 1], None, False).cpu is None, "every sibling would pick the same CPU"
     many = list(range(AUTO_MAX_CPUS + 1))
     assert choose("auto", many, None, True).cpu is None
     assert choose("on", many, None, True).cpu == many[-1]  # 'on' is the user's word for it
