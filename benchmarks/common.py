@@ -18,6 +18,7 @@ import grpc
 
 from driftserve.api import grpc_service_pb2, grpc_service_pb2_grpc
 from driftserve.core.commandline import driftserve_command
+from driftserve.core.cpus import format_cpu_set
 from driftserve.core.ports import free_port
 from driftserve.core.processes import start_process
 
@@ -187,12 +188,12 @@ def start_grpc_ceiling(
     shared_port: int | None = None,
     reply_sender: bool = True,
     gil_cpu: str = "auto",
-    cpus: str | None = None,
+    cpu_set: list[int] | None = None,
 ) -> ServerProcess:
     """The transport-ceiling server (bare gRPC front end, canned replies) on a free loopback port,
     or with SO_REUSEPORT on ``shared_port`` beside other ceiling processes (``--workers``' ceiling);
-    ``reply_sender`` and ``gil_cpu`` as driftserve's ``--reply-sender`` and ``--gil-cpu``; ``cpus``
-    pins it (taskset list)."""
+    ``reply_sender`` and ``gil_cpu`` as driftserve's ``--reply-sender`` and ``--gil-cpu``; ``cpu_set``
+    confines it to those CPUs, as ``--pin-workers`` does a worker."""
     port = free_port() if shared_port is None else shared_port
     label = label or ("grpc_ceiling_yield" if yield_once else "grpc_ceiling")
     command = [
@@ -208,10 +209,9 @@ def start_grpc_ceiling(
         *([] if reply_sender else ["--reply-sender", "off"]),
         "--gil-cpu",
         gil_cpu,
+        *(["--cpu-set", format_cpu_set(cpu_set)] if cpu_set else []),
         "--frontend",
         frontend,
     ]
-    if cpus:
-        command = ["taskset", "-c", cpus, *command]
     ready_check = "v2" if shared_port is None else "line"
     return ServerProcess(label, command, port, log_dir / f"{label}.log", ready_check=ready_check)

@@ -38,7 +38,7 @@ from driftserve.api import grpc_service_pb2 as pb
 from driftserve.api import grpc_service_pb2_grpc as pb_grpc
 from driftserve.bench.payload import NUMPY_DTYPES
 from driftserve.core import gil_cpu
-from driftserve.core.cpus import affinity, cgroup_quota_cpus
+from driftserve.core.cpus import affinity, cgroup_quota_cpus, parse_cpu_set, pin_to
 from driftserve.core.cq_server import CompletionQueueServer
 from driftserve.core.grpc_auth import GenericHandlersOnly
 from driftserve.core.heap import freeze_startup_heap
@@ -148,6 +148,7 @@ async def serve(
     reuse_port: bool = False,
     reply_sender: bool = True,
     gil_cpu_mode: str = "auto",
+    pinned: bool = False,
 ) -> None:
     # SO_REUSEPORT only when asked: several ceiling processes then share one port, as `--workers` does.
     options = [("grpc.so_reuseport", 1 if reuse_port else 0)]
@@ -163,8 +164,10 @@ async def serve(
     if bound == 0:
         raise SystemExit(f"cannot bind 127.0.0.1:{port}")
     await server.start()
-    # driftserve's --gil-cpu, by the same rule, so the ceiling stays an upper bound.
-    placement = gil_cpu.choose(gil_cpu_mode, affinity(), cgroup_quota_cpus(), mask_is_own=not reuse_port)
+    # driftserve's --gil-cpu, by the same rule (a pinned process owns its share, as a worker of
+    # --pin-workers does), so the ceiling stays an upper bound.
+    own = pinned or not reuse_port
+    placement = gil_cpu.choose(gil_cpu_mode, affinity(), cgroup_quota_cpus(), mask_is_own=own)
     if placement.cpu is not None:
         gil_cpu.place(placement.cpu)
     freeze_startup_heap()  # as driftserve does, so the ceiling stays an upper bound
@@ -193,9 +196,12 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="keep the loop, poller and senders on one CPU, as driftserve serve --gil-cpu [default auto]",
     )
+    parser.add_argument("--cpu-set", default="", help="confine the process to these CPUs (e.g. 0,1), as --pin-workers")
     args = parser.parse_args(argv)
     if not args.model_repository.is_dir():
         parser.error(f"--model-repository {args.model_repository} is not a directory")
+    if args.cpu_set:  # before any thread starts, as a worker of --pin-workers does
+        pin_to(parse_cpu_set(args.cpu_set))
     try:
         uvloop.run(
             serve(
@@ -206,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.reuse_port,
                 args.reply_sender == "on",
                 args.gil_cpu,
+                bool(args.cpu_set),
             )
         )
     except KeyboardInterrupt:  # Ctrl-C ends a manual run; benchmarks stop it with SIGTERM

@@ -7,9 +7,9 @@ same rounds, N transport-ceiling processes (``benchmarks.grpc_ceiling``: the bar
 with canned replies) sharing one port the same way: what N processes of that front end can answer
 on the machine, the bound for ``--workers N``. ``--slo-ms`` serves copies of the models whose
 batching section is only ``slo_p99_ms`` (the SLO config) instead of the repository's own.
-``--pin-workers`` serves with ``--pin-workers`` and confines the N ceiling processes (``taskset``)
-to the same N shares of the CPUs, each placing its GIL's threads as such a worker would
-(``--gil-cpu``), so the ceiling stays a like-for-like bound. Writes
+``--pin-workers`` serves with ``--pin-workers`` and confines the N ceiling processes to the same N
+shares of the CPUs, each placing its GIL's threads as such a worker does (``--gil-cpu``), so the
+ceiling stays a like-for-like bound. Writes
 ``benchmarks/results/workers.{json,md}`` (``--tag`` changes the file name).
 
     python -m benchmarks.workers_bench --model-repository examples/repository --workers 1,2
@@ -29,8 +29,7 @@ from benchmarks.common import ServerProcess, markdown_table, start_driftserve, s
 from benchmarks.peers.bench import shape_args
 from benchmarks.perf_analyzer_runner import measure_with_cpu, median_run
 from benchmarks.slo_bench import slo_repository
-from driftserve.core import gil_cpu
-from driftserve.core.cpus import affinity, cgroup_quota_cpus, format_cpu_set, partition_cpus, usable_cpus
+from driftserve.core.cpus import affinity, partition_cpus, usable_cpus
 from driftserve.core.machine import machine
 from driftserve.core.ports import free_port
 from driftserve.server.settings import sender_pays_off
@@ -47,23 +46,17 @@ def start_ceiling(repository: Path, log_dir: Path, processes: int, pinned: bool 
     port = free_port()
     sender = sender_pays_off(usable_cpus() / processes)
     shares: list[list[int] | None] = list(partition_cpus(affinity(), processes)) if pinned else [None] * processes
-    servers = []
-    for i, share in enumerate(shares):
-        placement = "auto"
-        if share is not None:  # alone on its share, as a pinned worker is
-            placement = "on" if gil_cpu.choose("auto", share, cgroup_quota_cpus(), True).cpu is not None else "off"
-        servers.append(
-            start_grpc_ceiling(
-                repository,
-                log_dir,
-                label=f"ceiling{processes}_{i}",
-                shared_port=port,
-                reply_sender=sender,
-                gil_cpu=placement,
-                cpus=None if share is None else format_cpu_set(share),
-            )
+    return [
+        start_grpc_ceiling(
+            repository,
+            log_dir,
+            label=f"ceiling{processes}_{i}",
+            shared_port=port,
+            reply_sender=sender,
+            cpu_set=share,
         )
-    return servers
+        for i, share in enumerate(shares)
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     pinning = (
         " Workers ran with `--pin-workers`; the ceiling's N processes were confined to the same N shares of the"
-        " CPUs with `taskset`, each placing its GIL's threads as such a worker does (`--gil-cpu`)."
+        " CPUs, each placing its GIL's threads as such a worker does (`--gil-cpu`)."
         if args.pin_workers
         else ""
     )

@@ -400,12 +400,12 @@ def place_gil_threads(settings: ServerSettings) -> None:
     the poller and the senders move onto one CPU; a kernel refusal leaves them where they are."""
     choice = gil_cpu_choice(settings)
     why = settings.gil_cpu if choice.reason == settings.gil_cpu else f"{settings.gil_cpu}: {choice.reason}"
+    mask = format_cpu_set(affinity())
     if choice.cpu is None:
         # Asked for and not done (one CPU, or siblings sharing the mask): say so louder.
         log = logger.warning if settings.gil_cpu == "on" else logger.info
-        log("GIL threads on every CPU of %s (--gil-cpu %s)", format_cpu_set(affinity()), why)
+        log("GIL threads on every CPU of %s (--gil-cpu %s)", mask, why)
         return
-    mask = format_cpu_set(affinity())
     try:
         gil_cpu.place(choice.cpu)
     except OSError as exc:
