@@ -89,7 +89,11 @@ PRESSURE_WEIGHT = 0.3
 # Share of wall time the batcher's own thread (the event loop) spent on the CPU above which the
 # server counts as saturated, like CPU pressure above its floor. Measured on 2 cores, LR model:
 # one closed-loop client 0.65, Poisson load at half the maximum 0.5-0.6, 4 and 16 closed-loop
-# clients 0.91. Averaged over updates with PRESSURE_WEIGHT.
+# clients 0.91. Averaged over updates with PRESSURE_WEIGHT. With --gil-cpu the poller and the
+# reply senders share the loop's CPU and their time counts too (``gil_cpu.shared_cpu_ns``): the
+# loop alone then read 0.36-0.46 at 16 and 32 clients, and never saturated. The sum read one
+# client 0.67, half the maximum 0.72, 4 clients 0.74, 16 and 32 clients in full batches 0.65-0.75
+# (docs/ARCHITECTURE.md, "Batching against a latency objective").
 LOOP_BUSY_FLOOR = 0.85
 # Once saturated, the server stays so until the loop's share falls below this (with CPU pressure
 # below its floor): batching more lowers the loop's share (0.79-0.87 at 16 clients in batches of
@@ -226,8 +230,8 @@ class BatchController:
     ) -> None:
         """``cpu_stall_ns`` reads the cumulative time runnable work waited for a CPU (PSI); None
         where it cannot be measured (the controller then assumes CPUs to spare). ``loop_cpu_ns``
-        reads the cumulative CPU time of the thread that feeds this controller (the event loop:
-        ``time.thread_time_ns`` there); None ignores it."""
+        reads the cumulative CPU time of the thread that feeds this controller (the event loop),
+        with that of the threads placed on its CPU (``gil_cpu.shared_cpu_ns``); None ignores it."""
         self.settings = settings
         self._cpu_pressure = TimeShare(cpu_stall_ns)
         self._loop_busy = TimeShare(loop_cpu_ns)
@@ -331,7 +335,8 @@ class BatchController:
 
     @property
     def loop_busy(self) -> float:
-        """Share of time the event loop's thread spent on the CPU, averaged; 0 where unmeasured."""
+        """Share of time the event loop's CPU spent on the loop (and the threads placed with it), averaged;
+        0 where unmeasured."""
         return self._loop_busy.value
 
     def _update(self, now_ns: int) -> None:

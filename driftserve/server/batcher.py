@@ -164,8 +164,9 @@ class Batcher:
             )
             pressure = CpuPressure()
             stall = pressure.stall_ns if pressure.available else None
-            # The controller is fed on the event loop's thread, so thread time there is the loop's.
-            self._controller = BatchController(settings, time.perf_counter_ns(), stall, time.thread_time_ns)
+            # The controller is fed on the event loop's thread: thread time there is the loop's,
+            # plus that of the threads --gil-cpu put on the loop's CPU.
+            self._controller = BatchController(settings, time.perf_counter_ns(), stall, gil_cpu.shared_cpu_ns)
             self._publish_controller()
         self._task = self._loop.create_task(self._run(), name=f"batcher-{model.name}-{model.version}")
 

@@ -167,7 +167,8 @@ class ServerMetrics:
         )
         self.slo_loop_busy = self._controller_gauge(
             "driftserve_batcher_slo_loop_busy_ratio",
-            "Share of time the event loop's thread spent on the CPU, as the SLO controller measured it.",
+            "Share of time the event loop, with the threads --gil-cpu puts on its CPU, spent on the CPU,"
+            " as the SLO controller measured it.",
         )
         self.slo_probes = self._controller_gauge(
             "driftserve_batcher_slo_probes",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -119,3 +120,37 @@ def test_a_cpu_outside_the_mask_is_refused_and_nothing_moves(placement: list[int
         gil_cpu.place(outside)
     assert gil_cpu.placed_cpu() is None
     assert os.sched_getaffinity(0) == set(placement)
+
+
+def test_the_loops_cpu_time_counts_the_enlisted_threads_only_once_they_share_its_cpu(
+    placement: list[int],
+) -> None:
+    """The SLO controller's busy share: unplaced, the caller's own CPU time; placed, the members'
+    time on the same CPU too (they compete with the loop there)."""
+    busy_ns = 200_000_000
+    spun = threading.Event()
+    stop = threading.Event()
+
+    def member() -> None:
+        gil_cpu.enlist()
+        start = time.thread_time_ns()
+        while time.thread_time_ns() - start < busy_ns:  # CPU time of its own, GIL or not
+            pass
+        spun.set()
+        stop.wait(30)
+        gil_cpu.discharge()
+
+    thread = threading.Thread(target=member)
+    thread.start()
+    try:
+        assert spun.wait(60)
+        alone = gil_cpu.shared_cpu_ns() - time.thread_time_ns()
+        assert abs(alone) < busy_ns // 4, "unplaced: only the caller's time"
+        gil_cpu.place(placement[-1])
+        shared = gil_cpu.shared_cpu_ns() - time.thread_time_ns()
+        assert shared >= busy_ns, "placed: the member's time counts"
+    finally:
+        stop.set()
+        thread.join()
+    after = gil_cpu.shared_cpu_ns() - time.thread_time_ns()
+    assert abs(after) < busy_ns // 4, "a member that has left no longer counts"
