@@ -160,6 +160,21 @@ def test_scarce_cpus_keep_the_objective_for_open_loop_traffic() -> None:
         assert result.p99_ns(2 * NS_PER_S) <= 20 * MS * (1 + TOLERANCE)
 
 
+def test_an_idle_loop_under_scarce_cpus_does_not_probe_open_loop_traffic() -> None:
+    # Poisson arrivals keep coming during any wait, so a probe would always "find" someone and
+    # raise the target. With the loop's busy share measured and low, nobody can be hidden in
+    # front of it: no probe runs, and the tail stays that of plain small batches.
+    def run(loop_cpu_ns: object) -> tuple[BatchController, SimResult]:
+        c = controller(objective_ms=20.0, cpu_stall_ns=saturated_cpus(), loop_cpu_ns=loop_cpu_ns)
+        return c, run_poisson(c, 0.1 * CAPACITY, seconds=6.0, seed=4)
+
+    blind_c, blind = run(None)
+    idle_c, idle = run(lambda: 0)
+    assert blind_c.probes > 0, "without the loop's share, CPU pressure alone starts probes"
+    assert idle_c.saturated and idle_c.probes == 0
+    assert idle.p99_ns(2 * NS_PER_S) < blind.p99_ns(2 * NS_PER_S)
+
+
 def run_hidden_clients(seconds: float, loop_signal: bool) -> tuple[BatchController, SimResult]:
     """16 clients that send again at once, behind an event loop that costs 200 µs per request and
     300 µs per batch: far more than the model (50 µs + 5 µs per row), so the loop saturates and
