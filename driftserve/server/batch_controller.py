@@ -105,8 +105,8 @@ LOOP_BUSY_EXIT = 0.7
 # measured, only while it is at least PROBE_MIN_BUSY: a loop idle half the time accepts calls as
 # they come, so no client waits unseen in front of it, and under CPU pressure alone (a client on
 # the same cores) open-loop arrivals during a probe's wait would pass for hidden clients. Measured
-# on 2 cores (LR, --gil-cpu auto): Poisson at 10% of the maximum 0.34-0.37, one client 0.67, 4 to 32
-# clients 0.65-0.80.
+# on 2 cores (LR, --gil-cpu auto): Poisson at 10% of the maximum 0.33-0.37, one client 0.67, 4 to 32
+# clients 0.65-0.82.
 PROBE_MIN_BUSY = 0.5
 PROBE_INTERVAL_MIN_NS = 500_000_000
 PROBE_INTERVAL_MAX_NS = 8_000_000_000
