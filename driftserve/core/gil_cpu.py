@@ -128,7 +128,7 @@ def shared_cpu_ns() -> int:
     threads that share its CPU: how busy that CPU is with the GIL's work.
 
     The SLO controller reads it for the loop's busy share. Placed, the loop alone stays far below
-    a busy CPU (measured at 32 clients on 2 cores: 0.39–0.46 of the time, with the poller and the
+    a busy CPU (measured at 16 and 32 clients on 2 cores: 0.36–0.46 of the time, with the poller and the
     senders taking most of the rest), so its own time would never say the CPU is saturated.
     Unplaced, the others run on other cores and only the loop's time counts, as before.
     """
