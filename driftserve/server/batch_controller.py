@@ -208,13 +208,17 @@ class TimeShare:
     """The share of wall time a cumulative nanosecond counter advanced by (CPU stall time, a
     thread's CPU time), averaged over samples with PRESSURE_WEIGHT; 0 without a counter."""
 
-    __slots__ = ("_last_ns", "_read", "measured", "value")
+    __slots__ = ("_last_ns", "_read", "value")
 
     def __init__(self, read: Callable[[], int] | None) -> None:
         self._read = read
-        self.measured = read is not None
         self._last_ns = read() if read is not None else 0
         self.value = 0.0
+
+    @property
+    def measured(self) -> bool:
+        """Whether there is a counter to read (a measured 0 is not the same as no measurement)."""
+        return self._read is not None
 
     def sample(self, elapsed_ns: int) -> None:
         """Average in the counter's advance over the last ``elapsed_ns`` (> 0) of wall time."""
